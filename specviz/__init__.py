@@ -1,0 +1,3 @@
+"""specviz: watch parallel decoding of language models step by step."""
+
+__version__ = "0.1.0"

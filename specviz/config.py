@@ -1,0 +1,91 @@
+"""Run settings: frozen dataclasses, the knob table, and their validation.
+
+Everything a user can turn (CLI flag or UI slider) is described once here by a
+`Knob`, so that the CLI, the app and the validation agree on names, defaults
+and ranges.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct"
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or inconsistent; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str
+    integer: bool = True
+
+    def check(self, value) -> float | int:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.name} must be a number, got {value!r}") from None
+        if self.integer and v != int(v):
+            raise ConfigError(f"{self.name} must be a whole number, got {value!r}")
+        if not (self.low <= v <= self.high):
+            raise ConfigError(
+                f"{self.name}={value!r} is out of range: it must lie in [{_fmt(self.low)}, {_fmt(self.high)}]"
+            )
+        return int(v) if self.integer else v
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# knobs shared by every method
+MAX_NEW_TOKENS = Knob("max_new_tokens", 64, 1, 1024, "tokens to generate at most")
+TEMPERATURE = Knob("temperature", 0.0, 0.0, 2.0, "0 means greedy", integer=False)
+TOP_P = Knob("top_p", 1.0, 0.01, 1.0, "nucleus sampling mass", integer=False)
+SEED = Knob("seed", 0, 0, 2**31 - 1, "random seed for sampling")
+
+# method knobs
+DRAFT_LEN = Knob("draft_len", 4, 1, 16, "tokens drafted per step")
+EXIT_LAYER = Knob("exit_layer", 6, 1, 64, "layers kept by the early-exit self-draft")
+NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @classmethod
+    def checked(cls, temperature=0.0, top_p=1.0, seed=0) -> "SamplingConfig":
+        return cls(TEMPERATURE.check(temperature), TOP_P.check(top_p), SEED.check(seed))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One decoding run: which method, its knobs and the sampling settings."""
+
+    method: str
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    knobs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(
+            method=d["method"],
+            max_new_tokens=d["max_new_tokens"],
+            sampling=SamplingConfig(**d["sampling"]),
+            knobs=dict(d.get("knobs", {})),
+        )

@@ -1,0 +1,202 @@
+"""Drafters: cheap proposers of the tokens the target will verify.
+
+A drafter sees the committed context and returns a `Draft`: tokens in
+topological order with their parents (0 = the root, i.e. the last committed
+token), the probability the drafter gave each token, and, when the drafter
+samples from a distribution, that full distribution so that verification can
+stay lossless. After verification the engine calls `on_commit` with the
+accepted path so the drafter can roll back its own state.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from ..config import SamplingConfig
+from . import kv
+from .sampling import choose, processed_probs
+
+
+@dataclass
+class Draft:
+    token_ids: torch.Tensor  # [M] long, on the target's device
+    parent: np.ndarray  # [M] tree indices of parents (0 = root, node j is token j-1)
+    draft_probs: torch.Tensor  # [M] float
+    dists: torch.Tensor | None  # [M, V] the distribution each token was drawn from, None if deterministic
+    source: tuple  # [M] str
+    forwards: int = 0  # drafter model forwards spent
+
+    @classmethod
+    def empty(cls, device) -> "Draft":
+        return cls(
+            torch.zeros(0, dtype=torch.long, device=device),
+            np.zeros(0, dtype=np.int64),
+            torch.zeros(0, device=device),
+            None,
+            (),
+        )
+
+
+@dataclass
+class Context:
+    """The committed tokens, root included, on the device and on the host."""
+
+    ids: torch.Tensor  # [L] long
+    ids_host: np.ndarray  # [L] int64
+
+
+class NoDrafter:
+    """Plain autoregressive decoding: every step is one target forward over the root alone."""
+
+    name = "none"
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        pass
+
+    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
+        return Draft.empty(ctx.ids.device)
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        pass
+
+
+class ModelDrafter:
+    """Chain drafting with a small causal LM that shares the target's tokenizer (SpS).
+
+    The drafter keeps its own KV cache of the committed context. Each step it
+    catches up on the tokens committed since last time, drafts `draft_len`
+    tokens one at a time, and afterwards drops the drafted entries the target
+    did not accept.
+    """
+
+    def __init__(self, model: nn.Module, draft_len: int, sampling: SamplingConfig, source: str):
+        self.model = model
+        self.draft_len = draft_len
+        self.sampling = sampling
+        self.name = source
+        self.cache = None
+        self.n_cached = 0
+        self._context_len = 0
+        self._gamma = 0
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        self.cache = DynamicCache()
+        self.n_cached = 0
+
+    @torch.inference_mode()
+    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
+        gamma = min(self.draft_len, max_depth)
+        self._context_len, self._gamma = int(ctx.ids.shape[0]), gamma
+        if gamma <= 0:
+            return Draft.empty(ctx.ids.device)
+        new = ctx.ids[self.n_cached :].unsqueeze(0)
+        logits = self.model(input_ids=new, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+        tokens, probs, dists = [], [], []
+        for d in range(gamma):
+            dist = processed_probs(logits, self.sampling)
+            token = choose(dist, self.sampling, generator)
+            tokens.append(token)
+            probs.append(dist[token])
+            dists.append(dist)
+            if d < gamma - 1:
+                logits = self.model(input_ids=token.view(1, 1), past_key_values=self.cache, use_cache=True).logits[0, -1]
+        self.n_cached = self._context_len + gamma - 1
+        token_ids = torch.stack(tokens)
+        return Draft(
+            token_ids=token_ids,
+            parent=np.arange(gamma, dtype=np.int64),
+            draft_probs=torch.stack(probs),
+            dists=None if self.sampling.greedy else torch.stack(dists),
+            source=(self.name,) * gamma,
+            forwards=gamma,
+        )
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        # the cache holds the context plus drafts 1..gamma-1; keep the accepted ones
+        keep = self._context_len + min(len(accepted_path), max(self._gamma - 1, 0))
+        kv.truncate(self.cache, keep)
+        self.n_cached = keep
+
+
+class PromptLookupDrafter:
+    """Model-free drafting: find the latest earlier occurrence of the context's
+    last n tokens (n from `ngram` down to 1) and propose what followed it."""
+
+    def __init__(self, ngram: int, draft_len: int, source: str = "ngram"):
+        self.ngram = ngram
+        self.draft_len = draft_len
+        self.name = source
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        pass
+
+    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
+        gamma = min(self.draft_len, max_depth)
+        continuation = find_continuation(ctx.ids_host, self.ngram, gamma) if gamma > 0 else []
+        m = len(continuation)
+        if m == 0:
+            return Draft.empty(ctx.ids.device)
+        return Draft(
+            token_ids=torch.tensor(continuation, dtype=torch.long, device=ctx.ids.device),
+            parent=np.arange(m, dtype=np.int64),
+            draft_probs=torch.ones(m, device=ctx.ids.device),
+            dists=None,
+            source=(self.name,) * m,
+        )
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        pass
+
+
+def find_continuation(ids: np.ndarray, max_ngram: int, length: int) -> list:
+    """Tokens that followed the most recent earlier match of the longest matching suffix."""
+    n_ids = ids.shape[0]
+    for n in range(min(max_ngram, n_ids - 1), 0, -1):
+        suffix = ids[n_ids - n :]
+        # windows starting at 0 .. n_ids-n-1: every occurrence except the suffix itself
+        windows = np.lib.stride_tricks.sliding_window_view(ids[: n_ids - 1], n)
+        hits = np.flatnonzero(np.all(windows == suffix, axis=1))
+        for start in hits[::-1]:
+            follow = ids[start + n : start + n + length]
+            if follow.shape[0] > 0:
+                return follow.tolist()
+    return []
+
+
+def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:
+    """A self-draft that shares the target's weights: its first `n_layers`
+    decoder layers, then the final norm and LM head (early-exit self-speculation).
+
+    Works for decoder-only models laid out as `model.layers` + `model.norm` +
+    `lm_head` (Llama, Mistral, Qwen, SmolLM, Phi-3 …). No weights are copied.
+    """
+    body = getattr(target, "model", None)
+    total = len(getattr(body, "layers", []))
+    if total == 0 or not hasattr(body, "norm") or not hasattr(target, "lm_head"):
+        raise ValueError(
+            f"early-exit self-drafting needs a model with model.layers, model.norm and lm_head; "
+            f"{type(target).__name__} is laid out differently. Give a draft model id instead."
+        )
+    if not 1 <= n_layers < total:
+        raise ValueError(f"exit_layer={n_layers} is out of range: the target has {total} layers, so use 1..{total - 1}")
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = n_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = config.layer_types[:n_layers]
+    with torch.device("meta"):
+        draft = type(target)(config)
+    draft.model.embed_tokens = body.embed_tokens
+    draft.model.layers = nn.ModuleList(body.layers[:n_layers])
+    draft.model.norm = body.norm
+    if hasattr(body, "rotary_emb"):
+        draft.model.rotary_emb = body.rotary_emb
+    draft.lm_head = target.lm_head
+    leftover = [n for n, p in list(draft.named_parameters()) + list(draft.named_buffers()) if p.is_meta]
+    if leftover:
+        raise ValueError(f"early-exit self-draft could not share {leftover[:3]} with the target")
+    return draft.eval()

@@ -1,0 +1,225 @@
+"""The speculative decoding loop: propose → score → select → commit.
+
+`SpeculativeDecoder` owns the target's KV cache and the committed tokens and
+advances one target forward per `step()`. Plain autoregressive decoding is the
+same loop with a drafter that proposes nothing, so every method, the baseline
+included, goes through one code path.
+
+Recording (`record=True`) only adds host copies of values the step computed
+anyway plus the target's top-k for hover; it never touches the random stream
+or the decisions, so the tokens are identical either way (tested).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from ..config import RunConfig
+from ..trace import SpecStep, DraftTree, Trace
+from . import kv
+from .drafters import Context, Draft
+from .sampling import processed_probs
+from .tree import is_chain, tree_attention_inputs
+from .verify import greedy_verify, stochastic_chain_verify
+
+TOPK_RECORDED = 5
+
+
+class SpeculativeDecoder:
+    def __init__(
+        self,
+        target,
+        drafter,
+        prompt_ids,
+        config: RunConfig,
+        eos_ids=(),
+        record: bool = True,
+        max_positions: int | None = None,
+    ):
+        prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        if prompt.shape[0] == 0:
+            raise ValueError("the prompt is empty")
+        self.target = target
+        self.drafter = drafter
+        self.config = config
+        self.sampling = config.sampling
+        self.eos_ids = frozenset(int(e) for e in eos_ids)
+        self.record = record
+        self.max_positions = max_positions or getattr(target.config, "max_position_embeddings", None) or 1 << 30
+        if prompt.shape[0] + config.max_new_tokens > self.max_positions:
+            raise ValueError(
+                f"the prompt is {prompt.shape[0]} tokens; with max_new_tokens={config.max_new_tokens} it exceeds "
+                f"the model's context of {self.max_positions} tokens"
+            )
+        self.device = next(target.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
+        self.prompt_ids = prompt
+        self.ids_host = prompt.copy()
+        self.n_new = 0
+        self.n_steps = 0
+        self.finish_reason = ""
+        self.cache = None
+        self.prefill_ms = 0.0
+        self.lossless = True
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finish_reason)
+
+    @property
+    def output_ids(self) -> np.ndarray:
+        return self.ids_host[self.prompt_ids.shape[0] :]
+
+    @torch.inference_mode()
+    def prefill(self) -> None:
+        """Cache every prompt token but the last, which becomes the first root."""
+        t0 = time.perf_counter()
+        self.cache = DynamicCache()
+        self.drafter.reset(self.prompt_ids)
+        if self.prompt_ids.shape[0] > 1:
+            ids = torch.from_numpy(self.prompt_ids[:-1]).to(self.device).unsqueeze(0)
+            self.target(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.prefill_ms = (time.perf_counter() - t0) * 1000
+
+    @torch.inference_mode()
+    def step(self) -> SpecStep | None:
+        if self.done:
+            return None
+        if self.cache is None:
+            self.prefill()
+        root_pos = self.ids_host.shape[0] - 1
+        remaining = self.config.max_new_tokens - self.n_new
+        # a step commits accepted drafts + 1, so deeper drafts than this are wasted
+        max_depth = min(remaining - 1, self.max_positions - root_pos - 1)
+
+        t0 = time.perf_counter()
+        ctx = Context(torch.from_numpy(self.ids_host).to(self.device), self.ids_host)
+        draft = self.drafter.propose(ctx, max_depth, self.generator)
+        t1 = time.perf_counter()
+
+        root = ctx.ids[-1:]
+        tokens = torch.cat([root, draft.token_ids])
+        parent = np.concatenate([[-1], draft.parent]).astype(np.int64)
+        logits = self._score(tokens, parent, root_pos)
+        verdict, target_probs = self._select(tokens, parent, logits, draft)
+        kv.keep_path(self.cache, root_pos, verdict.accepted_path)
+
+        committed = [int(t) for t in tokens[verdict.accepted_path].tolist()] + [verdict.bonus_token]
+        committed = committed[:remaining]
+        for i, t in enumerate(committed):
+            if t in self.eos_ids:
+                committed = committed[: i + 1]
+                self.finish_reason = "eos"
+                break
+        self.ids_host = np.concatenate([self.ids_host, np.asarray(committed, dtype=np.int64)])
+        self.n_new += len(committed)
+        if not self.finish_reason and self.n_new >= self.config.max_new_tokens:
+            self.finish_reason = "length"
+        self.drafter.on_commit(verdict.accepted_path, len(committed))
+        t2 = time.perf_counter()
+
+        record = self._record(root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, t1 - t0, t2 - t1)
+        self.n_steps += 1
+        return record
+
+    def _score(self, tokens: torch.Tensor, parent: np.ndarray, prefix_len: int) -> torch.Tensor:
+        """One target forward over the whole tree; returns [N, V] logits."""
+        if is_chain(parent):
+            # a chain's ancestor mask is the causal mask, so the model's own causal path serves
+            out = self.target(input_ids=tokens.unsqueeze(0), past_key_values=self.cache, use_cache=True)
+        else:
+            mask, positions = tree_attention_inputs(parent, prefix_len, self.target.dtype, self.device)
+            out = self.target(
+                input_ids=tokens.unsqueeze(0),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        return out.logits[0]
+
+    def _select(self, tokens, parent, logits, draft: Draft):
+        if self.sampling.greedy:
+            target_probs = processed_probs(logits, self.sampling) if self.record else None
+            return greedy_verify(tokens, parent, logits), target_probs
+        if not is_chain(parent):
+            raise ValueError("sampling (temperature > 0) can verify only chain drafts losslessly in this version")
+        target_probs = processed_probs(logits, self.sampling)
+        dists = None
+        if draft.dists is not None:
+            # row i is the distribution node i was drawn from; the root row is never read
+            dists = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
+        return stochastic_chain_verify(tokens, target_probs, dists, self.generator), target_probs
+
+    def _record(self, root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, draft_s, verify_s):
+        n = tokens.shape[0]
+        if self.record:
+            parent_rows = torch.from_numpy(np.maximum(parent, 0)).to(self.device)
+            node_probs = target_probs[parent_rows, tokens]
+            node_probs[0] = 1.0
+            topk = target_probs.topk(min(TOPK_RECORDED, target_probs.shape[-1]), dim=-1)
+            bonus_row = verdict.accepted_path[-1] if verdict.accepted_path else 0
+            bonus_prob = float(target_probs[bonus_row, verdict.bonus_token])
+            node_probs_h = node_probs.float().cpu().numpy()
+            topk_ids, topk_probs = topk.indices.cpu().numpy(), topk.values.float().cpu().numpy()
+            accept_probs = verdict.accept_probs.float().cpu().numpy()
+        else:
+            node_probs_h = np.full(n, np.nan, dtype=np.float32)
+            topk_ids, topk_probs = np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+            accept_probs = np.full(n, np.nan, dtype=np.float32)
+            bonus_prob = float("nan")
+        draft_probs = np.concatenate([[1.0], draft.draft_probs.float().cpu().numpy()]).astype(np.float32)
+        tree = DraftTree(
+            token_ids=tokens.cpu().numpy().astype(np.int64),
+            parent=parent,
+            draft_probs=draft_probs,
+            source=("root", *draft.source),
+        )
+        return SpecStep(
+            step=self.n_steps,
+            root_pos=root_pos,
+            tree=tree,
+            target_probs=node_probs_h.astype(np.float32),
+            accept_probs=accept_probs.astype(np.float32),
+            status=verdict.status,
+            accepted_path=np.asarray(verdict.accepted_path, dtype=np.int64),
+            bonus_token=verdict.bonus_token,
+            bonus_prob=bonus_prob,
+            bonus_kind=verdict.bonus_kind,
+            committed_ids=np.asarray(committed, dtype=np.int64),
+            target_topk_ids=topk_ids.astype(np.int64),
+            target_topk_probs=topk_probs.astype(np.float32),
+            draft_ms=draft_s * 1000,
+            verify_ms=verify_s * 1000,
+            target_forwards=1,
+            draft_forwards=draft.forwards,
+            lossless=self.lossless,
+        )
+
+    def steps(self):
+        """Yield one record per step until EOS or the token limit."""
+        while not self.done:
+            yield self.step()
+
+
+def decode(target, drafter, prompt_ids, config: RunConfig, eos_ids=(), record=True, target_id="", draft_id=None) -> Trace:
+    """Run to the end and return the whole trace."""
+    dec = SpeculativeDecoder(target, drafter, prompt_ids, config, eos_ids, record)
+    t0 = time.perf_counter()
+    steps = list(dec.steps())
+    wall = time.perf_counter() - t0
+    return Trace(
+        method=config.method,
+        config=config.to_dict(),
+        target_id=target_id,
+        draft_id=draft_id,
+        prompt_ids=dec.prompt_ids,
+        steps=steps,
+        wall_s=wall,
+        prefill_ms=dec.prefill_ms,
+        finish_reason=dec.finish_reason,
+        lossless=dec.lossless,
+    )

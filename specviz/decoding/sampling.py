@@ -1,0 +1,48 @@
+"""Turning logits into the distribution a run samples from.
+
+Target and drafter both go through `processed_probs`, so speculative sampling
+is lossless with respect to exactly the distribution plain sampling uses
+(temperature, then top-p).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import SamplingConfig
+
+
+def processed_probs(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """[..., V] logits -> [..., V] float32 probabilities.
+
+    Greedy runs (temperature 0) get the plain softmax: decisions use the argmax,
+    and the softmax is what the views show as "probability".
+    """
+    logits = logits.float()
+    if sampling.greedy:
+        return torch.softmax(logits, dim=-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        probs = top_p_filter(probs, sampling.top_p)
+    return probs
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p, renormalised."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    # the most likely token always survives, since the mass before it is 0
+    keep_sorted = mass_before < top_p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    filtered = probs * keep
+    return filtered / filtered.sum(dim=-1, keepdim=True)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw per row of [..., V] probabilities; returns [...] long."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def choose(probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    """The token a plain decoder would emit from these probabilities."""
+    return probs.argmax(dim=-1) if sampling.greedy else sample(probs, generator)

