@@ -287,3 +287,26 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
         assert not eos_at or eos_at[0] == out.shape[0] - 1, "tokens after EOS"
     if max_new_tokens is not None:
         assert out.shape[0] <= max_new_tokens
+
+
+@dataclass(frozen=True)
+class CommittedToken:
+    token_id: int
+    kind: str  # "accepted", BONUS or CORRECTION
+    step: int
+    depth: int  # depth in that step's tree (the bonus sits one below the last accepted node)
+    target_prob: float  # target probability of the token when it was committed
+
+
+def committed_tokens(steps: list) -> list:
+    """Every generated token with the step and the way it was committed."""
+    out = []
+    for s in steps:
+        depth = s.tree.depth
+        for j, tok in enumerate(s.committed_ids):
+            if j < s.n_accepted:
+                node = int(s.accepted_path[j])
+                out.append(CommittedToken(int(tok), "accepted", s.step, int(depth[node]), float(s.target_probs[node])))
+            else:
+                out.append(CommittedToken(int(tok), s.bonus_kind, s.step, s.n_accepted + 1, float(s.bonus_prob)))
+    return out

@@ -1,0 +1,156 @@
+"""Command line: `python -m specviz run …` and `python -m specviz bench …`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+
+from .config import DRAFT_LEN, EXIT_LAYER, MAX_NEW_TOKENS, NGRAM, SEED, TEMPERATURE, TOP_P, ConfigError
+from .decoding.registry import METHODS
+
+
+def _methods_epilog() -> str:
+    lines = ["methods:"]
+    for m in METHODS.values():
+        knobs = ", ".join(f"--{k.name.replace('_', '-')} ({k.help}; default {k.default:g})" for k in m.knobs)
+        lines.append(f"  {m.name:<14} {m.label}. " + ("lossless. " if m.lossless else "LOSSY. "))
+        lines += textwrap.wrap(m.summary, 80, initial_indent=" " * 17, subsequent_indent=" " * 17)
+        if knobs:
+            lines += textwrap.wrap("knobs: " + knobs, 80, initial_indent=" " * 17, subsequent_indent=" " * 17)
+    return "\n".join(lines)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=None, help="Hugging Face id or local path of the target (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--draft", default=None, help="draft model id for sps (default: early-exit self-draft of the target)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt")
+    src.add_argument("--questions", help="Spec-Bench style .jsonl file (the first of `turns` is the prompt)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N questions")
+    p.add_argument("--per-category", type=int, default=None, help="use at most N questions per category")
+    p.add_argument("--max-new-tokens", type=int, default=int(MAX_NEW_TOKENS.default))
+    p.add_argument("--temperature", type=float, default=TEMPERATURE.default, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=TOP_P.default)
+    p.add_argument("--seed", type=int, default=int(SEED.default))
+    for knob in (DRAFT_LEN, EXIT_LAYER, NGRAM):
+        p.add_argument(f"--{knob.name.replace('_', '-')}", type=int, default=None, help=f"{knob.help} (default {knob.default:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m specviz", description="Watch and measure speculative decoding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="decode prompts with one method and print or save the results",
+        epilog=_methods_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--method", required=True, choices=list(METHODS), help="decoding method (see below)")
+    _add_common(run)
+    run.add_argument("--json", dest="json_out", default=None, help="write per-prompt results to this JSON file")
+    run.add_argument("--trace", dest="trace_out", default=None, help="write the full step traces to this JSON file")
+
+    bench = sub.add_parser(
+        "bench",
+        help="compare methods side by side in one run: tau, tok/s and speedup against AR",
+        epilog=_methods_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods; ar is always included")
+    _add_common(bench)
+    return parser
+
+
+def _knobs(args, method) -> dict:
+    return {k.name: getattr(args, k.name) for k in method.knobs if getattr(args, k.name) is not None}
+
+
+def _questions(args) -> list:
+    from .bench.spec_bench import load_questions
+
+    if args.prompt is not None:
+        return [{"question_id": 0, "category": "", "prompt": args.prompt}]
+    return load_questions(args.questions, args.limit, args.per_category)
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from .bench.spec_bench import run_questions
+    from .models import ModelStore
+    from .runner import prepare_run
+    from .trace import Trace
+
+    method = METHODS[args.method]
+    questions = _questions(args)
+    prepared = prepare_run(
+        ModelStore(), args.method, args.target, args.draft, _knobs(args, method), args.max_new_tokens,
+        args.temperature, args.top_p, args.seed,
+    )
+    results = run_questions(prepared, questions, record=args.trace_out is not None)
+    for r in results:
+        print(f"[{r['question_id']}] tau={r['mean_accepted']:.2f} forwards={r['target_forwards']} "
+              f"tokens={len(r['output_ids'])} wall={r['wall_s']:.2f}s")
+        print(textwrap.indent(r["text"].strip(), "    "))
+    tokens = sum(len(r["output_ids"]) for r in results)
+    forwards = sum(r["target_forwards"] for r in results)
+    wall = sum(r["wall_s"] for r in results)
+    print(f"{args.method}: tau={tokens / max(forwards, 1):.3f} tok/s={tokens / max(wall, 1e-9):.2f} over {len(results)} prompt(s)")
+    if args.json_out:
+        keys = ("question_id", "prompt_ids", "output_ids", "text", "target_forwards", "mean_accepted", "wall_s")
+        with open(args.json_out, "w") as f:
+            json.dump([{k: r[k] for k in keys} for r in results], f)
+    if args.trace_out:
+        traces = [
+            Trace(args.method, prepared.config.to_dict(), prepared.target.model_id, prepared.draft_id,
+                  np.asarray(r["prompt_ids"]), r["steps"], r["wall_s"]).to_dict()
+            for r in results
+        ]
+        with open(args.trace_out, "w") as f:
+            json.dump(traces, f)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.spec_bench import compare
+    from .models import ModelStore
+    from .runner import prepare_run
+
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    for n in names:
+        if n not in METHODS:
+            raise ConfigError(f"unknown method {n!r}; choose from {', '.join(METHODS)}")
+    names = ["ar"] + [n for n in names if n != "ar"]
+    questions = _questions(args)
+    store = ModelStore()
+    prepared = {
+        n: prepare_run(store, n, args.target, args.draft if METHODS[n].uses_draft_model else None,
+                       _knobs(args, METHODS[n]), args.max_new_tokens, args.temperature, args.top_p, args.seed)
+        for n in names
+    }
+    t0 = time.perf_counter()
+    report = compare(prepared, questions)
+    print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, "
+          f"target={prepared['ar'].target.model_id}, {time.perf_counter() - t0:.0f}s")
+    print(f"{'method':<16}{'tau':>7}{'tok/s':>9}{'wall s':>9}{'speedup':>9}  greedy==AR")
+    for n, r in report.items():
+        same = "-" if n == "ar" or args.temperature > 0 else ("yes" if r["matches_ar"] else "NO")
+        print(f"{n:<16}{r['tau']:>7.3f}{r['tok_per_s']:>9.2f}{r['wall_s']:>9.1f}{r['speedup_vs_ar']:>8.2f}x  {same}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .models import ModelLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_run(args) if args.command == "run" else cmd_bench(args)
+    except (ConfigError, ModelLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Spec-Bench style runs: questions in, per-prompt results and side-by-side ratios out.
+
+Speed is measured here, never in tests. Every method, the AR baseline included,
+runs on the same prompts in the same process, interleaved prompt by prompt so
+that drift in machine load hits all of them alike.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..config import ConfigError
+from ..textio import check_prompt_fits, encode_prompt
+
+
+def load_questions(path: str | Path, limit: int | None = None, per_category: int | None = None) -> list:
+    """Spec-Bench jsonl: each line has question_id, category and turns; the first turn is the prompt."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"questions file {str(path)!r} does not exist")
+    out, seen = [], defaultdict(int)
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+            prompt = q["turns"][0]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise ConfigError(f"{path.name} line {n} is not a Spec-Bench question (needs a 'turns' list)") from None
+        category = q.get("category", "")
+        if per_category is not None and seen[category] >= per_category:
+            continue
+        seen[category] += 1
+        out.append({"question_id": q.get("question_id", n), "category": category, "prompt": prompt})
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def run_one(prepared, prompt_ids: list, record: bool = False):
+    """Decode one prompt to the end; returns (output ids, target forwards, wall seconds, steps)."""
+    dec = prepared.decoder(prompt_ids, record=record)
+    t0 = time.perf_counter()
+    steps = list(dec.steps())
+    wall = time.perf_counter() - t0
+    return dec.output_ids.tolist(), sum(s.target_forwards for s in steps), wall, steps
+
+
+def run_questions(prepared, questions: list, record: bool = False) -> list:
+    tok = prepared.target.tokenizer
+    results = []
+    for q in questions:
+        ids = encode_prompt(tok, q["prompt"])
+        check_prompt_fits(len(ids), prepared.config.max_new_tokens, prepared.target.max_positions)
+        out, forwards, wall, steps = run_one(prepared, ids, record)
+        results.append(
+            {
+                "question_id": q["question_id"],
+                "category": q.get("category", ""),
+                "prompt_ids": ids,
+                "output_ids": out,
+                "text": tok.decode(out, skip_special_tokens=True),
+                "target_forwards": forwards,
+                "mean_accepted": len(out) / forwards if forwards else 0.0,
+                "wall_s": wall,
+                "steps": steps,
+            }
+        )
+    return results
+
+
+def compare(prepared_runs: dict, questions: list, warmup: bool = True) -> dict:
+    """Run every prepared method on every question, interleaved; AR ('ar') must be among them.
+
+    Returns per method: tau (new tokens / target forwards over all prompts),
+    tok/s, total wall, speedup = AR wall / method wall, and whether the greedy
+    output matched AR on every prompt.
+    """
+    if "ar" not in prepared_runs:
+        raise ConfigError("compare needs the 'ar' baseline among the methods")
+    any_run = next(iter(prepared_runs.values()))
+    tok = any_run.target.tokenizer
+    prompts = [encode_prompt(tok, q["prompt"]) for q in questions]
+    if warmup:
+        for p in prepared_runs.values():
+            run_one(p.limited(4), prompts[0])
+    # AR first on every prompt, so each method's output can be checked against it
+    order = ["ar"] + [n for n in prepared_runs if n != "ar"]
+    totals = {name: {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True} for name in order}
+    for ids in prompts:
+        ref = None
+        for name in order:
+            prepared = prepared_runs[name]
+            out, forwards, wall, _ = run_one(prepared, ids)
+            t = totals[name]
+            t["tokens"] += len(out)
+            t["forwards"] += forwards
+            t["wall"] += wall
+            if name == "ar":
+                ref = out
+            elif ref is not None and prepared.config.sampling.greedy:
+                t["match"] &= out == ref
+    ar_wall = totals["ar"]["wall"]
+    report = {}
+    for name, t in totals.items():
+        report[name] = {
+            "tau": t["tokens"] / t["forwards"] if t["forwards"] else 0.0,
+            "tokens": t["tokens"],
+            "target_forwards": t["forwards"],
+            "wall_s": t["wall"],
+            "tok_per_s": t["tokens"] / t["wall"] if t["wall"] else 0.0,
+            "speedup_vs_ar": ar_wall / t["wall"] if t["wall"] else 0.0,
+            "matches_ar": t["match"],
+        }
+    return report

@@ -1,0 +1,72 @@
+"""The text boundary: prompts to ids and ids to display pieces.
+
+Only the CLI and the UI import this; decoding and viz never see text.
+"""
+from __future__ import annotations
+
+from .config import ConfigError
+
+MAX_PROMPT_CHARS = 20_000
+
+
+def encode_prompt(tokenizer, text: str, chat: bool = True) -> list:
+    """Token ids of a user prompt, wrapped in the model's chat template when it has one."""
+    if text is None or not text.strip():
+        raise ConfigError("the prompt is empty: type a question or pick an example")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"the prompt is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+    if chat and getattr(tokenizer, "chat_template", None):
+        enc = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        ids = enc["input_ids"] if hasattr(enc, "keys") else enc
+    else:
+        ids = tokenizer(text)["input_ids"]
+    return [int(i) for i in ids]
+
+
+def check_prompt_fits(n_prompt: int, max_new_tokens: int, max_positions: int) -> None:
+    if n_prompt + max_new_tokens > max_positions:
+        raise ConfigError(
+            f"the prompt is {n_prompt:,} tokens; with max_new_tokens={max_new_tokens} it exceeds the model's "
+            f"context of {max_positions:,} tokens. Shorten the prompt or lower max_new_tokens."
+        )
+
+
+class PieceDecoder:
+    """Per-token display text that concatenates to the decoded string.
+
+    Decoding tokens one at a time breaks multi-byte characters and drops
+    SentencePiece spaces, so each piece is the growth of the decoded prefix.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list = []
+        self.pieces: list = []
+        self._text = ""
+
+    def extend(self, ids) -> list:
+        new = []
+        for i in ids:
+            self.ids.append(int(i))
+            text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+            # a prefix can re-decode differently once a multi-byte character completes
+            piece = text[len(self._text) :] if text.startswith(self._text) else text
+            self._text = text
+            self.pieces.append(piece)
+            new.append(piece)
+        return new
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A short visible label for one token (tree nodes, hover)."""
+    text = tokenizer.decode([int(token_id)], skip_special_tokens=False)
+    text = text.replace("\n", "⏎").replace("\t", "⇥")
+    if text == "":
+        return f"#{token_id}"
+    if text.strip() == "":
+        return "␠" * len(text)
+    return text

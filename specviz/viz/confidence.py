@@ -1,0 +1,77 @@
+"""Per-position confidence: the current step's drafted positions, and a strip over the whole generation."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..trace import STATUS_NAMES, SpecStep
+from .palette import ACCEPT_PROB_COLOR, DRAFT_COLOR, KIND_COLORS, KIND_LABELS, STATUS_COLORS
+from .tree import empty_figure
+
+
+def step_confidence_figure(step: SpecStep, labels: list) -> go.Figure:
+    """For each drafted node: draft p, target p (coloured by outcome) and the acceptance probability."""
+    nodes = list(range(1, step.tree.size))
+    if not nodes:
+        return empty_figure(f"Step {step.step}: nothing drafted; the target produced one token", height=220)
+    depth = step.tree.depth
+    xs = [f"{i}·d{int(depth[i])}<br>{labels[i]}" for i in nodes]
+    status = [STATUS_NAMES[int(step.status[i])] for i in nodes]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=xs, y=step.tree.draft_probs[nodes], name="draft p", marker_color=DRAFT_COLOR,
+                         hovertemplate="draft p = %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Bar(x=xs, y=np.nan_to_num(step.target_probs[nodes]), name="target p",
+                         marker_color=[STATUS_COLORS[s] for s in status], customdata=status,
+                         hovertemplate="target p = %{y:.3f}<br>%{customdata}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=np.nan_to_num(step.accept_probs[nodes]), name="accept p", mode="markers",
+                             marker=dict(symbol="diamond", size=11, color=ACCEPT_PROB_COLOR, line=dict(width=1, color="#78350f")),
+                             hovertemplate="accept p = %{y:.3f}<extra></extra>"))
+    fig.update_layout(
+        title=f"Step {step.step}: per-position probabilities (bar colour of target p = outcome)",
+        barmode="group",
+        height=300,
+        yaxis=dict(range=[0, 1.05], title="probability"),
+        margin=dict(l=40, r=10, t=50, b=40),
+        legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def running_strip_figure(tokens: list, labels: list, current_step: int | None = None) -> go.Figure:
+    """One bar per generated token: height = target probability when committed, colour = how it was committed.
+
+    `tokens` are `trace.CommittedToken`s; `labels[i]` is the display text of token i.
+    """
+    if not tokens:
+        return empty_figure("No tokens yet", height=200)
+    fig = go.Figure()
+    for kind, color in KIND_COLORS.items():
+        idx = [i for i, t in enumerate(tokens) if t.kind == kind]
+        if not idx:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=idx,
+                y=[np.nan_to_num(tokens[i].target_prob, nan=0.0) for i in idx],
+                name=KIND_LABELS[kind].split(" (")[0],
+                marker=dict(
+                    color=color,
+                    opacity=[1.0 if current_step is None or tokens[i].step == current_step else 0.45 for i in idx],
+                ),
+                customdata=[[labels[i], tokens[i].step, tokens[i].depth] for i in idx],
+                hovertemplate="#%{x} %{customdata[0]}<br>step %{customdata[1]}, depth %{customdata[2]}"
+                "<br>target p = %{y:.3f}<extra>" + kind + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title="Whole generation: target probability of each committed token",
+        height=220,
+        bargap=0.05,
+        xaxis=dict(title="generated token"),
+        yaxis=dict(range=[0, 1.05]),
+        margin=dict(l=40, r=10, t=45, b=40),
+        legend=dict(orientation="h", y=1.18, x=1, xanchor="right"),
+        plot_bgcolor="white",
+    )
+    return fig

@@ -1,0 +1,48 @@
+"""The one palette: the same status or source gets the same colour in every view."""
+
+STATUS_COLORS = {
+    "root": "#475569",
+    "accepted": "#16a34a",
+    "rejected": "#dc2626",
+    "never-reached": "#cbd5e1",
+}
+# the target's own token at the end of a step
+KIND_COLORS = {
+    "accepted": STATUS_COLORS["accepted"],
+    "bonus": "#7c3aed",
+    "correction": "#ea580c",
+}
+KIND_LABELS = {
+    "accepted": "accepted draft token",
+    "bonus": "bonus token (all drafts accepted, or none drafted)",
+    "correction": "token drawn after a rejection",
+}
+SOURCE_COLORS = {
+    "root": "#475569",
+    "draft-model": "#2563eb",
+    "early-exit": "#0891b2",
+    "ngram": "#ca8a04",
+}
+DRAFT_COLOR = "#60a5fa"
+TARGET_COLOR = "#1e293b"
+ACCEPT_PROB_COLOR = "#f59e0b"
+
+
+def source_color(source: str) -> str:
+    # early-exit drafters are named early-exit-L<k>
+    key = "early-exit" if source.startswith("early-exit") else source
+    return SOURCE_COLORS.get(key, "#64748b")
+
+
+def css() -> str:
+    """Styles for the generated-text view, built from the palette."""
+    rules = [
+        ".sv-text{font-family:ui-monospace,Menlo,monospace;font-size:14px;line-height:1.9;white-space:pre-wrap;word-break:break-word}",
+        ".sv-tok{border-radius:3px;padding:1px 0;cursor:help}",
+        ".sv-legend span{margin-right:14px;font-size:12px}",
+        ".sv-swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:middle}",
+        ".sv-metrics td{padding:2px 10px 2px 0}.sv-metrics td:first-child{color:#64748b}",
+    ]
+    for kind, color in KIND_COLORS.items():
+        rules.append(f".sv-{kind}{{background:{color}26;border-bottom:2px solid {color}}}")
+    return "\n".join(rules)

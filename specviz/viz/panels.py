@@ -1,0 +1,87 @@
+"""HTML panels: the coloured generated text and the metrics table, plus the depth chart."""
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+
+from .palette import KIND_COLORS, KIND_LABELS, STATUS_COLORS
+from .tree import empty_figure
+
+
+def legend_html() -> str:
+    items = "".join(
+        f'<span><i class="sv-swatch" style="background:{c}"></i>{html.escape(KIND_LABELS[k])}</span>'
+        for k, c in KIND_COLORS.items()
+    )
+    return f'<div class="sv-legend">{items}</div>'
+
+
+def generated_text_html(pieces: list, tokens: list, current_step: int | None = None) -> str:
+    """`pieces[i]` is the text of generated token i and `tokens[i]` its `CommittedToken`."""
+    if not pieces:
+        return legend_html() + '<div class="sv-text" style="color:#94a3b8">The generated text appears here.</div>'
+    spans = []
+    for piece, t in zip(pieces, tokens):
+        title = f"step {t.step} · {KIND_LABELS[t.kind]} · depth {t.depth} · target p {t.target_prob:.3f} · id {t.token_id}"
+        style = ' style="outline:1px solid #0f172a"' if current_step is not None and t.step == current_step else ""
+        spans.append(
+            f'<span class="sv-tok sv-{t.kind}" data-step="{t.step}" title="{html.escape(title)}"{style}>'
+            f"{html.escape(piece)}</span>"
+        )
+    return legend_html() + '<div class="sv-text">' + "".join(spans) + "</div>"
+
+
+def _row(name: str, value: str, note: str = "") -> str:
+    note = f' <span style="color:#94a3b8">{html.escape(note)}</span>' if note else ""
+    return f"<tr><td>{html.escape(name)}</td><td><b>{html.escape(value)}</b>{note}</td></tr>"
+
+
+def metrics_html(summary: dict, speedup: dict | None, backend: str, lossless: bool, finish: str) -> str:
+    """`speedup`: {"ratio", "ar_s", "method_s", "matches_ar" (bool or None), "how"} once measured."""
+    rows = [
+        _row("τ (mean accepted length)", f"{summary['tau']:.2f}", "tokens per target forward, bonus included"),
+        _row("τ drafts only", f"{summary['tau_drafts_only']:.2f}", "accepted drafts per target forward"),
+    ]
+    if summary["acceptance_rate"] is not None:
+        rows.append(_row("acceptance rate", f"{summary['acceptance_rate']:.1%}", f"{summary['accepted']} of {summary['drafted']} drafted"))
+    rows += [
+        _row("tokens", str(summary["new_tokens"]), f"in {summary['steps']} steps" + (f", stopped at {finish}" if finish else "")),
+        _row("target forwards", str(summary["target_forwards"]), f"+ {summary['draft_forwards']} drafter forwards"),
+        _row("tok/s", f"{summary['tok_per_s']:.1f}", f"draft {summary['draft_ms']:.0f} ms + verify {summary['verify_ms']:.0f} ms"),
+    ]
+    if speedup is None:
+        rows.append(_row("speedup vs AR", "…", "measured when the run finishes"))
+    else:
+        rows.append(_row("speedup vs AR", f"{speedup['ratio']:.2f}×", speedup["how"]))
+        if speedup.get("matches_ar") is not None:
+            rows.append(_row("greedy output == AR", "yes ✓" if speedup["matches_ar"] else "NO ✗", "token for token"))
+    rows.append(_row("verification", "lossless" if lossless else "LOSSY", f"backend: {backend}"))
+    return '<table class="sv-metrics">' + "".join(rows) + "</table>"
+
+
+def depth_chart(summary: dict) -> go.Figure:
+    rates = summary["acceptance_by_depth"]
+    if not rates:
+        return empty_figure("Acceptance by depth appears once something is drafted", height=220)
+    xs = list(range(1, len(rates) + 1))
+    ys = [r if r is not None else 0.0 for r in rates]
+    fig = go.Figure(
+        go.Bar(
+            x=xs,
+            y=ys,
+            marker_color=STATUS_COLORS["accepted"],
+            text=[f"{r:.0%}" if r is not None else "–" for r in rates],
+            textposition="outside",
+            hovertemplate="depth %{x}: %{y:.1%} of reached drafts accepted<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Acceptance rate by depth",
+        height=220,
+        xaxis=dict(title="draft depth", dtick=1),
+        yaxis=dict(range=[0, 1.15], tickformat=".0%"),
+        margin=dict(l=40, r=10, t=45, b=40),
+        plot_bgcolor="white",
+    )
+    return fig

@@ -1,0 +1,159 @@
+"""The draft tree of one step, with the accepted path, rejected branches and the bonus token.
+
+Layout: depth runs left to right; each leaf gets its own row in depth-first
+order (networkx's DFS over the tree), and an inner node sits at the mean row
+of its leaves. Subtrees therefore occupy contiguous bands and edges never
+cross, which keeps 60+ node trees legible; the figure grows with the leaves.
+"""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import plotly.graph_objects as go
+
+from ..trace import ACCEPTED, REJECTED, ROOT, STATUS_NAMES, UNREACHED, SpecStep
+from .palette import KIND_COLORS, STATUS_COLORS, source_color
+
+BONUS_NODE = "bonus"
+
+
+def _graph(step: SpecStep) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for i in range(step.tree.size):
+        g.add_node(i)
+        if i > 0:
+            g.add_edge(int(step.tree.parent[i]), i)
+    last = int(step.accepted_path[-1]) if step.n_accepted else 0
+    g.add_node(BONUS_NODE)
+    g.add_edge(last, BONUS_NODE)
+    return g
+
+
+def tidy_layout(g: nx.DiGraph, root=0) -> dict:
+    """Node -> (depth, row): leaves in DFS order, parents centred over their leaves."""
+    depth = nx.shortest_path_length(g, root)
+    rows: dict = {}
+    next_row = 0
+    # networkx visits children in insertion order, i.e. node order, so sibling order is stable
+    for node in nx.dfs_preorder_nodes(g, root):
+        if g.out_degree(node) == 0:
+            rows[node] = float(next_row)
+            next_row += 1
+    for node in nx.dfs_postorder_nodes(g, root):
+        if node not in rows:
+            rows[node] = float(np.mean([rows[c] for c in g.successors(node)]))
+    return {n: (depth[n], rows[n]) for n in g.nodes}
+
+
+def _fmt(p) -> str:
+    return "–" if p is None or not np.isfinite(p) else f"{p:.3f}"
+
+
+def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "") -> go.Figure:
+    """`labels[i]` is the display text of node i; `bonus_label` that of the bonus token."""
+    g = _graph(step)
+    pos = tidy_layout(g)
+    n_rows = 1 + max(r for _, r in pos.values())
+    on_path = {0, *map(int, step.accepted_path)}
+    fig = go.Figure()
+
+    # edges: the accepted path bold, edges into never-reached nodes faint and dashed
+    groups = {"path": ([], []), "tried": ([], []), "unreached": ([], []), "bonus": ([], [])}
+    for u, v in g.edges:
+        if v == BONUS_NODE:
+            key = "bonus"
+        elif u in on_path and v in on_path:
+            key = "path"
+        elif step.status[v] == UNREACHED:
+            key = "unreached"
+        else:
+            key = "tried"
+        xs, ys = groups[key]
+        xs += [pos[u][0], pos[v][0], None]
+        ys += [pos[u][1], pos[v][1], None]
+    styles = {
+        "path": dict(color=STATUS_COLORS["accepted"], width=4),
+        "tried": dict(color="#94a3b8", width=1.5),
+        "unreached": dict(color=STATUS_COLORS["never-reached"], width=1, dash="dot"),
+        "bonus": dict(color=KIND_COLORS[step.bonus_kind], width=3, dash="dash"),
+    }
+    for key, (xs, ys) in groups.items():
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=styles[key], hoverinfo="skip", showlegend=False))
+
+    depth = step.tree.depth
+    for status in (ROOT, ACCEPTED, REJECTED, UNREACHED):
+        nodes = [i for i in range(step.tree.size) if step.status[i] == status]
+        if not nodes:
+            continue
+        name = STATUS_NAMES[status]
+        hover = [
+            f"<b>{labels[i]!s}</b> (id {int(step.tree.token_ids[i])})<br>node {i} · depth {int(depth[i])} · {name}"
+            f"<br>proposed by: {step.tree.source[i]}"
+            f"<br>draft p = {_fmt(step.tree.draft_probs[i])}"
+            f"<br>target p = {_fmt(step.target_probs[i])}"
+            f"<br>accept p = {_fmt(step.accept_probs[i])}"
+            for i in nodes
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[i][0] for i in nodes],
+                y=[pos[i][1] for i in nodes],
+                mode="markers+text",
+                name=name,
+                text=[_short(labels[i]) for i in nodes],
+                textposition="top center",
+                textfont=dict(size=11, color="#0f172a" if status != UNREACHED else "#94a3b8"),
+                marker=dict(
+                    size=16 if status != ROOT else 20,
+                    color=STATUS_COLORS[name],
+                    line=dict(color=[source_color(step.tree.source[i]) for i in nodes], width=3),
+                    symbol="circle" if status != ROOT else "square",
+                ),
+                hovertext=hover,
+                hoverinfo="text",
+            )
+        )
+    bx, by = pos[BONUS_NODE]
+    fig.add_trace(
+        go.Scatter(
+            x=[bx],
+            y=[by],
+            mode="markers+text",
+            name=step.bonus_kind,
+            text=[_short(bonus_label)],
+            textposition="top center",
+            textfont=dict(size=11, color=KIND_COLORS[step.bonus_kind]),
+            marker=dict(size=20, color=KIND_COLORS[step.bonus_kind], symbol="star"),
+            hovertext=[
+                f"<b>{bonus_label}</b> (id {step.bonus_token})<br>{step.bonus_kind} token from the target"
+                f"<br>target p = {_fmt(step.bonus_prob)}"
+            ],
+            hoverinfo="text",
+        )
+    )
+    height = int(min(1400, max(300, 46 * n_rows + 120)))
+    fig.update_layout(
+        title=title or f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted)",
+        height=height,
+        margin=dict(l=20, r=20, t=50, b=30),
+        xaxis=dict(title="depth", dtick=1, zeroline=False, showgrid=False),
+        yaxis=dict(visible=False, autorange="reversed"),
+        plot_bgcolor="white",
+        legend=dict(orientation="h", y=-0.08),
+        hoverlabel=dict(align="left"),
+        dragmode="pan",
+    )
+    return fig
+
+
+def _short(label: str, limit: int = 10) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def empty_figure(message: str, height: int = 260) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#64748b"))
+    fig.update_layout(height=height, xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white",
+                      margin=dict(l=10, r=10, t=10, b=10))
+    return fig
