@@ -51,7 +51,7 @@ SEED = Knob("seed", 0, 0, 2**31 - 1, "random seed for sampling")
 # method knobs
 DRAFT_LEN = Knob("draft_len", 4, 1, 16, "tokens drafted per step")
 EXIT_LAYER = Knob("exit_layer", 6, 1, 64, "layers kept by the early-exit self-draft")
-NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup")
+NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter ones down to 2 are tried next)")
 
 
 @dataclass(frozen=True)

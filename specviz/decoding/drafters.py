@@ -125,7 +125,11 @@ class ModelDrafter:
 
 class PromptLookupDrafter:
     """Model-free drafting: find the latest earlier occurrence of the context's
-    last n tokens (n from `ngram` down to 1) and propose what followed it."""
+    last n tokens (n from `ngram` down to 2, or 1 if ngram is 1) and propose what followed it.
+
+    Single-token matches are skipped unless asked for: they fire on almost
+    every step and are usually wrong, and each wasted draft token costs target
+    compute (on a CPU, a 5-token verify costs about twice a 1-token step)."""
 
     def __init__(self, ngram: int, draft_len: int, source: str = "ngram"):
         self.ngram = ngram
@@ -153,10 +157,11 @@ class PromptLookupDrafter:
         pass
 
 
-def find_continuation(ids: np.ndarray, max_ngram: int, length: int) -> list:
+def find_continuation(ids: np.ndarray, max_ngram: int, length: int, min_ngram: int | None = None) -> list:
     """Tokens that followed the most recent earlier match of the longest matching suffix."""
     n_ids = ids.shape[0]
-    for n in range(min(max_ngram, n_ids - 1), 0, -1):
+    min_ngram = min(2, max_ngram) if min_ngram is None else min_ngram
+    for n in range(min(max_ngram, n_ids - 1), min_ngram - 1, -1):
         suffix = ids[n_ids - n :]
         # windows starting at 0 .. n_ids-n-1: every occurrence except the suffix itself
         windows = np.lib.stride_tricks.sliding_window_view(ids[: n_ids - 1], n)

@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from specviz.models import tiny_random_llama
+
+    return tiny_random_llama(vocab_size=96, n_layers=4, hidden=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def store():
+    from specviz.models import ModelStore
+
+    return ModelStore()
+
+
+@pytest.fixture(scope="session")
+def embedded(store):
+    return store.get(None)
+
+
+def greedy_reference(model, prompt, n):
+    """Plain greedy decoding by transformers' own generate: the independent oracle."""
+    ids = torch.tensor([list(prompt)])
+    out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].numpy()
+
+
+PROMPTS = [
+    np.array([3, 17, 4, 17, 4, 17, 9, 22, 4, 17]),
+    np.array([50, 51, 52, 53, 50, 51, 52]),
+    np.array([7]),
+]
+
+
+@pytest.fixture(scope="session")
+def app_url(store, embedded):
+    """The real app, served on a free local port, sharing the test session's model store."""
+    from specviz.ui import build_demo, launch
+
+    demo = build_demo(store)
+    _, url, _ = launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    demo.close()

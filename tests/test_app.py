@@ -1,0 +1,117 @@
+"""The app: builds without weights, serves the run through gradio_client, refuses bad input clearly,
+and keeps sessions apart."""
+import threading
+
+import pytest
+from gradio_client import Client
+
+from specviz.config import EMBEDDED_MODEL_ID
+
+
+def test_demo_builds_without_loading_weights():
+    from specviz.models import ModelStore
+    from specviz.ui import build_demo
+
+    def refuse(model_id):
+        raise AssertionError("building the demo must not load a model")
+
+    store = ModelStore(loader=refuse)
+    demo = build_demo(store)
+    assert store.loaded_ids() == []
+    names = {d["api_name"] for d in demo.config["dependencies"] if d.get("api_name")}
+    assert {"run", "step", "pause", "reset"} <= names
+
+
+def _args(prompt="List three colours.", method="sps", draft_len=3, exit_layer=20, ngram=3, max_new=12,
+          temperature=0.0, top_p=1.0, seed=0, target=EMBEDDED_MODEL_ID, draft=""):
+    return [prompt, method, draft_len, exit_layer, ngram, max_new, temperature, top_p, seed, target, draft]
+
+
+@pytest.fixture(scope="module")
+def server(app_url):
+    return app_url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_run_through_gradio_client(client, embedded):
+    out = client.predict(*_args(), api_name="/run")
+    status, text_html, *_ , summary = out
+    assert "finished" in status
+    assert summary["method"] == "sps"
+    assert len(summary["output_ids"]) == 12
+    assert summary["summary"]["target_forwards"] >= 1
+    assert summary["speedup_vs_ar"]["matches_ar"] is True
+    assert summary["speedup_vs_ar"]["ratio"] > 0
+    # the text view carries one span per token, with the step on hover
+    assert text_html.count('class="sv-tok') == 12 and "step 0" in text_html
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"prompt": "word " * 9000}, "exceeds the model's context"),
+        ({"prompt": "x" * 20001}, "limit is 20,000"),
+        ({"draft_len": 99}, "draft_len=99 is out of range"),
+        ({"temperature": 7}, "temperature=7"),
+        ({"exit_layer": 30}, "exit_layer=30 is out of range"),
+        ({"max_new": 0}, "max_new_tokens=0 is out of range"),
+        ({"target": "no-such-org/no-such-model-xyz"}, "cannot load 'no-such-org/no-such-model-xyz'"),
+        ({"draft": "no-such-org/draft"}, "cannot load 'no-such-org/draft'"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(client, kwargs, message):
+    with pytest.raises(Exception) as err:
+        client.predict(*_args(**kwargs), api_name="/run")
+    assert message in str(err.value)
+
+
+def test_mismatched_tokenizer_is_refused(client, tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from specviz.models import tiny_random_llama
+
+    path = tmp_path_factory.mktemp("other-family")
+    vocab = {f"w{i}": i for i in range(96)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", eos_token="w1").save_pretrained(path)
+    tiny_random_llama(vocab_size=96).save_pretrained(path)
+    with pytest.raises(Exception) as err:
+        client.predict(*_args(draft=str(path)), api_name="/run")
+    assert "does not share the target" in str(err.value)
+
+
+def test_sessions_do_not_see_each_other(server):
+    results = {}
+
+    def go(name, prompt, method):
+        c = Client(server, verbose=False)
+        results[name] = c.predict(*_args(prompt=prompt, method=method, max_new=8), api_name="/run")[-1]
+
+    threads = [threading.Thread(target=go, args=("a", "Name a fruit.", "prompt_lookup")),
+               threading.Thread(target=go, args=("b", "Name a country.", "ar"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert results["a"]["method"] == "prompt_lookup" and results["b"]["method"] == "ar"
+    assert results["a"]["prompt_ids"] != results["b"]["prompt_ids"]
+    # a fresh client has no run of its own: its first Step starts a new run at step 0
+    c = Client(server, verbose=False)
+    status = c.predict(*_args(max_new=4), api_name="/step")[0]
+    assert "Step 0" in status
+
+
+def test_step_then_run_resumes_the_same_run(client):
+    first = client.predict(*_args(max_new=10), api_name="/step")
+    assert "Step 0" in first[0]
+    second = client.predict(*_args(max_new=10), api_name="/step")
+    assert "Step 1" in second[0]
+    final = client.predict(*_args(max_new=10), api_name="/run")
+    assert len(final[-1]["output_ids"]) == 10

@@ -1,0 +1,125 @@
+"""Lossless greedy: every strategy reproduces plain greedy decoding token for token.
+
+The oracle is transformers' own `generate` (independent of our engine). Each
+strategy runs through the real engine; scripted drafters force the three
+cases: every draft accepted, none accepted, exactly j accepted, plus branching
+trees whose correct branch is not the first child.
+"""
+import numpy as np
+import pytest
+import torch
+
+from specviz.config import RunConfig, SamplingConfig
+from specviz.decoding.drafters import Draft
+from specviz.decoding.engine import decode
+from specviz.decoding.registry import METHODS, get_method
+from specviz.trace import check_invariants
+
+from .conftest import PROMPTS, greedy_reference
+
+N_NEW = 40
+
+
+class ScriptedDrafter:
+    """Drafts from a known greedy continuation: `correct` right tokens then `wrong` wrong ones,
+    optionally as a tree where a decoy sibling precedes each correct node."""
+
+    def __init__(self, reference, prompt_len, correct, wrong, vocab, decoy_siblings=False):
+        self.ref, self.prompt_len = reference, prompt_len
+        self.correct, self.wrong, self.vocab, self.decoy = correct, wrong, vocab, decoy_siblings
+        self.name = "scripted"
+
+    def reset(self, prompt_ids):
+        pass
+
+    def propose(self, ctx, max_depth, generator):
+        done = ctx.ids_host.shape[0] - self.prompt_len
+        right = list(self.ref[done: done + self.correct])
+        wrong = [int((t + 1 + k) % self.vocab) for k, t in enumerate(self.ref[done + len(right): done + len(right) + self.wrong])]
+        chain = (right + wrong)[:max_depth]
+        tokens, parent = [], []
+        last = 0
+        for t in chain:
+            if self.decoy:
+                tokens.append(int((t + 7) % self.vocab))
+                parent.append(last)
+            tokens.append(int(t))
+            parent.append(last)
+            last = len(tokens)
+        m = len(tokens)
+        return Draft(torch.tensor(tokens, dtype=torch.long), np.array(parent, dtype=np.int64),
+                     torch.full((m,), 0.5), None, ("scripted",) * m)
+
+    def on_commit(self, accepted_path, n_committed):
+        pass
+
+
+def _run(model, drafter, prompt, n=N_NEW):
+    tr = decode(model, drafter, prompt, RunConfig("test", n))
+    check_invariants(tr, max_new_tokens=n)
+    return tr
+
+
+@pytest.mark.parametrize("prompt", range(len(PROMPTS)))
+@pytest.mark.parametrize(
+    "correct,wrong,decoy",
+    [(6, 0, False), (0, 4, False), (2, 3, False), (5, 1, False), (3, 2, True), (4, 0, True)],
+    ids=["all-accepted", "none-accepted", "exactly-2", "exactly-5", "tree-exactly-3", "tree-all"],
+)
+def test_scripted_drafts_are_lossless(tiny, prompt, correct, wrong, decoy):
+    p = PROMPTS[prompt]
+    ref = greedy_reference(tiny, p, N_NEW + 8)
+    drafter = ScriptedDrafter(ref, len(p), correct, wrong, 96, decoy)
+    tr = _run(tiny, drafter, p)
+    assert tr.output_ids.tolist() == ref[:N_NEW].tolist()
+    for s in tr.steps[:-1]:
+        # every step accepts exactly what was scripted (the last step may be cut by the limit)
+        assert s.n_accepted == min(correct, s.tree.depth.max())
+    if correct and not wrong:
+        assert tr.summary()["tau"] > 2
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("prompt", range(len(PROMPTS)))
+def test_every_method_matches_greedy_on_tiny_model(tiny, name, prompt):
+    p = PROMPTS[prompt]
+    m = get_method(name)
+    knobs = m.check_knobs({"exit_layer": 2} if name == "sps" else {})
+    drafter = m.build(tiny, None, knobs, SamplingConfig())
+    tr = decode(tiny, drafter, p, RunConfig(name, N_NEW, SamplingConfig(), knobs))
+    check_invariants(tr, max_new_tokens=N_NEW)
+    assert tr.output_ids.tolist() == greedy_reference(tiny, p, N_NEW).tolist()
+
+
+def test_sps_with_a_separate_draft_model_matches_greedy(tiny):
+    from specviz.models import tiny_random_llama
+
+    draft_model = tiny_random_llama(vocab_size=96, n_layers=1, hidden=32, seed=5)
+    m = get_method("sps")
+    knobs = m.check_knobs({"draft_len": 5})
+    drafter = m.build(tiny, draft_model, knobs, SamplingConfig())
+    tr = _run(tiny, drafter, PROMPTS[0])
+    assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], N_NEW).tolist()
+    assert all(src == "draft-model" for s in tr.steps for src in s.tree.source[1:])
+
+
+EMBEDDED_PROMPTS = [
+    "Write a short poem about autumn leaves.",
+    "Repeat the phrase 'the quick brown fox' three times.",
+    "What are the three states of matter?",
+]
+
+
+@pytest.mark.parametrize("name,knobs", [("sps", {"exit_layer": 20, "draft_len": 3}), ("prompt_lookup", {})])
+def test_methods_match_greedy_on_embedded_model(embedded, name, knobs):
+    from specviz.textio import encode_prompt
+
+    m = get_method(name)
+    knobs = m.check_knobs(knobs)
+    for text in EMBEDDED_PROMPTS:
+        p = encode_prompt(embedded.tokenizer, text)
+        ref = embedded.model.generate(torch.tensor([p]), max_new_tokens=32, do_sample=False)[0, len(p):].tolist()
+        drafter = m.build(embedded.model, None, knobs, SamplingConfig())
+        tr = decode(embedded.model, drafter, p, RunConfig(name, 32, SamplingConfig(), knobs), eos_ids=embedded.eos_ids)
+        check_invariants(tr, eos_ids=embedded.eos_ids, max_new_tokens=32)
+        assert tr.output_ids.tolist() == ref, text
