@@ -49,8 +49,8 @@ TOP_P = Knob("top_p", 1.0, 0.01, 1.0, "nucleus sampling mass", integer=False)
 SEED = Knob("seed", 0, 0, 2**31 - 1, "random seed for sampling")
 
 # method knobs
-DRAFT_LEN = Knob("draft_len", 4, 1, 16, "tokens drafted per step")
-EXIT_LAYER = Knob("exit_layer", 6, 1, 64, "layers kept by the early-exit self-draft")
+DRAFT_LEN = Knob("draft_len", 3, 1, 16, "tokens drafted per step")
+EXIT_LAYER = Knob("exit_layer", 20, 1, 64, "layers kept by the early-exit self-draft")
 NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter ones down to 2 are tried next)")
 
 

@@ -54,12 +54,14 @@ def test_run_through_gradio_client(client, embedded):
     "kwargs,message",
     [
         ({"prompt": "   "}, "prompt is empty"),
-        ({"prompt": "word " * 9000}, "exceeds the model's context"),
+        ({"prompt": "a " * 9500}, "exceeds the model's context"),
         ({"prompt": "x" * 20001}, "limit is 20,000"),
-        ({"draft_len": 99}, "draft_len=99 is out of range"),
-        ({"temperature": 7}, "temperature=7"),
+        # sliders are range-checked by gradio itself before our handler runs
+        ({"draft_len": 99}, "Value 99 is greater than maximum value 16"),
+        ({"temperature": 7}, "Value 7 is greater than maximum value 2"),
         ({"exit_layer": 30}, "exit_layer=30 is out of range"),
-        ({"max_new": 0}, "max_new_tokens=0 is out of range"),
+        ({"max_new": 0}, "Value 0 is less than minimum value 1"),
+        ({"seed": -1}, "seed=-1 is out of range"),
         ({"target": "no-such-org/no-such-model-xyz"}, "cannot load 'no-such-org/no-such-model-xyz'"),
         ({"draft": "no-such-org/draft"}, "cannot load 'no-such-org/draft'"),
     ],

@@ -85,7 +85,7 @@ def measure_speedup(session: SpecSession) -> dict:
     the same recording on), so page rendering and model loading are excluded.
     """
     method_s = sum(s.draft_ms + s.verify_ms for s in session.steps) / 1000
-    n = session.pieces.ids.__len__()
+    n = len(session.pieces.ids)
     if session.prepared.method.name == "ar":
         return {"ratio": 1.0, "ar_s": method_s, "method_s": method_s, "matches_ar": None,
                 "how": "this run is the AR baseline itself"}

@@ -103,7 +103,7 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "")
                 name=name,
                 text=[_short(labels[i]) for i in nodes],
                 textposition="top center",
-                textfont=dict(size=11, color="#0f172a" if status != UNREACHED else "#94a3b8"),
+                textfont=dict(size=13, color="#0f172a" if status != UNREACHED else "#94a3b8"),
                 marker=dict(
                     size=16 if status != ROOT else 20,
                     color=STATUS_COLORS[name],
