@@ -6,7 +6,6 @@ import pytest
 
 from specviz.__main__ import main
 
-QUESTIONS = "../shared/data/spec_bench/question_dev.jsonl"
 
 
 def test_help_lists_the_methods():
