@@ -35,17 +35,24 @@ def test_ancestor_matrix_and_depths():
     assert depths(parent).tolist() == [0, 1, 1, 2, 2, 2, 3, 3, 4]
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_tree_pass_matches_plain_forward_over_each_path(tiny, shape):
-    parent = np.array(SHAPES[shape])
-    g = torch.Generator().manual_seed(len(parent))
-    prefix = torch.randint(0, 96, (1, 9), generator=g)
+def tree_pass(model, parent, prefix_len, seed):
+    """Cache a random prefix, then score a random tree over it in one pass."""
+    g = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(0, 96, (1, prefix_len), generator=g)
     tokens = torch.randint(0, 96, (1, len(parent)), generator=g)
     with torch.no_grad():
         cache = DynamicCache()
-        tiny(input_ids=prefix, past_key_values=cache, use_cache=True)
-        mask, pos = tree_attention_inputs(parent, 9, torch.float32, "cpu")
-        tree_logits = tiny(input_ids=tokens, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[0]
+        model(input_ids=prefix, past_key_values=cache, use_cache=True)
+        mask, pos = tree_attention_inputs(parent, prefix_len, torch.float32, "cpu")
+        logits = model(input_ids=tokens, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[0]
+    return prefix, tokens, cache, logits
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_tree_pass_matches_plain_forward_over_each_path(tiny, shape):
+    parent = np.array(SHAPES[shape])
+    prefix, tokens, cache, tree_logits = tree_pass(tiny, parent, 9, seed=len(parent))
+    with torch.no_grad():
         for i in range(len(parent)):
             path = path_to(parent, i)
             seq = torch.cat([prefix, tokens[:, path]], dim=1)
@@ -56,14 +63,8 @@ def test_tree_pass_matches_plain_forward_over_each_path(tiny, shape):
 @pytest.mark.parametrize("path", [[], [1], [2, 6], [1, 4, 8, 11]])
 def test_keep_path_leaves_exactly_the_accepted_path(tiny, path):
     parent = np.array(SHAPES["wide and deep"])
-    g = torch.Generator().manual_seed(1)
-    prefix = torch.randint(0, 96, (1, 6), generator=g)
-    tokens = torch.randint(0, 96, (1, len(parent)), generator=g)
+    prefix, tokens, cache, _ = tree_pass(tiny, parent, 6, seed=1)
     with torch.no_grad():
-        cache = DynamicCache()
-        tiny(input_ids=prefix, past_key_values=cache, use_cache=True)
-        mask, pos = tree_attention_inputs(parent, 6, torch.float32, "cpu")
-        tiny(input_ids=tokens, attention_mask=mask, position_ids=pos, past_key_values=cache)
         kv.keep_path(cache, 6, path)
         ref_cache = DynamicCache()
         tiny(input_ids=torch.cat([prefix, tokens[:, [0, *path]]], dim=1), past_key_values=ref_cache)
