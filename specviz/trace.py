@@ -23,6 +23,14 @@ BONUS = "bonus"  # every draft on the path was accepted (or nothing was drafted)
 CORRECTION = "correction"  # drawn after a rejection (residual sample or target argmax)
 
 
+def tree_depths(parent: np.ndarray) -> np.ndarray:
+    """Depth of each node of a topologically ordered tree (root 0)."""
+    depth = np.zeros(parent.shape[0], dtype=np.int64)
+    for i in range(1, parent.shape[0]):
+        depth[i] = depth[parent[i]] + 1
+    return depth
+
+
 @dataclass(frozen=True)
 class DraftTree:
     """A draft tree in topological order. Node 0 is the root: the last committed
@@ -39,10 +47,7 @@ class DraftTree:
 
     @property
     def depth(self) -> np.ndarray:
-        depth = np.zeros(self.size, dtype=np.int64)
-        for i in range(1, self.size):
-            depth[i] = depth[self.parent[i]] + 1
-        return depth
+        return tree_depths(self.parent)
 
     def is_chain(self) -> bool:
         return bool(np.all(self.parent[1:] == np.arange(self.size - 1)))

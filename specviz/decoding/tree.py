@@ -10,12 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def depths(parent: np.ndarray) -> np.ndarray:
-    depth = np.zeros(parent.shape[0], dtype=np.int64)
-    for i in range(1, parent.shape[0]):
-        depth[i] = depth[parent[i]] + 1
-    return depth
+from ..trace import tree_depths as depths
 
 
 def ancestor_matrix(parent: np.ndarray) -> np.ndarray:
