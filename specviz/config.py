@@ -23,8 +23,22 @@ class Knob:
     high: float
     help: str
     integer: bool = True
+    # a non-empty `choices` makes this a named-option knob (default is one of them);
+    # `free_text` also accepts any other non-empty string, e.g. a file path
+    choices: tuple = ()
+    free_text: bool = False
 
-    def check(self, value) -> float | int:
+    @property
+    def numeric(self) -> bool:
+        return not self.choices
+
+    def check(self, value):
+        if self.choices:
+            text = str(value).strip() if value is not None else ""
+            if text in self.choices or (self.free_text and text):
+                return text
+            extra = " or a file path" if self.free_text else ""
+            raise ConfigError(f"{self.name}={value!r} is not an option: use one of {', '.join(self.choices)}{extra}")
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -52,6 +66,18 @@ SEED = Knob("seed", 0, 0, 2**31 - 1, "random seed for sampling")
 DRAFT_LEN = Knob("draft_len", 3, 1, 16, "tokens drafted per step")
 EXIT_LAYER = Knob("exit_layer", 20, 1, 64, "layers kept by the early-exit self-draft")
 NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter ones down to 2 are tried next)")
+
+# tree-shape knobs: they take effect on the next step of a running decode
+TREE_DEPTH = Knob("depth", 5, 1, 16, "deepest draft level of the tree")
+TOP_K = Knob("top_k", 4, 1, 10, "children drafted per expanded node (and nodes expanded per level)")
+BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost)")
+TREE_PRESET = Knob("preset", "medusa-like-26", 0, 0, "static tree shape (see `python -m specviz trees`)",
+                   integer=False, choices=("chain-4", "chain-8", "binary-14", "medusa-like-26", "wide-40", "deep-64"))
+CORPUS = Knob("corpus", "shipped", 0, 0, "retrieval datastore: the prompt + text so far, the shipped corpus, or a text file",
+              integer=False, choices=("context", "shipped", "context+shipped"), free_text=True)
+PRUNE_PROB = Knob("prune_prob", 0.1, 0.0, 1.0, "graft: model nodes below this cumulative draft probability are pruned",
+                  integer=False)
+SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob"})
 
 
 @dataclass(frozen=True)

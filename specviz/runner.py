@@ -5,13 +5,22 @@ tokenizers, and builds a fresh drafter and decoder per prompt.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .config import MAX_NEW_TOKENS, ConfigError, RunConfig, SamplingConfig
 from .decoding.engine import SpeculativeDecoder
 from .decoding.registry import Method, get_method
 from .models import LoadedModel, ModelLoadError, ModelStore, check_tokenizers_match
+from .decoding.retrieval import SuffixArray, corpus_tokens
 from .models.loading import is_embedded
+
+SHIPPED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+MAX_CORPUS_BYTES = 50 << 20
 
 
 @dataclass
@@ -20,18 +29,20 @@ class PreparedRun:
     config: RunConfig
     target: LoadedModel
     draft: LoadedModel | None
+    datastores: dict = field(default_factory=dict)
 
     @property
     def draft_id(self) -> str | None:
         if self.draft is not None:
             return self.draft.model_id
-        if self.method.name == "sps":
+        if self.method.uses_draft_model and "exit_layer" in self.config.knobs:
             return f"self:first-{self.config.knobs['exit_layer']}-layers"
         return None
 
     def decoder(self, prompt_ids, record: bool = True) -> SpeculativeDecoder:
         drafter = self.method.build(
-            self.target.model, self.draft.model if self.draft else None, self.config.knobs, self.config.sampling
+            self.target.model, self.draft.model if self.draft else None, self.config.knobs, self.config.sampling,
+            self.datastores,
         )
         return SpeculativeDecoder(
             self.target.model,
@@ -44,7 +55,12 @@ class PreparedRun:
         )
 
     def limited(self, max_new_tokens: int) -> "PreparedRun":
-        return PreparedRun(self.method, replace(self.config, max_new_tokens=max_new_tokens), self.target, self.draft)
+        return replace(self, config=replace(self.config, max_new_tokens=max_new_tokens))
+
+    def with_knobs(self, knobs: dict) -> "PreparedRun":
+        """The same run with other knob values (checked), e.g. another tree shape for the what-if panel."""
+        values = self.method.check_knobs({**self.config.knobs, **knobs})
+        return replace(self, config=replace(self.config, knobs=values))
 
     def baseline(self) -> "PreparedRun":
         """Plain AR on the same target and sampling settings: the speedup reference."""
@@ -81,11 +97,68 @@ def prepare_run(
         check_tokenizers_match(target, draft)
         if next(draft.model.parameters()).device != next(target.model.parameters()).device:
             raise ModelLoadError("the draft and the target ended up on different devices")
-    elif m.name == "sps":
+    elif m.uses_draft_model and "exit_layer" in knob_values:
         n_layers = getattr(target.model.config, "num_hidden_layers", 0)
         if knob_values["exit_layer"] >= n_layers:
             raise ConfigError(
                 f"exit_layer={knob_values['exit_layer']} is out of range: the target has {n_layers} layers, "
                 f"so the early-exit self-draft can keep 1..{n_layers - 1}"
             )
-    return PreparedRun(m, config, target, draft)
+    datastores = load_datastores(target, knob_values["corpus"]) if m.uses_corpus else {}
+    return PreparedRun(m, config, target, draft, datastores)
+
+
+_DATASTORES: OrderedDict = OrderedDict()
+_DATASTORES_LOCK = threading.Lock()
+
+
+def shipped_documents() -> list:
+    """The texts of the shipped retrieval corpus (assets/corpus/*.jsonl, one {"text": ...} per line)."""
+    docs = []
+    for path in sorted(SHIPPED_CORPUS_DIR.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            docs += [json.loads(line)["text"] for line in f if line.strip()]
+    return docs
+
+
+def load_datastores(target: LoadedModel, corpus: str) -> dict:
+    """Suffix-array datastores for a corpus setting, tokenised with the target's tokenizer and cached.
+
+    "context" needs none (the drafter indexes the context itself each step)."""
+    stores = {}
+    if corpus in ("shipped", "context+shipped"):
+        stores["retrieval:shipped"] = _datastore(target, "shipped", shipped_documents)
+    elif corpus != "context":
+        path = Path(os.path.expanduser(corpus))
+        if not path.is_file():
+            raise ConfigError(f"corpus file {corpus!r} does not exist (use context, shipped, context+shipped or a text file path)")
+        if path.stat().st_size > MAX_CORPUS_BYTES:
+            raise ConfigError(f"corpus file {corpus!r} is larger than {MAX_CORPUS_BYTES >> 20} MB")
+
+        def read():
+            try:
+                return [path.read_text(encoding="utf-8")]
+            except UnicodeDecodeError:
+                raise ConfigError(f"corpus file {corpus!r} is not UTF-8 text") from None
+
+        stat = path.stat()
+        stores["retrieval:file"] = _datastore(target, f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}", read)
+    return stores
+
+
+def _datastore(target: LoadedModel, key: str, documents) -> SuffixArray:
+    cache_key = (target.model_id, key)
+    with _DATASTORES_LOCK:
+        if cache_key in _DATASTORES:
+            _DATASTORES.move_to_end(cache_key)
+            return _DATASTORES[cache_key]
+    docs = documents()
+    if not docs or not any(d.strip() for d in docs):
+        raise ConfigError(f"the {key.split(':')[0]} corpus is empty")
+    ids = [target.tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs]
+    index = SuffixArray(corpus_tokens(ids))
+    with _DATASTORES_LOCK:
+        _DATASTORES[cache_key] = index
+        while len(_DATASTORES) > 4:
+            _DATASTORES.popitem(last=False)
+    return index

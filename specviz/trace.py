@@ -61,7 +61,9 @@ class SpecStep:
     root_pos: int  # sequence position of the root token
     tree: DraftTree
     target_probs: np.ndarray  # [N] target probability of each node's token given its ancestors (root: 1)
-    accept_probs: np.ndarray  # [N] probability that verification accepts the node given its parent was (root: 1)
+    # [N] the chance verification gave the node when it was tested: given its parent was accepted
+    # and its earlier siblings rejected (root: 1; NaN: never tested, e.g. after an accepted sibling)
+    accept_probs: np.ndarray
     status: np.ndarray  # [N] int8, see STATUS_NAMES
     accepted_path: np.ndarray  # [A] node indices, root excluded, in depth order
     bonus_token: int
@@ -262,7 +264,10 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
             assert getattr(s, name).shape[0] == n, f"step {k}: {name} has the wrong length"
         for name in ("draft_probs", "target_probs", "accept_probs"):
             a = getattr(t, name) if name == "draft_probs" else getattr(s, name)
+            a = a[np.isfinite(a)] if name == "accept_probs" else a
             assert np.all((a >= 0) & (a <= 1 + 1e-5)), f"step {k}: {name} outside [0, 1]"
+        if np.all(np.isfinite(s.target_probs)):  # recorded: every accepted node was tested
+            assert np.all(np.isfinite(s.accept_probs[s.accepted_path])), f"step {k}: accepted node never tested"
         assert s.status[0] == ROOT and np.all(s.status[1:] != ROOT)
         # accepted path: a root-to-node chain of accepted nodes, in depth order
         prev = 0

@@ -15,11 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
-
-from ..config import SamplingConfig
-from . import kv
-from .sampling import choose, processed_probs
 
 
 @dataclass
@@ -27,7 +22,10 @@ class Draft:
     token_ids: torch.Tensor  # [M] long, on the target's device
     parent: np.ndarray  # [M] tree indices of parents (0 = root, node j is token j-1)
     draft_probs: torch.Tensor  # [M] float
-    dists: torch.Tensor | None  # [M, V] the distribution each token was drawn from, None if deterministic
+    # [M, V] the exact proposal each token was drawn from (siblings drawn without replacement:
+    # renormalised over the tokens not drawn before it); an all-zero row, or None for the whole
+    # draft, marks tokens chosen deterministically, which verification treats as point masses
+    dists: torch.Tensor | None
     source: tuple  # [M] str
     forwards: int = 0  # drafter model forwards spent
 
@@ -65,64 +63,6 @@ class NoDrafter:
         pass
 
 
-class ModelDrafter:
-    """Chain drafting with a small causal LM that shares the target's tokenizer (SpS).
-
-    The drafter keeps its own KV cache of the committed context. Each step it
-    catches up on the tokens committed since last time, drafts `draft_len`
-    tokens one at a time, and afterwards drops the drafted entries the target
-    did not accept.
-    """
-
-    def __init__(self, model: nn.Module, draft_len: int, sampling: SamplingConfig, source: str):
-        self.model = model
-        self.draft_len = draft_len
-        self.sampling = sampling
-        self.name = source
-        self.cache = None
-        self.n_cached = 0
-        self._context_len = 0
-        self._gamma = 0
-
-    def reset(self, prompt_ids: np.ndarray) -> None:
-        self.cache = DynamicCache()
-        self.n_cached = 0
-
-    @torch.inference_mode()
-    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
-        gamma = min(self.draft_len, max_depth)
-        self._context_len, self._gamma = int(ctx.ids.shape[0]), gamma
-        if gamma <= 0:
-            return Draft.empty(ctx.ids.device)
-        new = ctx.ids[self.n_cached :].unsqueeze(0)
-        logits = self.model(input_ids=new, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
-        tokens, probs, dists = [], [], []
-        for d in range(gamma):
-            dist = processed_probs(logits, self.sampling)
-            token = choose(dist, self.sampling, generator)
-            tokens.append(token)
-            probs.append(dist[token])
-            dists.append(dist)
-            if d < gamma - 1:
-                logits = self.model(input_ids=token.view(1, 1), past_key_values=self.cache, use_cache=True).logits[0, -1]
-        self.n_cached = self._context_len + gamma - 1
-        token_ids = torch.stack(tokens)
-        return Draft(
-            token_ids=token_ids,
-            parent=np.arange(gamma, dtype=np.int64),
-            draft_probs=torch.stack(probs),
-            dists=None if self.sampling.greedy else torch.stack(dists),
-            source=(self.name,) * gamma,
-            forwards=gamma,
-        )
-
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        # the cache holds the context plus drafts 1..gamma-1; keep the accepted ones
-        keep = self._context_len + min(len(accepted_path), max(self._gamma - 1, 0))
-        kv.truncate(self.cache, keep)
-        self.n_cached = keep
-
-
 class PromptLookupDrafter:
     """Model-free drafting: find the latest earlier occurrence of the context's
     last n tokens (n from `ngram` down to 2, or 1 if ngram is 1) and propose what followed it.
@@ -141,7 +81,8 @@ class PromptLookupDrafter:
 
     def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
         gamma = min(self.draft_len, max_depth)
-        continuation = find_continuation(ctx.ids_host, self.ngram, gamma) if gamma > 0 else []
+        found = ngram_continuations(ctx.ids_host, self.ngram, gamma) if gamma > 0 else []
+        continuation = found[0] if found else []
         m = len(continuation)
         if m == 0:
             return Draft.empty(ctx.ids.device)
@@ -157,11 +98,15 @@ class PromptLookupDrafter:
         pass
 
 
-def find_continuation(ids: np.ndarray, max_ngram: int, length: int, min_ngram: int | None = None) -> list:
-    """Tokens that followed the most recent earlier match of the longest matching suffix."""
+def ngram_continuations(ids: np.ndarray, max_n: int, length: int, min_n: int | None = None) -> list:
+    """Prompt lookup's matches: what followed every earlier occurrence of the context's last n tokens.
+
+    Longest n first, most recent occurrence first within one n; this order is
+    the priority in which tree builders spend their budget."""
     n_ids = ids.shape[0]
-    min_ngram = min(2, max_ngram) if min_ngram is None else min_ngram
-    for n in range(min(max_ngram, n_ids - 1), min_ngram - 1, -1):
+    min_n = min(2, max_n) if min_n is None else min_n
+    out = []
+    for n in range(min(max_n, n_ids - 1), min_n - 1, -1):
         suffix = ids[n_ids - n :]
         # windows starting at 0 .. n_ids-n-1: every occurrence except the suffix itself
         windows = np.lib.stride_tricks.sliding_window_view(ids[: n_ids - 1], n)
@@ -169,8 +114,8 @@ def find_continuation(ids: np.ndarray, max_ngram: int, length: int, min_ngram: i
         for start in hits[::-1]:
             follow = ids[start + n : start + n + length]
             if follow.shape[0] > 0:
-                return follow.tolist()
-    return []
+                out.append(follow.tolist())
+    return out
 
 
 def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:

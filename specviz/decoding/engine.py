@@ -12,6 +12,7 @@ or the decisions, so the tokens are identical either way (tested).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from . import kv
 from .drafters import Context, Draft
 from .sampling import processed_probs
 from .tree import is_chain, tree_attention_inputs
-from .verify import greedy_verify, stochastic_chain_verify
+from .verify import greedy_verify, stochastic_tree_verify
 
 TOPK_RECORDED = 5
 
@@ -145,14 +146,18 @@ class SpeculativeDecoder:
         if self.sampling.greedy:
             target_probs = processed_probs(logits, self.sampling) if self.record else None
             return greedy_verify(tokens, parent, logits), target_probs
-        if not is_chain(parent):
-            raise ValueError("sampling (temperature > 0) can verify only chain drafts losslessly in this version")
         target_probs = processed_probs(logits, self.sampling)
-        dists = None
+        proposals = None
         if draft.dists is not None:
             # row i is the distribution node i was drawn from; the root row is never read
-            dists = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
-        return stochastic_chain_verify(tokens, target_probs, dists, self.generator), target_probs
+            proposals = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
+        return stochastic_tree_verify(tokens, parent, target_probs, proposals, self.generator), target_probs
+
+    def update_shape(self, knobs: dict) -> None:
+        """Apply tree-shape knobs (depth, top_k, budget, preset, draft length) from the next step on."""
+        self.config = replace(self.config, knobs={**self.config.knobs, **knobs})
+        if hasattr(self.drafter, "set_shape"):
+            self.drafter.set_shape(knobs)
 
     def _record(self, root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, draft_s, verify_s):
         n = tokens.shape[0]

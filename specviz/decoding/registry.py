@@ -1,6 +1,6 @@
 """Method registry: name -> how to build its drafter, its knobs, and whether it is lossless.
 
-The CLI's method list, the app's dropdown and knob sliders, and validation all
+The CLI's method list, the app's dropdown and knob controls, and validation all
 read this table, so a new strategy is one entry here.
 """
 from __future__ import annotations
@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import DRAFT_LEN, EXIT_LAYER, NGRAM, ConfigError, Knob, SamplingConfig
-from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter, early_exit_model
+from ..config import (BUDGET, CORPUS, DRAFT_LEN, EXIT_LAYER, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
+                      ConfigError, Knob, SamplingConfig)
+from .drafters import NoDrafter, PromptLookupDrafter, early_exit_model
+from .retrieval import NgramTreeDrafter, RetrievalDrafter
+from .shapes import chain
+from .tree_drafters import DynamicShape, GraftDrafter, ModelTreeDrafter, StaticShape
 
 
 @dataclass(frozen=True)
@@ -18,9 +22,10 @@ class Method:
     label: str
     summary: str
     knobs: tuple
-    # build(target_model, draft_model_or_None, knob_values, sampling) -> drafter
+    # build(target_model, draft_model_or_None, knob_values, sampling, datastores) -> drafter
     build: Callable
     uses_draft_model: bool = False
+    uses_corpus: bool = False
     lossless: bool = True
 
     def check_knobs(self, values: dict) -> dict:
@@ -33,19 +38,55 @@ class Method:
         return out
 
 
-def _build_ar(target, draft_model, knobs, sampling: SamplingConfig):
+def _drafting_model(target, draft_model, knobs):
+    """The draft model if one was given, else the target's own early exit; with its source label."""
+    if draft_model is not None:
+        return draft_model, "draft-model"
+    return early_exit_model(target, knobs["exit_layer"]), f"early-exit-L{knobs['exit_layer']}"
+
+
+def _retriever(knobs, datastores) -> RetrievalDrafter:
+    use_context = knobs["corpus"] in ("context", "context+shipped")
+    return RetrievalDrafter(datastores or {}, use_context, knobs["ngram"], knobs["depth"], knobs["budget"])
+
+
+def _build_ar(target, draft_model, knobs, sampling: SamplingConfig, datastores=None):
     return NoDrafter()
 
 
-def _build_sps(target, draft_model, knobs, sampling: SamplingConfig):
-    if draft_model is not None:
-        return ModelDrafter(draft_model, knobs["draft_len"], sampling, source="draft-model")
-    self_draft = early_exit_model(target, knobs["exit_layer"])
-    return ModelDrafter(self_draft, knobs["draft_len"], sampling, source=f"early-exit-L{knobs['exit_layer']}")
+def _build_sps(target, draft_model, knobs, sampling, datastores=None):
+    model, source = _drafting_model(target, draft_model, knobs)
+    return ModelTreeDrafter(model, StaticShape(chain(knobs["draft_len"])), sampling, source)
 
 
-def _build_prompt_lookup(target, draft_model, knobs, sampling: SamplingConfig):
+def _build_static(target, draft_model, knobs, sampling, datastores=None):
+    model, source = _drafting_model(target, draft_model, knobs)
+    return ModelTreeDrafter(model, StaticShape(knobs["preset"]), sampling, source)
+
+
+def _build_dynamic(target, draft_model, knobs, sampling, datastores=None):
+    model, source = _drafting_model(target, draft_model, knobs)
+    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
+    return ModelTreeDrafter(model, shape, sampling, source)
+
+
+def _build_prompt_lookup(target, draft_model, knobs, sampling, datastores=None):
     return PromptLookupDrafter(knobs["ngram"], knobs["draft_len"])
+
+
+def _build_ngram_tree(target, draft_model, knobs, sampling, datastores=None):
+    return NgramTreeDrafter(knobs["ngram"], knobs["depth"], knobs["budget"])
+
+
+def _build_retrieval(target, draft_model, knobs, sampling, datastores=None):
+    return _retriever(knobs, datastores)
+
+
+def _build_graft(target, draft_model, knobs, sampling, datastores=None):
+    model, source = _drafting_model(target, draft_model, knobs)
+    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
+    return GraftDrafter(ModelTreeDrafter(model, shape, sampling, source), _retriever(knobs, datastores),
+                        knobs["prune_prob"])
 
 
 METHODS = {
@@ -68,12 +109,57 @@ METHODS = {
             uses_draft_model=True,
         ),
         Method(
+            "static_tree",
+            "Static tree (Medusa-style shape)",
+            "The draft model fills a fixed tree shape: node (0, 1) is the 2nd-best token after the best one. "
+            "Siblings give the target several chances per position, in the same single verify pass.",
+            (TREE_PRESET, EXIT_LAYER),
+            _build_static,
+            uses_draft_model=True,
+        ),
+        Method(
+            "dynamic_tree",
+            "Dynamic tree (EAGLE-2 style)",
+            "Grow the tree level by level from the nodes with the highest cumulative draft probability, "
+            "top-k children each, then keep the budget's most likely nodes.",
+            (TREE_DEPTH, TOP_K, BUDGET, EXIT_LAYER),
+            _build_dynamic,
+            uses_draft_model=True,
+        ),
+        Method(
             "prompt_lookup",
-            "Prompt lookup (n-gram)",
+            "Prompt lookup (n-gram chain)",
             "Model-free: find the latest earlier occurrence of the last n tokens in the prompt and the text "
             "so far, and draft what followed it.",
             (NGRAM, DRAFT_LEN),
             _build_prompt_lookup,
+        ),
+        Method(
+            "ngram_tree",
+            "N-gram tree (all lookups merged)",
+            "Model-free: every continuation that prompt lookup finds, for n-gram sizes ngram down to 2, "
+            "merged into one trie (longest matches and most recent first) under a node budget.",
+            (NGRAM, TREE_DEPTH, BUDGET),
+            _build_ngram_tree,
+        ),
+        Method(
+            "retrieval",
+            "Retrieval tree (REST / RASD style)",
+            "Model-free: a suffix-array datastore returns the most frequent continuations of the current "
+            "suffix, as a trie. Corpus: the prompt + text so far, the shipped corpus, or your text file.",
+            (CORPUS, NGRAM, TREE_DEPTH, BUDGET),
+            _build_retrieval,
+            uses_corpus=True,
+        ),
+        Method(
+            "graft",
+            "Grafted hybrid tree (Graft)",
+            "Prune the model's dynamic tree to nodes above a cumulative probability, then graft retrieved "
+            "continuations into the budget that pruning freed. Each node records who proposed it.",
+            (TREE_DEPTH, TOP_K, BUDGET, PRUNE_PROB, CORPUS, NGRAM, EXIT_LAYER),
+            _build_graft,
+            uses_draft_model=True,
+            uses_corpus=True,
         ),
     )
 }

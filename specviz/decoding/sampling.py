@@ -46,3 +46,22 @@ def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def choose(probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
     """The token a plain decoder would emit from these probabilities."""
     return probs.argmax(dim=-1) if sampling.greedy else sample(probs, generator)
+
+
+def sample_without_replacement(probs: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k distinct tokens from [V] probabilities, in the order sequential sampling without
+    replacement would draw them (Gumbel-top-k: perturb log p with Gumbel noise, take the top k).
+
+    k is capped at the number of tokens with non-zero probability."""
+    k = min(k, int((probs > 0).sum()))
+    u = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(1e-20, 1.0)
+    keys = probs.log() - (-u.log()).log()
+    return keys.topk(k).indices
+
+
+def without_replacement_proposal(probs: torch.Tensor, drawn_before) -> torch.Tensor:
+    """The distribution the next without-replacement draw came from: `probs` minus the tokens already drawn."""
+    q = probs.clone()
+    if len(drawn_before):
+        q[list(drawn_before)] = 0.0
+    return q / q.sum()

@@ -74,51 +74,62 @@ def greedy_verify(tree_tokens: torch.Tensor, parent: np.ndarray, target_logits: 
     return Verdict(path, int(target_next_h[node]), kind, status, accept_probs)
 
 
-def stochastic_chain_verify(
-    chain_tokens: torch.Tensor,
+def stochastic_tree_verify(
+    tree_tokens: torch.Tensor,
+    parent: np.ndarray,
     target_probs: torch.Tensor,
-    draft_dists: torch.Tensor | None,
+    proposals: torch.Tensor | None,
     generator: torch.Generator,
 ) -> Verdict:
-    """Speculative sampling over a chain (Leviathan et al. / Chen et al.).
+    """Recursive rejection sampling over a tree (SpecInfer / SpecTr / RSD); exact for any tree.
 
-    Node i (i >= 1) was drawn from the drafter's distribution draft_dists[i]
-    (None: a deterministic drafter, i.e. a point mass on the drafted token).
-    Accept it with probability min(1, p_target / p_draft). At the first
-    rejection draw the replacement from the normalised residual
-    max(p_target - p_draft, 0); if all pass, draw the bonus from the target
-    after the last node. The emitted tokens then follow the target exactly.
+    Starting at the root, the children of the current node are tested in order.
+    Child x with proposal distribution q (`proposals[x]`; None or an all-zero
+    row means a point mass, i.e. a token the drafter chose deterministically)
+    is accepted with probability min(1, p(x) / q(x)), where p starts as the
+    target's distribution after the node. On rejection p becomes the residual
+    norm(max(p - q, 0)), which is zero at x, and the next sibling is tested
+    against it. The first accepted child becomes the current node; if every
+    child is rejected, the step ends with a draw from the residual (a
+    correction), and at a leaf with a draw from the target (a bonus).
+
+    Each test, with the draw that follows a rejection, emits exactly p, for any
+    proposal q that the candidate really was drawn from given everything
+    before it. So the emitted tokens follow the target exactly, whether
+    siblings were sampled with replacement, without replacement (q renormalised
+    over the tokens not yet drawn) or chosen deterministically. A chain is the
+    one-child case: standard speculative sampling.
     """
-    n = chain_tokens.shape[0]
-    device = chain_tokens.device
-    idx = torch.arange(1, n, device=device)
-    tokens = chain_tokens[1:]
-    p_target = target_probs[idx - 1, tokens]
-    p_draft = draft_dists[idx, tokens] if draft_dists is not None else torch.ones_like(p_target)
-    ratio = torch.where(p_draft > 0, p_target / p_draft.clamp_min(1e-30), torch.ones_like(p_target))
-    accept_prob = ratio.clamp(max=1.0)
-    # one uniform per drafted node, drawn up front so the random stream does not depend on outcomes
-    u = torch.rand(n - 1, generator=generator, device=device)
-    accepted = (u < accept_prob).cpu().numpy()
-    n_acc = int(np.argmin(accepted)) if not accepted.all() else n - 1
-    path = list(range(1, n_acc + 1))
-
-    if n_acc == n - 1:
-        bonus = sample(target_probs[n - 1], generator)
-        kind = BONUS
-    else:
-        rejected = n_acc + 1
-        if draft_dists is not None:
-            residual = (target_probs[n_acc] - draft_dists[rejected]).clamp_min(0.0)
-        else:
-            residual = target_probs[n_acc].clone()
-            residual[chain_tokens[rejected]] = 0.0
-        total = residual.sum()
-        # the residual is empty only when the draft matched the target exactly, where rejection cannot happen
-        residual = residual / total if total > 0 else target_probs[n_acc]
-        bonus = sample(residual, generator)
-        kind = CORRECTION
-    parent = np.arange(-1, n - 1)
-    status = _statuses(parent, path)
-    accept_probs = torch.cat([torch.ones(1, device=device), accept_prob])
-    return Verdict(path, int(bonus), kind, status, accept_probs)
+    n = tree_tokens.shape[0]
+    device = target_probs.device
+    tokens_h = tree_tokens.tolist()
+    kids = _children(parent)
+    exact = None
+    if proposals is not None:
+        exact = (proposals.sum(dim=-1) > 0).tolist()
+    accept_probs = torch.full((n,), float("nan"), device=device)
+    accept_probs[0] = 1.0
+    node, path = 0, []
+    while True:
+        p = target_probs[node].float()
+        accepted = None
+        for child in kids[node]:
+            x = tokens_h[child]
+            q = proposals[child].float() if exact is not None and exact[child] else None
+            qx = q[x] if q is not None else torch.ones((), device=device)
+            a = torch.clamp(p[x] / qx.clamp_min(1e-30), max=1.0)
+            accept_probs[child] = a
+            if torch.rand((), generator=generator, device=device) < a:
+                accepted = child
+                break
+            residual = (p - q).clamp_min(0.0) if q is not None else p.clone().index_fill_(0, torch.tensor([x], device=device), 0.0)
+            total = residual.sum()
+            # an empty residual means rejection had probability 0; only rounding gets here
+            p = residual / total if total > 0 else target_probs[node].float()
+        if accepted is None:
+            bonus = int(sample(p, generator))
+            kind = CORRECTION if kids[node] else BONUS
+            break
+        path.append(accepted)
+        node = accepted
+    return Verdict(path, bonus, kind, _statuses(parent, path), accept_probs)

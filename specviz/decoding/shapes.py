@@ -1,0 +1,149 @@
+"""Static tree shapes, written the way Medusa writes tree "choices".
+
+A shape is a set of rank paths: (0,) is the drafter's top candidate after the
+root, (0, 1) the second-best candidate after that one, and so on. A drafter
+that ranks candidates per node (a draft model, early exit, Medusa heads) fills
+the shape; a path is accepted as far as the true tokens' ranks stay inside it.
+That last fact also lets the what-if panel score any shape from the ranks
+alone (see `accepted_length`).
+
+Pure Python: no torch here.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+
+
+def chain(n: int) -> tuple:
+    return tuple((0,) * d for d in range(1, n + 1))
+
+
+def full_tree(branching: int, depth: int) -> tuple:
+    paths, level = [], [()]
+    for _ in range(depth):
+        level = [p + (r,) for p in level for r in range(branching)]
+        paths += level
+    return tuple(paths)
+
+
+def best_static_tree(rank_accuracy, n_nodes: int, max_depth: int = 16) -> tuple:
+    """The `n_nodes` paths with the highest chance of being accepted, assuming each
+    depth's true token has rank r with probability `rank_accuracy[r]`, independently.
+
+    Every prefix of a chosen path scores at least as high as the path, so a
+    best-first search returns a valid (ancestor-closed) tree. This is how
+    Medusa sized its trees from measured head accuracies, here done for any
+    drafter from the ranks measured on the current prompt.
+    """
+    acc = [max(float(a), 0.0) for a in rank_accuracy]
+    heap = [(-acc[r], (r,)) for r in range(len(acc)) if acc[r] > 0]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < n_nodes:
+        neg, path = heapq.heappop(heap)
+        chosen.append(path)
+        if len(path) < max_depth:
+            for r in range(len(acc)):
+                if acc[r] > 0:
+                    heapq.heappush(heap, (neg * acc[r], path + (r,)))
+    return normalise(chosen)
+
+
+def _medusa_like() -> tuple:
+    # hand-made: wide near the root, where ranks 1-3 still hit often, thin deeper down
+    return normalise(
+        [(0,), (1,), (2,), (3,)]
+        + [(0, r) for r in range(4)] + [(1, r) for r in range(3)] + [(2, 0), (2, 1), (3, 0)]
+        + [(0, 0, r) for r in range(3)] + [(0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (0, 2, 0), (2, 0, 0)]
+        + [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0)]
+    )
+
+
+def _wide() -> tuple:
+    return normalise(
+        [(r,) for r in range(8)]
+        + [(0, r) for r in range(8)] + [(1, r) for r in range(6)] + [(2, r) for r in range(4)] + [(3, 0), (3, 1)]
+        + [(0, 0, r) for r in range(4)] + [(0, 1, r) for r in range(3)] + [(1, 0, 0), (1, 0, 1)]
+        + [(0, 2, 0), (1, 1, 0), (2, 0, 0)]
+    )
+
+
+def normalise(paths) -> tuple:
+    """Sorted by depth then ranks, duplicates dropped; refuses paths whose parent is missing."""
+    out = sorted({tuple(int(r) for r in p) for p in paths}, key=lambda p: (len(p), p))
+    have = set(out)
+    for p in out:
+        if not p or min(p) < 0:
+            raise ValueError(f"tree path {p!r} is invalid: ranks are non-negative and paths non-empty")
+        if len(p) > 1 and p[:-1] not in have:
+            raise ValueError(f"tree path {p!r} has no parent {p[:-1]!r} in the shape")
+    return tuple(out)
+
+
+PRESETS = {
+    "chain-4": chain(4),
+    "chain-8": chain(8),
+    "binary-14": full_tree(2, 3),
+    "medusa-like-26": _medusa_like(),
+    "wide-40": _wide(),
+    # rank accuracies typical of an untrained early-exit draft: mostly rank 0, a long tail
+    "deep-64": best_static_tree([0.55, 0.15, 0.07, 0.04, 0.03], 64, max_depth=10),
+}
+
+
+def parse_shape(spec) -> tuple:
+    """A preset name, or a path list such as "[[0], [1], [0, 0]]" or "0;1;0,0"."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text in PRESETS:
+            return PRESETS[text]
+        if text.startswith("["):
+            import json
+
+            try:
+                paths = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"tree shape {spec!r} is not a valid JSON path list: {err}") from None
+        else:
+            try:
+                paths = [[int(r) for r in part.split(",")] for part in text.split(";") if part.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"unknown tree shape {spec!r}: use a preset ({', '.join(PRESETS)}) or paths like '0;1;0,0'"
+                ) from None
+        return normalise(paths)
+    return normalise(spec)
+
+
+def shape_depth(paths) -> int:
+    return max((len(p) for p in paths), default=0)
+
+
+def limit_depth(paths, depth: int) -> tuple:
+    return tuple(p for p in paths if len(p) <= depth)
+
+
+def accepted_length(paths: set, ranks, start: int) -> int:
+    """How many drafted tokens a static shape accepts at position `start`,
+    given `ranks[t]`: the drafter's rank of the true token t on the true prefix."""
+    n, path = 0, ()
+    while start + n < len(ranks):
+        path = path + (int(ranks[start + n]),)
+        if path not in paths:
+            break
+        n += 1
+    return n
+
+
+def expected_nodes(paths) -> int:
+    return len(paths)
+
+
+def describe(paths) -> str:
+    widths = [sum(1 for p in paths if len(p) == d) for d in range(1, shape_depth(paths) + 1)]
+    return f"{len(paths)} nodes, depth {len(widths)}, per level {widths}"
+
+
+def log(x: float) -> float:
+    return math.log(x) if x > 0 else float("-inf")

@@ -1,0 +1,360 @@
+"""Model-drafted trees: chains, static shapes, EAGLE-2-style dynamic trees, and Graft.
+
+One expansion loop serves every shape. Each level, the drafter forwards the
+nodes chosen for expansion in a single pass over its own KV cache, under a
+tree mask, and each expanded node gets its top-k children:
+
+- greedy runs take the k most likely tokens;
+- sampled runs draw k distinct tokens with Gumbel-top-k, i.e. sampling without
+  replacement (RSD), and remember each child's exact proposal distribution
+  (the draft distribution minus the siblings drawn before it) so recursive
+  rejection sampling can verify the siblings losslessly.
+
+Shapes decide which nodes expand and how many children they get:
+`StaticShape` follows a rank-path list; `DynamicShape` expands the `top_k`
+nodes of each level with the highest cumulative draft probability and, in
+greedy runs, reranks all nodes to the budget (EAGLE-2). A value-dependent
+rerank would bias the sampled siblings, so sampled dynamic trees skip it and
+stop expanding at the budget instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from ..config import SamplingConfig
+from . import kv
+from .drafters import Context, Draft
+from .retrieval import RetrievalDrafter
+from .sampling import processed_probs, sample_without_replacement, without_replacement_proposal
+from .shapes import limit_depth, parse_shape
+from .trie import TokenTrie
+
+
+class DraftKV:
+    """The drafter's cache: the committed context, then the tree nodes forwarded this step ("slots").
+
+    Slot s sits at cache index context_len + s. After verification the
+    accepted nodes that own slots are moved into place, so the next step's
+    catch-up forwards only what the drafter has not seen.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.cache = None
+        self.n_cached = 0
+        self.context_len = 0
+        self.slot_parent: list = []  # parent slot of each slot (-1: the root)
+        self.slot_depth: list = []
+
+    def reset(self) -> None:
+        self.cache = DynamicCache()
+        self.n_cached = 0
+
+    def catch_up(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed the committed tokens the cache lacks; returns the logits after the root, [V]."""
+        new = ids[self.n_cached :].unsqueeze(0)
+        out = self.model(input_ids=new, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.context_len = self.n_cached = int(ids.shape[0])
+        self.slot_parent, self.slot_depth = [], []
+        return out.logits[0, -1]
+
+    def forward(self, tokens: torch.Tensor, parent_slots: list) -> torch.Tensor:
+        """Forward new tree nodes whose parents are the root (-1) or earlier slots; returns [Q, V] logits."""
+        q = len(parent_slots)
+        n_slots = len(self.slot_parent)
+        depths = [1 if p < 0 else self.slot_depth[p] + 1 for p in parent_slots]
+        # one node continuing a chain: the causal path is the same computation without a mask
+        if q == 1 and parent_slots[0] == n_slots - 1 and self._slots_form_chain():
+            out = self.model(input_ids=tokens.view(1, 1), past_key_values=self.cache, use_cache=True)
+        else:
+            total = self.context_len + n_slots + q
+            allowed = np.zeros((q, total), dtype=bool)
+            allowed[:, : self.context_len] = True
+            for i, p in enumerate(parent_slots):
+                allowed[i, self.context_len + n_slots + i] = True
+                while p >= 0:
+                    allowed[i, self.context_len + p] = True
+                    p = self.slot_parent[p]
+            device = tokens.device
+            dtype = self.model.dtype
+            mask = torch.zeros((1, 1, q, total), dtype=dtype, device=device)
+            mask.masked_fill_(~torch.from_numpy(allowed).to(device), torch.finfo(dtype).min)
+            positions = torch.tensor([[self.context_len - 1 + d for d in depths]], device=device)
+            out = self.model(input_ids=tokens.view(1, q), attention_mask=mask, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True)
+        self.slot_parent += list(parent_slots)
+        self.slot_depth += depths
+        return out.logits[0]
+
+    def _slots_form_chain(self) -> bool:
+        return all(p == s - 1 for s, p in enumerate(self.slot_parent))
+
+    def keep(self, accepted_slots: list) -> None:
+        """Keep the context plus these slots (an accepted root-to-node run, in depth order)."""
+        kv.keep_path(self.cache, self.context_len - 1, [s + 1 for s in accepted_slots])
+        self.n_cached = self.context_len + len(accepted_slots)
+
+
+@dataclass
+class Expansion:
+    """The tree the drafter grew this step (node 0 = root), before selection."""
+
+    token: list = field(default_factory=lambda: [-1])
+    parent: list = field(default_factory=lambda: [-1])
+    depth: list = field(default_factory=lambda: [0])
+    logp: list = field(default_factory=lambda: [0.0])  # cumulative log draft probability
+    prob: list = field(default_factory=lambda: [1.0])  # draft probability of the node's token given its parent
+    slot: list = field(default_factory=lambda: [-1])  # drafter cache slot once forwarded
+    rank_path: list = field(default_factory=lambda: [()])
+    drawn_before: list = field(default_factory=lambda: [()])  # tokens drawn for earlier siblings
+    dist: dict = field(default_factory=dict)  # node -> the draft distribution after it, [V]
+    caught_up: bool = False  # the drafter's cache saw the context this step
+
+    def add(self, parent: int, token: int, prob: float, rank: int, drawn_before: tuple) -> int:
+        self.token.append(token)
+        self.parent.append(parent)
+        self.depth.append(self.depth[parent] + 1)
+        self.logp.append(self.logp[parent] + float(np.log(max(prob, 1e-30))))
+        self.prob.append(prob)
+        self.slot.append(-1)
+        self.rank_path.append(self.rank_path[parent] + (rank,))
+        self.drawn_before.append(drawn_before)
+        return len(self.token) - 1
+
+    def __len__(self) -> int:
+        return len(self.token)
+
+
+class StaticShape:
+    def __init__(self, spec):
+        self.paths = parse_shape(spec)
+
+    def set_knobs(self, knobs: dict) -> None:
+        if "preset" in knobs:
+            self.paths = parse_shape(knobs["preset"])
+        if "draft_len" in knobs and all(set(p) == {0} for p in self.paths):
+            self.paths = parse_shape([(0,) * d for d in range(1, knobs["draft_len"] + 1)])
+
+    def plan(self, exp: Expansion, level: list, max_depth: int) -> list:
+        """(node, ranks of the children to create) for the nodes of this level that have children."""
+        paths = set(limit_depth(self.paths, max_depth))
+        out = []
+        for node in level:
+            base = exp.rank_path[node]
+            ranks = sorted(p[-1] for p in paths if len(p) == len(base) + 1 and p[:-1] == base)
+            if ranks:
+                out.append((node, ranks))
+        return out
+
+    def select(self, exp: Expansion, sampling: SamplingConfig) -> list:
+        return list(range(1, len(exp)))
+
+    @property
+    def max_depth(self) -> int:
+        return max(len(p) for p in self.paths)
+
+
+class DynamicShape:
+    def __init__(self, depth: int, top_k: int, budget: int):
+        self.depth, self.top_k, self.budget = depth, top_k, budget
+
+    def set_knobs(self, knobs: dict) -> None:
+        self.depth = knobs.get("depth", self.depth)
+        self.top_k = knobs.get("top_k", self.top_k)
+        self.budget = knobs.get("budget", self.budget)
+
+    @property
+    def max_depth(self) -> int:
+        return self.depth
+
+    def plan(self, exp: Expansion, level: list, max_depth: int, greedy: bool = True) -> list:
+        k = self.top_k
+        if exp.depth[level[0]] >= min(self.depth, max_depth):
+            return []
+        frontier = [0] if level == [0] else sorted(level, key=lambda n: (-exp.logp[n], n))[:k]
+        # greedy trees grow fully and are reranked to the budget afterwards; sampled trees
+        # cannot be reranked (see the module doc), so they stop growing where the budget runs out
+        room = 1 << 30 if greedy else self.budget - (len(exp) - 1)
+        plan = []
+        for node in frontier:
+            n_children = min(k, room)
+            if n_children <= 0:
+                break
+            plan.append((node, list(range(n_children))))
+            room -= n_children
+        return plan
+
+    def select(self, exp: Expansion, sampling: SamplingConfig) -> list:
+        nodes = range(1, len(exp))
+        if not sampling.greedy:
+            return list(nodes)
+        # EAGLE-2 rerank: the budget's most likely nodes; a child never outranks its parent
+        # (ties go to the earlier-created node, the parent), so the selection is a tree
+        return sorted(sorted(nodes, key=lambda n: (-exp.logp[n], n))[: self.budget])
+
+
+class ModelTreeDrafter:
+    """A draft model (or the target's early exit) growing a chain, a static tree or a dynamic tree."""
+
+    def __init__(self, model: nn.Module, shape, sampling: SamplingConfig, source: str):
+        self.kv = DraftKV(model)
+        self.shape = shape
+        self.sampling = sampling
+        self.name = source
+        self._chosen: list = []  # final tree node (1-based, minus one) -> expansion node
+        self._exp: Expansion | None = None
+
+    def set_shape(self, knobs: dict) -> None:
+        self.shape.set_knobs(knobs)
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        self.kv.reset()
+
+    def _children(self, dist: torch.Tensor, ranks: list, generator) -> tuple:
+        """Tokens for child ranks 0..max(ranks): the top ones (greedy) or a without-replacement draw."""
+        k = max(ranks) + 1
+        if self.sampling.greedy:
+            return dist.topk(min(k, int((dist > 0).sum()))).indices.tolist()
+        return sample_without_replacement(dist, k, generator).tolist()
+
+    @torch.inference_mode()
+    def grow(self, ctx: Context, max_depth: int, generator) -> Expansion:
+        exp = Expansion()
+        self._exp = exp
+        self._chosen = []
+        if max_depth <= 0:
+            return exp
+        exp.caught_up = True
+        exp.dist[0] = processed_probs(self.kv.catch_up(ctx.ids), self.sampling)
+        self.forwards = 1
+        level = [0]
+        while level:
+            plan = self._plan(exp, level, max_depth)
+            if not plan:
+                break
+            need = [n for n, _ in plan if n not in exp.dist]
+            if need:
+                tokens = torch.tensor([exp.token[n] for n in need], device=ctx.ids.device)
+                logits = self.kv.forward(tokens, [exp.slot[exp.parent[n]] for n in need])
+                self.forwards += 1
+                base = len(self.kv.slot_parent) - len(need)
+                for i, n in enumerate(need):
+                    exp.slot[n] = base + i
+                    exp.dist[n] = processed_probs(logits[i], self.sampling)
+            nxt = []
+            for node, ranks in plan:
+                dist = exp.dist[node]
+                order = self._children(dist, ranks, generator)
+                probs = dist[order].tolist()
+                for r in ranks:
+                    if r < len(order):
+                        nxt.append(exp.add(node, order[r], probs[r], r, tuple(order[:r])))
+            level = nxt
+        return exp
+
+    def _plan(self, exp, level, max_depth):
+        if isinstance(self.shape, DynamicShape):
+            return self.shape.plan(exp, level, max_depth, greedy=self.sampling.greedy)
+        return self.shape.plan(exp, level, max_depth)
+
+    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
+        self.forwards = 0
+        exp = self.grow(ctx, max_depth, generator)
+        chosen = self.shape.select(exp, self.sampling) if len(exp) > 1 else []
+        return self._draft(exp, chosen, ctx.ids.device, exact=not self.sampling.greedy)
+
+    def _draft(self, exp: Expansion, chosen: list, device, exact: bool, sources=None) -> Draft:
+        self._chosen = list(chosen)
+        if not chosen:
+            return Draft.empty(device)
+        index = {n: i + 1 for i, n in enumerate(chosen)}
+        dists = None
+        if exact:
+            # drawn without replacement: the earlier siblings' tokens were not available to each child
+            dists = torch.stack([without_replacement_proposal(exp.dist[exp.parent[n]], exp.drawn_before[n])
+                                 for n in chosen])
+        return Draft(
+            token_ids=torch.tensor([exp.token[n] for n in chosen], dtype=torch.long, device=device),
+            parent=np.asarray([index.get(exp.parent[n], 0) for n in chosen], dtype=np.int64),
+            draft_probs=torch.tensor([exp.prob[n] for n in chosen], device=device),
+            dists=dists,
+            source=tuple(sources) if sources else (self.name,) * len(chosen),
+            forwards=self.forwards,
+        )
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        if self._exp is None or not self._exp.caught_up:
+            return
+        slots = []
+        for node in accepted_path:
+            exp_node = self._chosen[node - 1] if node - 1 < len(self._chosen) else None
+            if exp_node is None or self._exp.slot[exp_node] < 0:
+                break
+            slots.append(self._exp.slot[exp_node])
+        self.kv.keep(slots)
+
+
+class GraftDrafter:
+    """Graft: prune the model's dynamic tree to its confident nodes, then graft retrieved
+    continuations into the budget that pruning freed (merged by longest prefix, RASD-style).
+
+    Pruning depends on the drafted values, so under sampling every node is
+    verified as a point mass (still lossless, see verify.py)."""
+
+    def __init__(self, model_drafter: ModelTreeDrafter, retriever: RetrievalDrafter, prune_prob: float):
+        self.model = model_drafter
+        self.retriever = retriever
+        self.prune_prob = prune_prob
+        self.name = "graft"
+
+    def set_shape(self, knobs: dict) -> None:
+        self.model.set_shape(knobs)
+        self.retriever.set_shape(knobs)
+        self.prune_prob = knobs.get("prune_prob", self.prune_prob)
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        self.model.reset(prompt_ids)
+
+    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
+        m = self.model
+        m.forwards = 0
+        exp = m.grow(ctx, max_depth, generator)
+        budget = m.shape.budget
+        ranked = m.shape.select(exp, SamplingConfig()) if len(exp) > 1 else []  # greedy rerank to the budget
+        floor = np.log(max(self.prune_prob, 1e-30))
+        kept = [n for n in ranked if exp.logp[n] >= floor]  # monotone along paths, so still a tree
+        trie = TokenTrie()
+        trie_of, exp_of = {0: 0}, {}
+        for n in kept:  # parents first: `ranked` is sorted by node id
+            idx = trie.add(trie_of[exp.parent[n]], exp.token[n], m.name, exp.prob[n])
+            trie_of[n], exp_of[idx] = idx, n
+        # graft in the retriever's priority order (by count); each node adds at most itself
+        graft = self.retriever.build(ctx.ids_host, max_depth)
+        for node in range(1, len(graft)):
+            if trie.n_drafted >= budget:
+                break
+            trie.add_path([graft.tokens[j] for j in graft.path_to(node)], graft.source[node], budget=budget)
+        tokens, parent, probs, source = trie.arrays()
+        # map trie nodes back to expansion nodes so the drafter can keep its cache of accepted ones
+        chosen_exp = [exp_of.get(i, -1) for i in range(1, len(trie))]
+        m._chosen = [n if n >= 0 else None for n in chosen_exp]
+        m._exp = exp
+        if trie.n_drafted == 0:
+            return Draft.empty(ctx.ids.device)
+        device = ctx.ids.device
+        return Draft(
+            token_ids=torch.from_numpy(tokens).to(device),
+            parent=parent,
+            draft_probs=torch.from_numpy(probs).to(device),
+            dists=None,
+            source=source,
+            forwards=m.forwards,
+        )
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        self.model.on_commit(accepted_path, n_committed)
