@@ -16,7 +16,10 @@ from pathlib import Path
 
 import torch
 
-from specviz.models.loading import load_embedded
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from specviz.models.loading import load_embedded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ from specviz.config import RunConfig, SamplingConfig
 from specviz.decoding.drafters import Draft
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
+from specviz.decoding.retrieval import SuffixArray, corpus_tokens
 from specviz.trace import check_invariants
 
 from .conftest import PROMPTS, greedy_reference
@@ -79,13 +80,26 @@ def test_scripted_drafts_are_lossless(tiny, prompt, correct, wrong, decoy):
         assert tr.summary()["tau"] > 2
 
 
+# a shipped-corpus stand-in for the tiny vocabulary: random documents plus the prompts' own patterns
+TINY_STORE = {"retrieval:shipped": SuffixArray(corpus_tokens(
+    [np.random.default_rng(1).integers(0, 96, 400).tolist(), [17, 4, 17, 9, 22, 4, 17, 4, 17], [50, 51, 52, 53, 54]]))}
+
+
+def tiny_knobs(method):
+    names = {k.name for k in method.knobs}
+    knobs = {"exit_layer": 2} if "exit_layer" in names else {}
+    if "corpus" in names:
+        knobs["corpus"] = "context+shipped"
+    return knobs
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 @pytest.mark.parametrize("prompt", range(len(PROMPTS)))
 def test_every_method_matches_greedy_on_tiny_model(tiny, name, prompt):
     p = PROMPTS[prompt]
     m = get_method(name)
-    knobs = m.check_knobs({"exit_layer": 2} if name == "sps" else {})
-    drafter = m.build(tiny, None, knobs, SamplingConfig())
+    knobs = m.check_knobs(tiny_knobs(m))
+    drafter = m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE)
     tr = decode(tiny, drafter, p, RunConfig(name, N_NEW, SamplingConfig(), knobs))
     check_invariants(tr, max_new_tokens=N_NEW)
     assert tr.output_ids.tolist() == greedy_reference(tiny, p, N_NEW).tolist()
@@ -110,16 +124,26 @@ EMBEDDED_PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize("name,knobs", [("sps", {"exit_layer": 20, "draft_len": 3}), ("prompt_lookup", {})])
-def test_methods_match_greedy_on_embedded_model(embedded, name, knobs):
+@pytest.fixture(scope="module")
+def embedded_references(embedded):
     from specviz.textio import encode_prompt
 
-    m = get_method(name)
-    knobs = m.check_knobs(knobs)
+    refs = []
     for text in EMBEDDED_PROMPTS:
         p = encode_prompt(embedded.tokenizer, text)
-        ref = embedded.model.generate(torch.tensor([p]), max_new_tokens=32, do_sample=False)[0, len(p):].tolist()
-        drafter = m.build(embedded.model, None, knobs, SamplingConfig())
+        refs.append((text, p, embedded.model.generate(torch.tensor([p]), max_new_tokens=32, do_sample=False)[0, len(p):].tolist()))
+    return refs
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "ar"])
+def test_every_method_matches_greedy_on_embedded_model(embedded, embedded_references, name):
+    from specviz.runner import load_datastores
+
+    m = get_method(name)
+    knobs = m.check_knobs({})
+    stores = load_datastores(embedded, knobs["corpus"]) if m.uses_corpus else {}
+    for text, p, ref in embedded_references:
+        drafter = m.build(embedded.model, None, knobs, SamplingConfig(), stores)
         tr = decode(embedded.model, drafter, p, RunConfig(name, 32, SamplingConfig(), knobs), eos_ids=embedded.eos_ids)
         check_invariants(tr, eos_ids=embedded.eos_ids, max_new_tokens=32)
         assert tr.output_ids.tolist() == ref, text
