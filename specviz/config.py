@@ -71,9 +71,11 @@ NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter
 TREE_DEPTH = Knob("depth", 5, 1, 16, "deepest draft level of the tree")
 TOP_K = Knob("top_k", 4, 1, 10, "children drafted per expanded node (and nodes expanded per level)")
 BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost)")
-TREE_PRESET = Knob("preset", "medusa-like-26", 0, 0, "static tree shape (see `python -m specviz trees`)",
-                   integer=False, choices=("chain-4", "chain-8", "binary-14", "medusa-like-26", "wide-40", "deep-64"))
-CORPUS = Knob("corpus", "shipped", 0, 0, "retrieval datastore: the prompt + text so far, the shipped corpus, or a text file",
+TREE_PRESET = Knob("preset", "medusa-like-26", 0, 0,
+                   "static tree shape: a preset, or your own rank paths such as 0;1;0,0;0,1 (Medusa 'choices')",
+                   integer=False, choices=("chain-4", "chain-8", "binary-14", "medusa-like-26", "wide-40", "deep-64"),
+                   free_text=True)
+CORPUS = Knob("corpus", "context+shipped", 0, 0, "retrieval datastore: the prompt + text so far, the shipped corpus, or a text file",
               integer=False, choices=("context", "shipped", "context+shipped"), free_text=True)
 PRUNE_PROB = Knob("prune_prob", 0.1, 0.0, 1.0, "graft: model nodes below this cumulative draft probability are pruned",
                   integer=False)

@@ -17,6 +17,7 @@ from .decoding.engine import SpeculativeDecoder
 from .decoding.registry import Method, get_method
 from .models import LoadedModel, ModelLoadError, ModelStore, check_tokenizers_match
 from .decoding.retrieval import SuffixArray, corpus_tokens
+from .decoding.shapes import parse_shape
 from .models.loading import is_embedded
 
 SHIPPED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "assets" / "corpus"
@@ -104,6 +105,11 @@ def prepare_run(
                 f"exit_layer={knob_values['exit_layer']} is out of range: the target has {n_layers} layers, "
                 f"so the early-exit self-draft can keep 1..{n_layers - 1}"
             )
+    if "preset" in knob_values:
+        try:
+            parse_shape(knob_values["preset"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     datastores = load_datastores(target, knob_values["corpus"]) if m.uses_corpus else {}
     return PreparedRun(m, config, target, draft, datastores)
 
@@ -162,3 +168,32 @@ def _datastore(target: LoadedModel, key: str, documents) -> SuffixArray:
         while len(_DATASTORES) > 4:
             _DATASTORES.popitem(last=False)
     return index
+
+
+def what_if(prepared: PreparedRun, prompt_ids, output_ids) -> list:
+    """Replay a finished greedy run under other shapes and builders (see decoding/whatif.py)."""
+    from .config import EXIT_LAYER, NGRAM
+    from .decoding.drafters import PromptLookupDrafter, early_exit_model
+    from .decoding.retrieval import NgramTreeDrafter, RetrievalDrafter
+    from .decoding.whatif import what_if as replay
+
+    if not prepared.config.sampling.greedy:
+        raise ConfigError("the what-if replay needs a greedy run (temperature 0): only then is the output "
+                          "the same for every drafter")
+    if len(output_ids) == 0:
+        raise ConfigError("nothing was generated yet: run or step first")
+    if prepared.draft is not None:
+        model, label = prepared.draft.model, "draft model"
+    else:
+        n_layers = getattr(prepared.target.model.config, "num_hidden_layers", 2)
+        k = min(int(prepared.config.knobs.get("exit_layer", EXIT_LAYER.default)), n_layers - 1)
+        model, label = early_exit_model(prepared.target.model, k), f"early exit, {k} layers"
+    n = int(prepared.config.knobs.get("ngram", NGRAM.default))
+    shipped = load_datastores(prepared.target, "shipped")
+    builders = {
+        f"prompt lookup (chain 3, n≤{n})": PromptLookupDrafter(n, 3),
+        f"n-gram tree (depth 5, 32 nodes, n≤{n})": NgramTreeDrafter(n, 5, 32),
+        "retrieval: context (32 nodes)": RetrievalDrafter({}, True, n, 5, 32),
+        "retrieval: context+shipped (32 nodes)": RetrievalDrafter(shipped, True, n, 5, 32),
+    }
+    return replay(model, label, builders, prompt_ids, output_ids)

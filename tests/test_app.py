@@ -19,12 +19,18 @@ def test_demo_builds_without_loading_weights():
     demo = build_demo(store)
     assert store.loaded_ids() == []
     names = {d["api_name"] for d in demo.config["dependencies"] if d.get("api_name")}
-    assert {"run", "step", "pause", "reset"} <= names
+    assert {"run", "step", "pause", "reset", "what_if"} <= names
 
 
-def _args(prompt="List three colours.", method="sps", draft_len=3, exit_layer=20, ngram=3, max_new=12,
-          temperature=0.0, top_p=1.0, seed=0, target=EMBEDDED_MODEL_ID, draft=""):
-    return [prompt, method, draft_len, exit_layer, ngram, max_new, temperature, top_p, seed, target, draft]
+def _args(prompt="List three colours.", method="sps", max_new=12, temperature=0.0, top_p=1.0, seed=0,
+          target=EMBEDDED_MODEL_ID, draft="", tree_depth=16, **knobs):
+    """The /run and /step inputs in order: prompt, method, every knob (registry order), the rest."""
+    from specviz.ui.speculative import KNOBS
+
+    unknown = set(knobs) - {k.name for k in KNOBS}
+    assert not unknown, unknown
+    values = [knobs.get(k.name, k.default) for k in KNOBS]
+    return [prompt, method, *values, max_new, temperature, top_p, seed, target, draft, tree_depth]
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +123,42 @@ def test_step_then_run_resumes_the_same_run(client):
     assert "Step 1" in second[0]
     final = client.predict(*_args(max_new=10), api_name="/run")
     assert len(final[-1]["output_ids"]) == 10
+
+
+def test_tree_run_shape_change_mid_run_and_what_if(client):
+    first = client.predict(*_args(method="dynamic_tree", budget=6, depth=3, max_new=24), api_name="/step")
+    assert "Step 0" in first[0]
+    assert first[-1]["summary"]["drafted"] == 6
+    # a shape knob changes: the same run continues, and the next step uses the new budget
+    second = client.predict(*_args(method="dynamic_tree", budget=12, depth=3, max_new=24), api_name="/step")
+    assert "Step 1" in second[0] and "shape changed: budget=12" in second[0]
+    assert second[-1]["summary"]["drafted"] == 6 + 12
+    assert second[-1]["config"]["knobs"]["budget"] == 12
+    final = client.predict(*_args(method="dynamic_tree", budget=12, depth=3, max_new=24), api_name="/run")
+    assert final[-1]["speedup_vs_ar"]["matches_ar"] is True
+    plot, table = client.predict(api_name="/what_if")
+    assert "medusa-like-26" in table and "retrieval: context+shipped" in table and "this run (dynamic_tree)" in table
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"method": "static_tree", "preset": "bushy"}, "unknown tree shape 'bushy'"),
+        ({"method": "static_tree", "preset": "0;1,1"}, "has no parent (1,)"),
+        ({"method": "retrieval", "corpus": "/no/such/corpus.txt"}, "corpus file '/no/such/corpus.txt' does not exist"),
+        ({"method": "graft", "exit_layer": 30}, "exit_layer=30 is out of range"),
+    ],
+)
+def test_bad_tree_settings_get_a_clear_message(client, kwargs, message):
+    with pytest.raises(Exception) as err:
+        client.predict(*_args(**kwargs), api_name="/run")
+    assert message in str(err.value)
+
+
+def test_retrieval_from_a_user_corpus_file(client, tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("Red, green and blue are the three primary colours of light. " * 20)
+    out = client.predict(*_args(method="retrieval", corpus=str(corpus), max_new=12), api_name="/run")
+    sources = out[-1]["config"]["knobs"]["corpus"]
+    assert sources == str(corpus)
+    assert out[-1]["speedup_vs_ar"]["matches_ar"] is True

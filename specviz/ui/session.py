@@ -56,7 +56,7 @@ class SpecSession:
     def trace(self) -> Trace:
         return Trace(
             method=self.prepared.method.name,
-            config=self.prepared.config.to_dict(),
+            config=self.decoder.config.to_dict(),  # shape knobs may have changed mid-run
             target_id=self.prepared.target.model_id,
             draft_id=self.prepared.draft_id,
             prompt_ids=self.decoder.prompt_ids,
@@ -105,7 +105,7 @@ def measure_speedup(session: SpecSession) -> dict:
     }
 
 
-def render(session: SpecSession | None, k: int | None = None) -> dict:
+def render(session: SpecSession | None, k: int | None = None, tree_depth: int | None = None) -> dict:
     """Everything the Speculative tab shows, for step k (default: the latest)."""
     if session is None or not session.steps:
         return {
@@ -125,7 +125,7 @@ def render(session: SpecSession | None, k: int | None = None) -> dict:
     summary = summarize(session.steps)
     return {
         "text": generated_text_html(session.pieces.pieces, tokens, current_step=k),
-        "tree": tree_figure(step, session.node_labels[k], session.bonus_labels[k]),
+        "tree": tree_figure(step, session.node_labels[k], session.bonus_labels[k], max_depth=tree_depth),
         "confidence": step_confidence_figure(step, session.node_labels[k]),
         "strip": running_strip_figure(tokens, session.pieces.pieces, current_step=k),
         "metrics": metrics_html(summary, session.speedup, "torch-reference", session.decoder.lossless,

@@ -12,15 +12,19 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from ..config import DRAFT_LEN, EMBEDDED_MODEL_ID, EXIT_LAYER, MAX_NEW_TOKENS, NGRAM, SEED, TEMPERATURE, TOP_P, ConfigError
-from ..decoding.registry import METHODS
+from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, SHAPE_KNOBS, TEMPERATURE, TOP_P, ConfigError
+from ..decoding.registry import METHODS, knob_table
 from ..models import ModelLoadError, ModelStore
-from ..runner import prepare_run
+from ..runner import prepare_run, what_if
 from ..textio import check_prompt_fits, encode_prompt
+from ..viz.whatif import whatif_figure, whatif_table_html
+from ..viz.tree import empty_figure
 from .session import SpecSession, measure_speedup, new_session, render
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-KNOBS = (DRAFT_LEN, EXIT_LAYER, NGRAM)
+KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
+KNOB_NAMES = tuple(k.name for k in KNOBS)
+DEFAULT_METHOD = "sps"
 
 
 def load_examples() -> list:
@@ -28,9 +32,16 @@ def load_examples() -> list:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def _control(knob, **kw):
+    if knob.choices:
+        return gr.Dropdown(list(knob.choices), value=knob.default, label=knob.name, info=knob.help,
+                           allow_custom_value=knob.free_text, elem_id=f"sv-knob-{knob.name}", **kw)
+    return gr.Slider(knob.low, knob.high, value=knob.default, step=1 if knob.integer else 0.01,
+                     label=knob.name, info=knob.help, elem_id=f"sv-knob-{knob.name}", **kw)
+
+
 def _slider(knob, **kw):
-    return gr.Slider(knob.low, knob.high, value=knob.default, step=1 if knob.integer else 0.05,
-                     label=knob.name, info=knob.help, **kw)
+    return _control(knob, **kw)
 
 
 def _method_info(name: str) -> str:
@@ -52,17 +63,26 @@ class SpeculativeTab:
         self.store = store
 
     # the settings ------------------------------------------------------------
-    def _key(self, prompt, method, draft_len, exit_layer, ngram, max_new, temperature, top_p, seed, target, draft):
-        return (prompt, method, draft_len, exit_layer, ngram, max_new, temperature, top_p, seed,
+    def _key(self, prompt, method, *rest):
+        knob_values = dict(zip(KNOB_NAMES, rest[: len(KNOBS)]))
+        max_new, temperature, top_p, seed, target, draft = rest[len(KNOBS):]
+        m = METHODS.get(method)
+        used = {k.name: knob_values[k.name] for k in m.knobs} if m else {}
+        return (prompt, method, tuple(sorted(used.items())), max_new, temperature, top_p, seed,
                 (target or "").strip(), (draft or "").strip())
 
+    @staticmethod
+    def _run_part(key):
+        """The settings that need a fresh run; tree-shape knobs are left out, they apply mid-run."""
+        knobs = tuple((n, v) for n, v in key[2] if n not in SHAPE_KNOBS)
+        return (*key[:2], knobs, *key[3:])
+
     def _start(self, key) -> SpecSession:
-        prompt, method, draft_len, exit_layer, ngram, max_new, temperature, top_p, seed, target, draft = key
+        prompt, method, knob_items, max_new, temperature, top_p, seed, target, draft = key
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}")
         m = METHODS[method]
-        values = {"draft_len": draft_len, "exit_layer": exit_layer, "ngram": ngram}
-        knobs = {k.name: values[k.name] for k in m.knobs}
+        knobs = dict(knob_items)
         if not prompt or not str(prompt).strip():
             raise ConfigError("the prompt is empty: type a question or pick an example")
         prepared = prepare_run(self.store, method, target or None, draft if m.uses_draft_model else None,
@@ -72,14 +92,23 @@ class SpeculativeTab:
         return new_session(key, prepared, prompt, ids)
 
     def _session_for(self, session: SpecSession | None, key):
-        """Resume the session when the settings are unchanged and it is not finished; else start afresh."""
-        if session is not None and session.key == key and not session.done:
-            return session, False
-        return self._start(key), True
+        """Resume the session when the settings are unchanged and it is not finished; else start afresh.
+
+        A change of tree-shape knobs alone (depth, top_k, budget, preset, draft length, prune
+        threshold) keeps the run and takes effect on its next step."""
+        if session is None or session.done or self._run_part(session.key) != self._run_part(key):
+            return self._start(key), "new run"
+        if session.key != key:
+            changed = dict(set(key[2]) - set(session.key[2]))
+            checked = session.prepared.method.check_knobs({**dict(session.key[2]), **changed})
+            session.decoder.update_shape({n: checked[n] for n in changed})
+            session.key = key
+            return session, "shape changed: " + ", ".join(f"{n}={v}" for n, v in sorted(changed.items())) + " from this step"
+        return session, ""
 
     # rendering ---------------------------------------------------------------
-    def _outputs(self, session, status: str, k=None):
-        r = render(session, k)
+    def _outputs(self, session, status: str, k=None, tree_depth=None):
+        r = render(session, k, tree_depth)
         slider = gr.update(minimum=0, maximum=max(r["n_steps"] - 1, 1), value=r["k"],
                            interactive=r["n_steps"] > 1)
         summary = _run_summary(session)
@@ -97,31 +126,31 @@ class SpeculativeTab:
 
     # handlers ----------------------------------------------------------------
     def run(self, *args):
-        *settings, session = args
-        yield from self._drive(settings, session, max_steps=None)
+        *settings, tree_depth, session = args
+        yield from self._drive(settings, session, None, tree_depth)
 
     def step(self, *args):
-        *settings, session = args
-        yield from self._drive(settings, session, max_steps=1)
+        *settings, tree_depth, session = args
+        yield from self._drive(settings, session, 1, tree_depth)
 
-    def _drive(self, settings, session, max_steps):
+    def _drive(self, settings, session, max_steps, tree_depth=None):
         key = self._key(*settings)
         try:
-            if session is None or session.key != key or session.done:
-                yield self._outputs(session, "Loading the model and preparing the run…")
-            session, fresh = self._session_for(session, key)
+            if session is None or self._run_part(session.key) != self._run_part(key) or session.done:
+                yield self._outputs(session, "Loading the model and preparing the run…", tree_depth=tree_depth)
+            session, note = self._session_for(session, key)
             session.paused = False
-            note = "new run" if fresh else ""
             taken = 0
             while not session.done and not session.paused and (max_steps is None or taken < max_steps):
                 with session.lock:
                     session.advance()
                 taken += 1
-                yield self._outputs(session, self._status(session, note))
+                yield self._outputs(session, self._status(session, note), tree_depth=tree_depth)
             if session.done and session.speedup is None:
-                yield self._outputs(session, self._status(session, "measuring plain AR on the same prompt…"))
+                yield self._outputs(session, self._status(session, "measuring plain AR on the same prompt…"),
+                                    tree_depth=tree_depth)
                 session.speedup = measure_speedup(session)
-            yield self._outputs(session, self._status(session))
+            yield self._outputs(session, self._status(session, "" if session.done else note), tree_depth=tree_depth)
         except (ConfigError, ModelLoadError, ValueError) as err:
             raise gr.Error(str(err), print_exception=False) from None
         except torch.cuda.OutOfMemoryError:
@@ -139,11 +168,26 @@ class SpeculativeTab:
     def reset(self, session):
         return self._outputs(None, "Reset. Press Run or Step to start.")
 
-    def scrub(self, k, session):
+    def scrub(self, k, tree_depth, session):
         if session is None or not session.steps:
             return self._outputs(session, "Nothing recorded yet.")[1:]
-        r = self._outputs(session, self._status(session, f"showing recorded step {int(k)}"), k)
+        r = self._outputs(session, self._status(session, f"showing recorded step {int(k)}"), k, tree_depth)
         return r[1:]
+
+    def what_if(self, session):
+        """Replay this prompt's greedy output under other shapes and builders (no target forwards)."""
+        if session is None or not session.steps:
+            raise gr.Error("Run (or step) a greedy decode first; the what-if replays its output.", print_exception=False)
+        try:
+            with session.lock:
+                rows = what_if(session.prepared, session.decoder.prompt_ids, session.decoder.output_ids)
+        except (ConfigError, ModelLoadError, ValueError) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        tau = len(session.pieces.ids) / len(session.steps)
+        label = f"this run ({session.prepared.method.name})"
+        partial = "" if session.done else " (so far)"
+        return (whatif_figure([r.to_dict() for r in rows], tau, label + partial),
+                whatif_table_html([r.to_dict() for r in rows], tau, label + partial))
 
     # layout --------------------------------------------------------------------
     def build(self):
@@ -152,10 +196,11 @@ class SpeculativeTab:
             with gr.Column(scale=1, min_width=320):
                 prompt = gr.Textbox(label="Prompt", lines=4, value=examples[0]["prompt"] if examples else "",
                                     placeholder="Ask the model something…", elem_id="sv-prompt")
-                method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value="sps", label="Method",
-                                     elem_id="sv-method")
-                method_info = gr.Markdown(_method_info("sps"))
-                knob_sliders = [_slider(k, visible=k.name in {"draft_len", "exit_layer"}) for k in KNOBS]
+                method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value=DEFAULT_METHOD,
+                                     label="Method", elem_id="sv-method")
+                method_info = gr.Markdown(_method_info(DEFAULT_METHOD))
+                default_knobs = {k.name for k in METHODS[DEFAULT_METHOD].knobs}
+                knob_sliders = [_control(k, visible=k.name in default_knobs) for k in KNOBS]
                 with gr.Accordion("Sampling and length", open=False):
                     max_new = _slider(MAX_NEW_TOKENS)
                     temperature = gr.Slider(TEMPERATURE.low, TEMPERATURE.high, value=TEMPERATURE.default, step=0.05,
@@ -165,7 +210,7 @@ class SpeculativeTab:
                 with gr.Accordion("Models", open=False):
                     target = gr.Textbox(value=EMBEDDED_MODEL_ID, label="Target model",
                                         info="the embedded model, or any Hugging Face causal LM id / local path")
-                    draft = gr.Textbox(value="", label="Draft model (SpS)",
+                    draft = gr.Textbox(value="", label="Draft model",
                                        info="empty = early-exit self-draft of the target; else an id sharing the target's tokenizer")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="sv-run")
@@ -179,12 +224,24 @@ class SpeculativeTab:
                 text = gr.HTML(render(None)["text"], label="Generated text", elem_id="sv-text")
                 slider = gr.Slider(0, 1, value=0, step=1, label="Recorded step", interactive=False, elem_id="sv-slider",
                                    info="re-renders any recorded step from the stored trace, without calling the model")
+                tree_depth = gr.Slider(1, 16, value=16, step=1, label="Tree view: show depth ≤", elem_id="sv-tree-depth",
+                                       info="deeper nodes collapse into a '+n' marker (the accepted path always shows); "
+                                            "drag to pan, scroll or box-select to zoom, hover for probabilities")
                 tree = gr.Plot(render(None)["tree"], label="Draft tree", elem_id="sv-tree")
                 confidence = gr.Plot(render(None)["confidence"], label="Per-position confidence", elem_id="sv-confidence")
                 strip = gr.Plot(render(None)["strip"], label="Running strip", elem_id="sv-strip")
                 with gr.Row():
                     metrics = gr.HTML("", label="Metrics", elem_id="sv-metrics")
                     depth = gr.Plot(render(None)["depth"], label="Acceptance by depth", elem_id="sv-depth")
+                with gr.Accordion("What if? Replay this prompt under other tree shapes", open=False):
+                    gr.Markdown("In greedy decoding the output is the same for every drafter, so the recorded output "
+                                "alone decides how far any tree would have been accepted at each step. This replays "
+                                "the run's drafting model under chains, static shapes and shapes fitted to the ranks "
+                                "it measured here, and the model-free builders; no target forward is needed.")
+                    whatif_btn = gr.Button("Replay other shapes", elem_id="sv-whatif-run")
+                    whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
+                                          label="τ by tree shape", elem_id="sv-whatif")
+                    whatif_table = gr.HTML("", elem_id="sv-whatif-table")
                 with gr.Accordion("Export: run summary (JSON)", open=False):
                     summary = gr.JSON(label="Run summary", elem_id="sv-summary")
 
@@ -192,14 +249,16 @@ class SpeculativeTab:
         settings = [prompt, method, *knob_sliders, max_new, temperature, top_p, seed, target, draft]
         outputs = [state, status, text, slider, tree, confidence, strip, metrics, depth, summary]
         method.change(_knob_visibility, method, [method_info, *knob_sliders, draft], queue=False)
-        run_event = run_btn.click(self.run, [*settings, state], outputs, api_name="run",
+        run_event = run_btn.click(self.run, [*settings, tree_depth, state], outputs, api_name="run",
                                   concurrency_id="model", concurrency_limit=1)
-        step_btn.click(self.step, [*settings, state], outputs, api_name="step",
+        step_btn.click(self.step, [*settings, tree_depth, state], outputs, api_name="step",
                        concurrency_id="model", concurrency_limit=1)
+        whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
+                         concurrency_id="model", concurrency_limit=1)
         pause_btn.click(self.pause, state, status, queue=False, api_name="pause")
         reset_btn.click(self.reset, state, outputs, cancels=[run_event], api_name="reset")
-        for event in (slider.release, slider.input):
-            event(self.scrub, [slider, state], outputs[1:], api_name=False, trigger_mode="always_last")
+        for event in (slider.release, slider.input, tree_depth.release):
+            event(self.scrub, [slider, tree_depth, state], outputs[1:], api_name=False, trigger_mode="always_last")
 
 
 def _run_summary(session: SpecSession | None) -> dict | None:

@@ -22,6 +22,11 @@ SOURCE_COLORS = {
     "draft-model": "#2563eb",
     "early-exit": "#0891b2",
     "ngram": "#ca8a04",
+    "retrieval:context": "#d97706",
+    "retrieval:shipped": "#db2777",
+    "retrieval:file": "#9333ea",
+    "retrieval": "#be185d",  # several stores pooled
+    "scripted": "#64748b",
 }
 DRAFT_COLOR = "#60a5fa"
 TARGET_COLOR = "#1e293b"

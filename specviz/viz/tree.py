@@ -17,9 +17,30 @@ from .palette import KIND_COLORS, STATUS_COLORS, source_color
 BONUS_NODE = "bonus"
 
 
-def _graph(step: SpecStep) -> nx.DiGraph:
+LABELLED_NODES = 40  # above this many visible nodes only the root and the accepted path carry text
+
+
+def visible_nodes(step: SpecStep, max_depth: int | None) -> tuple:
+    """(visible node ids, hidden-descendant count per visible node) when collapsing below `max_depth`.
+
+    The accepted path always stays visible: it is what the step is about."""
+    depth = step.tree.depth
+    keep = np.ones(step.tree.size, dtype=bool) if max_depth is None else depth <= max_depth
+    keep[step.accepted_path] = True
+    hidden_below = np.zeros(step.tree.size, dtype=np.int64)
+    for i in range(step.tree.size - 1, 0, -1):
+        if not keep[i]:
+            # charge the hidden node to its nearest visible ancestor
+            a = int(step.tree.parent[i])
+            while not keep[a]:
+                a = int(step.tree.parent[a])
+            hidden_below[a] += 1
+    return [i for i in range(step.tree.size) if keep[i]], hidden_below
+
+
+def _graph(step: SpecStep, nodes: list) -> nx.DiGraph:
     g = nx.DiGraph()
-    for i in range(step.tree.size):
+    for i in nodes:
         g.add_node(i)
         if i > 0:
             g.add_edge(int(step.tree.parent[i]), i)
@@ -49,10 +70,16 @@ def _fmt(p) -> str:
     return "–" if p is None or not np.isfinite(p) else f"{p:.3f}"
 
 
-def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "") -> go.Figure:
-    """`labels[i]` is the display text of node i; `bonus_label` that of the bonus token."""
-    g = _graph(step)
+def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "", max_depth: int | None = None) -> go.Figure:
+    """`labels[i]` is the display text of node i; `bonus_label` that of the bonus token.
+
+    Nodes deeper than `max_depth` collapse into a "+n" marker beside their nearest
+    visible ancestor. Big trees keep text only on the root and the accepted path;
+    every node still has its hover card."""
+    shown, hidden_below = visible_nodes(step, max_depth)
+    g = _graph(step, shown)
     pos = tidy_layout(g)
+    big = len(shown) > LABELLED_NODES
     n_rows = 1 + max(r for _, r in pos.values())
     on_path = {0, *map(int, step.accepted_path)}
     fig = go.Figure()
@@ -83,7 +110,7 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "")
 
     depth = step.tree.depth
     for status in (ROOT, ACCEPTED, REJECTED, UNREACHED):
-        nodes = [i for i in range(step.tree.size) if step.status[i] == status]
+        nodes = [i for i in shown if step.status[i] == status]
         if not nodes:
             continue
         name = STATUS_NAMES[status]
@@ -93,19 +120,21 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "")
             f"<br>draft p = {_fmt(step.tree.draft_probs[i])}"
             f"<br>target p = {_fmt(step.target_probs[i])}"
             f"<br>accept p = {_fmt(step.accept_probs[i])}"
+            + (f"<br>+{int(hidden_below[i])} deeper nodes collapsed" if hidden_below[i] else "")
             for i in nodes
         ]
+        labelled = status in (ROOT, ACCEPTED) or not big
         fig.add_trace(
             go.Scatter(
                 x=[pos[i][0] for i in nodes],
                 y=[pos[i][1] for i in nodes],
                 mode="markers+text",
                 name=name,
-                text=[_short(labels[i]) for i in nodes],
+                text=[_short(labels[i]) if labelled else "" for i in nodes],
                 textposition="top center",
-                textfont=dict(size=13, color="#0f172a" if status != UNREACHED else "#94a3b8"),
+                textfont=dict(size=13 if not big else 11, color="#0f172a" if status != UNREACHED else "#94a3b8"),
                 marker=dict(
-                    size=16 if status != ROOT else 20,
+                    size=(16 if not big else 10) if status != ROOT else 20,
                     color=STATUS_COLORS[name],
                     line=dict(color=[source_color(step.tree.source[i]) for i in nodes], width=3),
                     symbol="circle" if status != ROOT else "square",
@@ -114,6 +143,18 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "")
                 hoverinfo="text",
             )
         )
+    collapsed = [i for i in shown if hidden_below[i]]
+    if collapsed:
+        fig.add_trace(go.Scatter(
+            x=[pos[i][0] + 0.45 for i in collapsed], y=[pos[i][1] for i in collapsed], mode="markers+text",
+            name="collapsed", text=[f"+{int(hidden_below[i])}" for i in collapsed], textposition="middle right",
+            textfont=dict(size=11, color="#64748b"), marker=dict(symbol="triangle-right", size=10, color="#94a3b8"),
+            hovertext=[f"{int(hidden_below[i])} deeper nodes hidden; raise 'show depth' to see them" for i in collapsed],
+            hoverinfo="text"))
+    # the source legend: the ring colour says which drafter proposed a node
+    for src in sorted(set(step.tree.source[i] for i in shown) - {"root"}):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"from {src}",
+                                 marker=dict(size=12, color="white", line=dict(color=source_color(src), width=3))))
     bx, by = pos[BONUS_NODE]
     fig.add_trace(
         go.Scatter(
@@ -132,9 +173,11 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "")
             hoverinfo="text",
         )
     )
-    height = int(min(1400, max(300, 46 * n_rows + 120)))
+    height = int(min(1600, max(300, (46 if not big else 22) * n_rows + 120)))
     fig.update_layout(
-        title=title or f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted)",
+        title=title or (f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted"
+                        + (f"; {step.tree.size - len(shown)} collapsed below depth {max_depth}" if len(shown) < step.tree.size else "")
+                        + ")"),
         height=height,
         margin=dict(l=20, r=20, t=50, b=30),
         xaxis=dict(title="depth", dtick=1, zeroline=False, showgrid=False),
