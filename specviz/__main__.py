@@ -7,14 +7,14 @@ import sys
 import textwrap
 import time
 
-from .config import DRAFT_LEN, EXIT_LAYER, MAX_NEW_TOKENS, NGRAM, SEED, TEMPERATURE, TOP_P, ConfigError
-from .decoding.registry import METHODS
+from .config import MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P, ConfigError
+from .decoding.registry import METHODS, knob_table
 
 
 def _methods_epilog() -> str:
     lines = ["methods:"]
     for m in METHODS.values():
-        knobs = ", ".join(f"--{k.name.replace('_', '-')} ({k.help}; default {k.default:g})" for k in m.knobs)
+        knobs = ", ".join(f"--{k.name.replace('_', '-')} ({k.help}; default {_fmt_default(k)})" for k in m.knobs)
         lines.append(f"  {m.name:<14} {m.label}. " + ("lossless. " if m.lossless else "LOSSY. "))
         lines += textwrap.wrap(m.summary, 80, initial_indent=" " * 17, subsequent_indent=" " * 17)
         if knobs:
@@ -22,9 +22,13 @@ def _methods_epilog() -> str:
     return "\n".join(lines)
 
 
+def _fmt_default(knob) -> str:
+    return knob.default if knob.choices else f"{knob.default:g}"
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="Hugging Face id or local path of the target (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--draft", default=None, help="draft model id for sps (default: early-exit self-draft of the target)")
+    p.add_argument("--draft", default=None, help="draft model id for the model-drafted methods (default: early-exit self-draft of the target)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--questions", help="Spec-Bench style .jsonl file (the first of `turns` is the prompt)")
@@ -34,8 +38,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=TEMPERATURE.default, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=TOP_P.default)
     p.add_argument("--seed", type=int, default=int(SEED.default))
-    for knob in (DRAFT_LEN, EXIT_LAYER, NGRAM):
-        p.add_argument(f"--{knob.name.replace('_', '-')}", type=int, default=None, help=f"{knob.help} (default {knob.default:g})")
+    for knob in knob_table().values():
+        kind = str if knob.choices else int if knob.integer else float
+        p.add_argument(f"--{knob.name.replace('_', '-')}", type=kind, default=None,
+                       help=f"{knob.help} (default {_fmt_default(knob)})")
 
 
 def build_parser() -> argparse.ArgumentParser:

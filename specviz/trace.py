@@ -211,6 +211,9 @@ def summarize(steps: list, wall_s: float = 0.0) -> dict:
          mean accepted length; `tau_drafts_only` excludes the bonus).
     acceptance_by_depth[d]: accepted ÷ drafted among nodes at depth d+1 whose
          parent was accepted (i.e. that verification actually reached).
+    path_reach_by_depth[d]: among steps whose tree was at least d+1 deep, the
+         share whose accepted path reached depth d+1. For trees this is the
+         figure that matters: siblings lower the per-node rate but raise this one.
     """
     new_tokens = int(sum(s.committed_ids.shape[0] for s in steps))
     target_forwards = int(sum(s.target_forwards for s in steps))
@@ -229,6 +232,13 @@ def summarize(steps: list, wall_s: float = 0.0) -> dict:
                 reached[depth[i] - 1] += 1
                 hit[depth[i] - 1] += s.status[i] == ACCEPTED
     by_depth = [float(h / r) if r else None for h, r in zip(hit, reached)]
+    deep_enough = np.zeros(max_depth, dtype=np.int64)
+    reached_path = np.zeros(max_depth, dtype=np.int64)
+    for s in steps:
+        if s.tree.size > 1:
+            deep_enough[: int(s.tree.depth.max())] += 1
+            reached_path[: s.n_accepted] += 1
+    reach = [float(h / r) if r else None for h, r in zip(reached_path, deep_enough)]
     decode_s = wall_s if wall_s > 0 else sum(s.draft_ms + s.verify_ms for s in steps) / 1000.0
     return {
         "new_tokens": new_tokens,
@@ -241,6 +251,7 @@ def summarize(steps: list, wall_s: float = 0.0) -> dict:
         "accepted": accepted,
         "acceptance_rate": accepted / drafted if drafted else None,
         "acceptance_by_depth": by_depth,
+        "path_reach_by_depth": reach,
         "draft_ms": float(sum(s.draft_ms for s in steps)),
         "verify_ms": float(sum(s.verify_ms for s in steps)),
         "wall_s": decode_s,

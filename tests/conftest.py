@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from specviz.decoding.retrieval import SuffixArray, corpus_tokens
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -50,3 +52,16 @@ def app_url(store, embedded):
     _, url, _ = launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield url
     demo.close()
+
+
+# a shipped-corpus stand-in for the tiny vocabulary: random documents plus the prompts' own patterns
+TINY_STORE = {"retrieval:shipped": SuffixArray(corpus_tokens(
+    [np.random.default_rng(1).integers(0, 96, 400).tolist(), [17, 4, 17, 9, 22, 4, 17, 4, 17], [50, 51, 52, 53, 54]]))}
+
+
+def tiny_knobs(method):
+    names = {k.name for k in method.knobs}
+    knobs = {"exit_layer": 2} if "exit_layer" in names else {}
+    if "corpus" in names:
+        knobs["corpus"] = "context+shipped"
+    return knobs

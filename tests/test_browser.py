@@ -63,3 +63,43 @@ def test_step_run_and_scrub_in_a_real_browser(page):
     page.wait_for_function("document.querySelector('#sv-status').innerText.includes('showing recorded step 0')",
                            timeout=60_000)
     assert "Step 0" in page.locator("#sv-tree").inner_text()
+
+
+def _choose_method(page, label):
+    box = page.locator("#sv-method input")
+    box.click()
+    page.locator("ul[role=listbox] li", has_text=label).first.click()
+    page.wait_for_function(f"document.querySelector('#sv-method input').value.includes({label!r})", timeout=10_000)
+
+
+def test_tree_run_updates_tree_depth_chart_and_what_if(page):
+    page.locator("#sv-reset").click()
+    page.locator("#sv-prompt textarea").fill("List the planets of the solar system in order.")
+    _choose_method(page, "Dynamic tree")
+    page.wait_for_selector("#sv-knob-budget", state="visible", timeout=10_000)
+    # Step once: a real tree (many nodes) and a depth chart with bars
+    page.locator("#sv-step").click()
+    page.wait_for_function("document.querySelector('#sv-status').innerText.includes('Step 0')", timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('#sv-tree .scatterlayer .point').length > 20", timeout=60_000)
+    full = _tree_nodes(page)
+    page.wait_for_selector("#sv-depth .barlayer .point", timeout=60_000)
+    # collapse the view to depth 1: fewer points, and a '+n' marker appears
+    number = page.locator("#sv-tree-depth input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('#sv-tree .scatterlayer .point').length < {full}", timeout=60_000)
+    assert "collapsed below depth 1" in page.locator("#sv-tree").inner_text()
+    # run to the end: the depth chart keeps bars, the metrics confirm greedy == AR
+    page.locator("#sv-run").click()
+    page.wait_for_function("document.querySelector('#sv-status').innerText.includes('finished')", timeout=300_000)
+    page.wait_for_function("!document.querySelector('#sv-status').innerText.includes('measuring')", timeout=300_000)
+    assert page.locator("#sv-depth .barlayer .point").count() >= 1
+    assert "yes" in page.locator("#sv-metrics").inner_text()
+    # the what-if panel replays the output under other shapes
+    page.locator("text=What if? Replay this prompt under other tree shapes").click()
+    page.locator("#sv-whatif-run").click()
+    page.wait_for_selector("#sv-whatif .barlayer .point", timeout=120_000)
+    assert "medusa-like-26" in page.locator("#sv-whatif-table").inner_text()
+    out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "speculative_tree_whatif.png"), full_page=True)

@@ -13,10 +13,9 @@ from specviz.config import RunConfig, SamplingConfig
 from specviz.decoding.drafters import Draft
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
-from specviz.decoding.retrieval import SuffixArray, corpus_tokens
 from specviz.trace import check_invariants
 
-from .conftest import PROMPTS, greedy_reference
+from .conftest import PROMPTS, TINY_STORE, greedy_reference, tiny_knobs
 
 N_NEW = 40
 
@@ -78,19 +77,6 @@ def test_scripted_drafts_are_lossless(tiny, prompt, correct, wrong, decoy):
         assert s.n_accepted == min(correct, s.tree.depth.max())
     if correct and not wrong:
         assert tr.summary()["tau"] > 2
-
-
-# a shipped-corpus stand-in for the tiny vocabulary: random documents plus the prompts' own patterns
-TINY_STORE = {"retrieval:shipped": SuffixArray(corpus_tokens(
-    [np.random.default_rng(1).integers(0, 96, 400).tolist(), [17, 4, 17, 9, 22, 4, 17, 4, 17], [50, 51, 52, 53, 54]]))}
-
-
-def tiny_knobs(method):
-    names = {k.name for k in method.knobs}
-    knobs = {"exit_layer": 2} if "exit_layer" in names else {}
-    if "corpus" in names:
-        knobs["corpus"] = "context+shipped"
-    return knobs
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -19,6 +19,23 @@ SHAPES = {
 }
 
 
+def _preset_parent(name):
+    """The parent array of a static preset, as the model-tree drafter lays it out (by depth, then ranks)."""
+    from specviz.decoding.shapes import PRESETS
+
+    paths = PRESETS[name]
+    index = {(): 0}
+    parent = [-1]
+    for p in paths:
+        index[p] = len(parent)
+        parent.append(index[p[:-1]])
+    return parent
+
+
+SHAPES["preset medusa-like-26"] = _preset_parent("medusa-like-26")
+SHAPES["preset deep-64"] = _preset_parent("deep-64")
+
+
 def path_to(parent, i):
     path = []
     while i >= 0:

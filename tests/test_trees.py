@@ -208,7 +208,9 @@ def test_shape_knobs_apply_on_the_next_step(tiny):
 def test_knob_choices_are_checked():
     m = get_method("static_tree")
     with pytest.raises(ConfigError, match="not an option"):
-        m.check_knobs({"preset": "bushy"})
+        m.check_knobs({"preset": "  "})
+    # presets and corpora also take free text (own rank paths, a file path), checked where they are used
+    assert m.check_knobs({"preset": "0;1;0,0"})["preset"] == "0;1;0,0"
     assert get_method("retrieval").check_knobs({"corpus": "/tmp/x.txt"})["corpus"] == "/tmp/x.txt"
 
 
@@ -226,3 +228,29 @@ def test_graft_records_both_sources(tiny):
     assert draft.token_ids.shape[0] <= 12
     # the grafted continuation 60 61 hangs under the root (or merges with a model node)
     assert 60 in draft.token_ids.tolist()
+
+
+# the what-if replay ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,knobs", [
+    ("static_tree", {"exit_layer": 2, "preset": "binary-14"}),
+    ("sps", {"exit_layer": 2, "draft_len": 4}),
+    ("ngram_tree", {"budget": 16}),
+])
+def test_what_if_replay_reproduces_the_real_run(tiny, name, knobs):
+    """The replay of a run's own shape takes exactly as many target forwards as the run did."""
+    from specviz.decoding.drafters import early_exit_model
+    from specviz.decoding.engine import decode
+    from specviz.decoding.whatif import replay_builder, replay_static, true_token_ranks
+
+    m = get_method(name)
+    knobs = m.check_knobs(knobs)
+    prompt = [3, 17, 4, 17, 4, 17, 9, 22, 4, 17]
+    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig()), prompt, RunConfig(name, 40, SamplingConfig(), knobs))
+    if name == "ngram_tree":
+        steps, _ = replay_builder(m.build(tiny, None, knobs, SamplingConfig()), prompt, tr.output_ids)
+    else:
+        ranks = true_token_ranks(early_exit_model(tiny, 2), prompt, tr.output_ids)
+        paths = PRESETS[knobs["preset"]] if name == "static_tree" else chain(knobs["draft_len"])
+        steps, _ = replay_static(paths, ranks)
+    assert steps == len(tr.steps)
+    assert len(tr.steps) < 40  # drafts were accepted, so the comparison means something

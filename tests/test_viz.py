@@ -4,7 +4,8 @@ import numpy as np
 from specviz.trace import ACCEPTED, CORRECTION, REJECTED, ROOT, UNREACHED, committed_tokens, summarize
 from specviz.viz.confidence import running_strip_figure, step_confidence_figure
 from specviz.viz.panels import depth_chart, generated_text_html, metrics_html
-from specviz.viz.tree import _graph, tidy_layout, tree_figure
+from specviz.viz.tree import _graph, tidy_layout, tree_figure, visible_nodes
+from specviz.viz.whatif import whatif_figure, whatif_table_html
 
 from .test_trace import make_step, synthetic_trace
 
@@ -31,7 +32,7 @@ def big_tree_step(n=64, seed=0):
 
 def test_tree_layout_gives_every_node_its_own_place_at_64_nodes():
     step = big_tree_step()
-    g = _graph(step)
+    g = _graph(step, list(range(step.tree.size)))
     pos = tidy_layout(g)
     assert len(pos) == 65  # 64 nodes + the bonus
     assert len(set(pos.values())) == len(pos), "two nodes share a position"
@@ -40,9 +41,9 @@ def test_tree_layout_gives_every_node_its_own_place_at_64_nodes():
         assert pos[i][0] == depth[i]
     labels = [f"tok{i}" for i in range(step.tree.size)]
     fig = tree_figure(step, labels, "bonus!")
-    shown = sum(len(t.x) for t in fig.data if t.mode == "markers+text")
+    shown = sum(len(t.x) for t in fig.data if t.mode == "markers+text" and t.name != "collapsed")
     assert shown == 65
-    assert fig.layout.height >= 46 * 20  # grows with the number of leaves
+    assert fig.layout.height >= 22 * 30  # grows with the number of leaves (compact rows past 40 nodes)
 
 
 def test_step_views_build_from_a_synthetic_trace():
@@ -63,3 +64,33 @@ def test_step_views_build_from_a_synthetic_trace():
     summary = summarize(tr.steps, 1.0)
     assert "2.33" in metrics_html(summary, None, "torch-reference", True, "length")
     assert len(depth_chart(summary).data[0].x) == 3
+
+
+def test_128_node_tree_collapses_by_depth_and_keeps_the_accepted_path():
+    step = big_tree_step(n=128, seed=1)
+    labels = [f"tok{i}" for i in range(step.tree.size)]
+    depth = step.tree.depth
+    shown, hidden = visible_nodes(step, 2)
+    assert set(map(int, step.accepted_path)) <= set(shown)
+    assert all(depth[i] <= 2 or i in step.accepted_path for i in shown)
+    assert int(hidden.sum()) == step.tree.size - len(shown) > 0
+    fig = tree_figure(step, labels, "b", max_depth=2)
+    collapsed = [t for t in fig.data if t.name == "collapsed"]
+    assert collapsed and sum(int(x[1:]) for x in collapsed[0].text) == int(hidden.sum())
+    assert "collapsed below depth 2" in fig.layout.title.text
+    # the full 128-node view: every node placed, text kept only where it matters, height bounded
+    full = tree_figure(step, labels, "b")
+    texts = [x for t in full.data if t.mode == "markers+text" for x in t.text]
+    assert len(texts) == 129 and sum(1 for x in texts if x) <= 1 + len(step.accepted_path) + 1
+    assert full.layout.height <= 1600
+
+
+def test_what_if_panel_builds_from_rows():
+    rows = [dict(name="chain-4", family="model chain", nodes=4.0, steps=40, tokens=64, tau=1.6, detail="d"),
+            dict(name="wide-40", family="model static tree", nodes=40.0, steps=30, tokens=64, tau=2.13, detail="d"),
+            dict(name="retrieval", family="model-free", nodes=8.0, steps=50, tokens=64, tau=1.28, detail="d")]
+    fig = whatif_figure(rows, 1.5, "this run")
+    assert len(fig.data) == 3
+    table = whatif_table_html(rows, 1.5, "this run")
+    assert table.index("wide-40") < table.index("chain-4") < table.index("retrieval")  # best first
+    assert "Best replayed: <b>wide-40</b>" in table

@@ -119,7 +119,8 @@ def suffix_continuations(index: SuffixArray, context: np.ndarray, max_n: int, mi
     return 0, []
 
 
-def draft_from_trie(trie: TokenTrie, device) -> Draft:
+def draft_from_trie(trie: TokenTrie, device, forwards: int = 0) -> Draft:
+    """A deterministic draft (every node a point mass for verification) from a trie."""
     if trie.n_drafted == 0:
         return Draft.empty(device)
     tokens, parent, probs, source = trie.arrays()
@@ -129,16 +130,18 @@ def draft_from_trie(trie: TokenTrie, device) -> Draft:
         draft_probs=torch.from_numpy(probs).to(device),
         dists=None,
         source=source,
+        forwards=forwards,
     )
 
 
-class NgramTreeDrafter:
-    """Every continuation prompt lookup finds (n-gram sizes ngram..2), merged into one trie under a budget."""
+class TrieDrafter:
+    """A model-free drafter: `build(context ids, max depth)` returns a trie; no state between steps."""
 
-    name = "ngram"
+    depth: int
+    budget: int
 
-    def __init__(self, ngram: int, depth: int, budget: int):
-        self.ngram, self.depth, self.budget = ngram, depth, budget
+    def build(self, ids_host: np.ndarray, max_depth: int) -> TokenTrie:
+        raise NotImplementedError
 
     def set_shape(self, knobs: dict) -> None:
         self.depth = knobs.get("depth", self.depth)
@@ -146,6 +149,21 @@ class NgramTreeDrafter:
 
     def reset(self, prompt_ids: np.ndarray) -> None:
         pass
+
+    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
+        return draft_from_trie(self.build(ctx.ids_host, max_depth), ctx.ids.device)
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        pass
+
+
+class NgramTreeDrafter(TrieDrafter):
+    """Every continuation prompt lookup finds (n-gram sizes ngram..2), merged into one trie under a budget."""
+
+    name = "ngram"
+
+    def __init__(self, ngram: int, depth: int, budget: int):
+        self.ngram, self.depth, self.budget = ngram, depth, budget
 
     def build(self, ids_host: np.ndarray, max_depth: int) -> TokenTrie:
         trie = TokenTrie()
@@ -158,14 +176,8 @@ class NgramTreeDrafter:
             trie.add_path(seq, self.name, budget=self.budget)
         return trie
 
-    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
-        return draft_from_trie(self.build(ctx.ids_host, max_depth), ctx.ids.device)
 
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        pass
-
-
-class RetrievalDrafter:
+class RetrievalDrafter(TrieDrafter):
     """REST / RASD-style retrieval: the most frequent continuations of the current suffix, as a trie.
 
     `datastores` maps a source name ("retrieval:shipped", "retrieval:file") to a
@@ -180,13 +192,6 @@ class RetrievalDrafter:
         self.ngram, self.depth, self.budget, self.min_ngram = ngram, depth, budget, min(min_ngram, ngram)
         names = [*datastores] + (["retrieval:context"] if use_context else [])
         self.name = names[0] if len(names) == 1 else "retrieval"
-
-    def set_shape(self, knobs: dict) -> None:
-        self.depth = knobs.get("depth", self.depth)
-        self.budget = knobs.get("budget", self.budget)
-
-    def reset(self, prompt_ids: np.ndarray) -> None:
-        pass
 
     def build(self, ids_host: np.ndarray, max_depth: int) -> TokenTrie:
         depth = min(self.depth, max_depth)
@@ -207,12 +212,6 @@ class RetrievalDrafter:
         if len(stores) > 1:
             _label_sources(trie, sequences, labels)
         return trie
-
-    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
-        return draft_from_trie(self.build(ctx.ids_host, max_depth), ctx.ids.device)
-
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        pass
 
 
 def _label_sources(trie: TokenTrie, sequences: list, labels: list) -> None:

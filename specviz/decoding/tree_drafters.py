@@ -29,7 +29,7 @@ from transformers import DynamicCache
 from ..config import SamplingConfig
 from . import kv
 from .drafters import Context, Draft
-from .retrieval import RetrievalDrafter
+from .retrieval import RetrievalDrafter, draft_from_trie
 from .sampling import processed_probs, sample_without_replacement, without_replacement_proposal
 from .shapes import limit_depth, parse_shape
 from .trie import TokenTrie
@@ -339,22 +339,10 @@ class GraftDrafter:
             if trie.n_drafted >= budget:
                 break
             trie.add_path([graft.tokens[j] for j in graft.path_to(node)], graft.source[node], budget=budget)
-        tokens, parent, probs, source = trie.arrays()
         # map trie nodes back to expansion nodes so the drafter can keep its cache of accepted ones
-        chosen_exp = [exp_of.get(i, -1) for i in range(1, len(trie))]
-        m._chosen = [n if n >= 0 else None for n in chosen_exp]
+        m._chosen = [exp_of.get(i) for i in range(1, len(trie))]
         m._exp = exp
-        if trie.n_drafted == 0:
-            return Draft.empty(ctx.ids.device)
-        device = ctx.ids.device
-        return Draft(
-            token_ids=torch.from_numpy(tokens).to(device),
-            parent=parent,
-            draft_probs=torch.from_numpy(probs).to(device),
-            dists=None,
-            source=source,
-            forwards=m.forwards,
-        )
+        return draft_from_trie(trie, ctx.ids.device, forwards=m.forwards)
 
     def on_commit(self, accepted_path: list, n_committed: int) -> None:
         self.model.on_commit(accepted_path, n_committed)

@@ -257,7 +257,7 @@ class SpeculativeTab:
                          concurrency_id="model", concurrency_limit=1)
         pause_btn.click(self.pause, state, status, queue=False, api_name="pause")
         reset_btn.click(self.reset, state, outputs, cancels=[run_event], api_name="reset")
-        for event in (slider.release, slider.input, tree_depth.release):
+        for event in (slider.release, slider.input, tree_depth.release, tree_depth.input):
             event(self.scrub, [slider, tree_depth, state], outputs[1:], api_name=False, trigger_mode="always_last")
 
 

@@ -36,7 +36,8 @@ def whatif_figure(rows: list, run_tau: float, run_label: str) -> go.Figure:
                   annotation_text=f"{run_label}: τ {run_tau:.2f}", annotation_position="top")
     fig.update_layout(
         height=max(300, 26 * len(rows) + 120), barmode="group", margin=dict(l=10, r=40, t=40, b=30),
-        xaxis=dict(title="τ = tokens per target forward (higher is better)", rangemode="tozero"),
+        xaxis=dict(title="τ = tokens per target forward (higher is better)",
+                   range=[0, 1.3 * max([r["tau"] for r in rows] + [run_tau])]),  # room for the bar labels
         yaxis=dict(autorange="reversed"), plot_bgcolor="white", legend=dict(orientation="h", y=-0.12),
     )
     return fig
