@@ -51,6 +51,9 @@ def test_summary_metrics():
     assert s["tau_drafts_only"] == pytest.approx(4 / 3)
     # depth 1: step0 accepted, step1 one rejected + one accepted -> 2/3; depth 2: 2/2; depth 3: 0/1
     assert s["acceptance_by_depth"] == pytest.approx([2 / 3, 1.0, 0.0])
+    # path reach: step0 (depth 3) and step1 (depth 2) both reached depths 1 and 2; only step0 drafted depth 3
+    # and its path stopped at 2 -> [2/2, 2/2, 0/1]; the sibling lowers the node rate, not the reach
+    assert s["path_reach_by_depth"] == pytest.approx([1.0, 1.0, 0.0])
     assert s["tok_per_s"] == pytest.approx(7.0)
 
 
