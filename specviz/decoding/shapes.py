@@ -12,7 +12,6 @@ Pure Python: no torch here.
 from __future__ import annotations
 
 import heapq
-import math
 
 
 def chain(n: int) -> tuple:
@@ -136,14 +135,6 @@ def accepted_length(paths: set, ranks, start: int) -> int:
     return n
 
 
-def expected_nodes(paths) -> int:
-    return len(paths)
-
-
 def describe(paths) -> str:
     widths = [sum(1 for p in paths if len(p) == d) for d in range(1, shape_depth(paths) + 1)]
     return f"{len(paths)} nodes, depth {len(widths)}, per level {widths}"
-
-
-def log(x: float) -> float:
-    return math.log(x) if x > 0 else float("-inf")

@@ -140,8 +140,10 @@ class StaticShape:
         if "draft_len" in knobs and all(set(p) == {0} for p in self.paths):
             self.paths = parse_shape([(0,) * d for d in range(1, knobs["draft_len"] + 1)])
 
-    def plan(self, exp: Expansion, level: list, max_depth: int) -> list:
-        """(node, ranks of the children to create) for the nodes of this level that have children."""
+    def plan(self, exp: Expansion, level: list, max_depth: int, greedy: bool = True) -> list:
+        """(node, ranks of the children to create) for the nodes of this level that have children.
+
+        The shape is fixed before anything is drawn, so greedy and sampled runs grow it alike."""
         paths = set(limit_depth(self.paths, max_depth))
         out = []
         for node in level:
@@ -154,10 +156,6 @@ class StaticShape:
     def select(self, exp: Expansion, sampling: SamplingConfig) -> list:
         return list(range(1, len(exp)))
 
-    @property
-    def max_depth(self) -> int:
-        return max(len(p) for p in self.paths)
-
 
 class DynamicShape:
     def __init__(self, depth: int, top_k: int, budget: int):
@@ -167,10 +165,6 @@ class DynamicShape:
         self.depth = knobs.get("depth", self.depth)
         self.top_k = knobs.get("top_k", self.top_k)
         self.budget = knobs.get("budget", self.budget)
-
-    @property
-    def max_depth(self) -> int:
-        return self.depth
 
     def plan(self, exp: Expansion, level: list, max_depth: int, greedy: bool = True) -> list:
         k = self.top_k
@@ -234,7 +228,7 @@ class ModelTreeDrafter:
         self.forwards = 1
         level = [0]
         while level:
-            plan = self._plan(exp, level, max_depth)
+            plan = self.shape.plan(exp, level, max_depth, greedy=self.sampling.greedy)
             if not plan:
                 break
             need = [n for n, _ in plan if n not in exp.dist]
@@ -256,11 +250,6 @@ class ModelTreeDrafter:
                         nxt.append(exp.add(node, order[r], probs[r], r, tuple(order[:r])))
             level = nxt
         return exp
-
-    def _plan(self, exp, level, max_depth):
-        if isinstance(self.shape, DynamicShape):
-            return self.shape.plan(exp, level, max_depth, greedy=self.sampling.greedy)
-        return self.shape.plan(exp, level, max_depth)
 
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
         self.forwards = 0

@@ -40,10 +40,6 @@ def _control(knob, **kw):
                      label=knob.name, info=knob.help, elem_id=f"sv-knob-{knob.name}", **kw)
 
 
-def _slider(knob, **kw):
-    return _control(knob, **kw)
-
-
 def _method_info(name: str) -> str:
     m = METHODS.get(name)
     if m is None:
@@ -202,7 +198,7 @@ class SpeculativeTab:
                 default_knobs = {k.name for k in METHODS[DEFAULT_METHOD].knobs}
                 knob_sliders = [_control(k, visible=k.name in default_knobs) for k in KNOBS]
                 with gr.Accordion("Sampling and length", open=False):
-                    max_new = _slider(MAX_NEW_TOKENS)
+                    max_new = _control(MAX_NEW_TOKENS)
                     temperature = gr.Slider(TEMPERATURE.low, TEMPERATURE.high, value=TEMPERATURE.default, step=0.05,
                                             label="temperature", info="0 = greedy; > 0 = lossless speculative sampling")
                     top_p = gr.Slider(TOP_P.low, TOP_P.high, value=TOP_P.default, step=0.01, label="top_p")
