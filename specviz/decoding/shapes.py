@@ -119,10 +119,6 @@ def shape_depth(paths) -> int:
     return max((len(p) for p in paths), default=0)
 
 
-def limit_depth(paths, depth: int) -> tuple:
-    return tuple(p for p in paths if len(p) <= depth)
-
-
 def accepted_length(paths: set, ranks, start: int) -> int:
     """How many drafted tokens a static shape accepts at position `start`,
     given `ranks[t]`: the drafter's rank of the true token t on the true prefix."""

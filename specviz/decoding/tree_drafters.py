@@ -31,7 +31,7 @@ from . import kv
 from .drafters import Context, Draft
 from .retrieval import RetrievalDrafter, draft_from_trie
 from .sampling import processed_probs, sample_without_replacement, without_replacement_proposal
-from .shapes import limit_depth, parse_shape
+from .shapes import chain, parse_shape
 from .trie import TokenTrie
 
 
@@ -132,25 +132,33 @@ class Expansion:
 
 class StaticShape:
     def __init__(self, spec):
-        self.paths = parse_shape(spec)
+        self._set(parse_shape(spec))
+
+    def _set(self, paths) -> None:
+        self.paths = paths
+        # parent rank path -> the ranks of its children, built once per shape rather than per level
+        self.child_ranks: dict = {}
+        for p in paths:
+            self.child_ranks.setdefault(p[:-1], []).append(p[-1])
+        for ranks in self.child_ranks.values():
+            ranks.sort()
 
     def set_knobs(self, knobs: dict) -> None:
         if "preset" in knobs:
-            self.paths = parse_shape(knobs["preset"])
+            self._set(parse_shape(knobs["preset"]))
         if "draft_len" in knobs and all(set(p) == {0} for p in self.paths):
-            self.paths = parse_shape([(0,) * d for d in range(1, knobs["draft_len"] + 1)])
+            self._set(chain(knobs["draft_len"]))
 
     def plan(self, exp: Expansion, level: list, max_depth: int, greedy: bool = True) -> list:
         """(node, ranks of the children to create) for the nodes of this level that have children.
 
         The shape is fixed before anything is drawn, so greedy and sampled runs grow it alike."""
-        paths = set(limit_depth(self.paths, max_depth))
         out = []
         for node in level:
             base = exp.rank_path[node]
-            ranks = sorted(p[-1] for p in paths if len(p) == len(base) + 1 and p[:-1] == base)
+            ranks = self.child_ranks.get(base) if len(base) < max_depth else None
             if ranks:
-                out.append((node, ranks))
+                out.append((node, list(ranks)))
         return out
 
     def select(self, exp: Expansion, sampling: SamplingConfig) -> list:
