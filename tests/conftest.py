@@ -35,9 +35,12 @@ def embedded(store):
 
 
 def greedy_reference(model, prompt, n):
-    """Plain greedy decoding by transformers' own generate: the independent oracle."""
+    """Plain greedy decoding by transformers' own generate under SDPA: the independent oracle."""
+    from specviz.models.attention import implementation
+
     ids = torch.tensor([list(prompt)])
-    out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    with implementation(model, "sdpa"):
+        out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     return out[0, len(prompt):].numpy()
 
 

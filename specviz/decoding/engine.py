@@ -16,14 +16,15 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from transformers import DynamicCache
-
 from ..config import RunConfig
+from ..kernels.tree_attention import TreeMask
+from ..models import attention
+from ..models.cache import SlabCache
 from ..trace import SpecStep, DraftTree, Trace
 from . import kv
 from .drafters import Context, Draft
 from .sampling import processed_probs
-from .tree import is_chain, tree_attention_inputs
+from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs
 from .verify import greedy_verify, stochastic_tree_verify
 
 TOPK_RECORDED = 5
@@ -78,7 +79,8 @@ class SpeculativeDecoder:
     def prefill(self) -> None:
         """Cache every prompt token but the last, which becomes the first root."""
         t0 = time.perf_counter()
-        self.cache = DynamicCache()
+        # room for the whole run plus the widest tree, so the slab never grows mid-run
+        self.cache = attention.new_cache(self.target, self.prompt_ids.shape[0] + self.config.max_new_tokens + 288)
         self.drafter.reset(self.prompt_ids)
         if self.prompt_ids.shape[0] > 1:
             ids = torch.from_numpy(self.prompt_ids[:-1]).to(self.device).unsqueeze(0)
@@ -131,6 +133,16 @@ class SpeculativeDecoder:
         if is_chain(parent):
             # a chain's ancestor mask is the causal mask, so the model's own causal path serves
             out = self.target(input_ids=tokens.unsqueeze(0), past_key_values=self.cache, use_cache=True)
+        elif isinstance(self.cache, SlabCache):
+            # our tree-attention kernel reads the bit-packed ancestor mask in every layer
+            positions = torch.from_numpy(prefix_len + depths(parent)).to(self.device).unsqueeze(0)
+            out = self.target(
+                input_ids=tokens.unsqueeze(0),
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                tree_mask=TreeMask.from_allowed(ancestor_matrix(parent), self.device),
+            )
         else:
             mask, positions = tree_attention_inputs(parent, prefix_len, self.target.dtype, self.device)
             out = self.target(

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache
-
 from ..config import SamplingConfig
+from ..kernels.tree_attention import TreeMask
+from ..models import attention
+from ..models.cache import SlabCache
 from . import kv
 from .drafters import Context, Draft
 from .retrieval import RetrievalDrafter, draft_from_trie
@@ -52,7 +53,7 @@ class DraftKV:
         self.slot_depth: list = []
 
     def reset(self) -> None:
-        self.cache = DynamicCache()
+        self.cache = attention.new_cache(self.model)
         self.n_cached = 0
 
     def catch_up(self, ids: torch.Tensor) -> torch.Tensor:
@@ -81,12 +82,18 @@ class DraftKV:
                     allowed[i, self.context_len + p] = True
                     p = self.slot_parent[p]
             device = tokens.device
-            dtype = self.model.dtype
-            mask = torch.zeros((1, 1, q, total), dtype=dtype, device=device)
-            mask.masked_fill_(~torch.from_numpy(allowed).to(device), torch.finfo(dtype).min)
             positions = torch.tensor([[self.context_len - 1 + d for d in depths]], device=device)
-            out = self.model(input_ids=tokens.view(1, q), attention_mask=mask, position_ids=positions,
-                             past_key_values=self.cache, use_cache=True)
+            if isinstance(self.cache, SlabCache):
+                # the slots are the tree block; the committed context before them is visible to all
+                mask = TreeMask.from_allowed(allowed[:, self.context_len :], device)
+                out = self.model(input_ids=tokens.view(1, q), position_ids=positions, past_key_values=self.cache,
+                                 use_cache=True, tree_mask=mask)
+            else:
+                dtype = self.model.dtype
+                mask = torch.zeros((1, 1, q, total), dtype=dtype, device=device)
+                mask.masked_fill_(~torch.from_numpy(allowed).to(device), torch.finfo(dtype).min)
+                out = self.model(input_ids=tokens.view(1, q), attention_mask=mask, position_ids=positions,
+                                 past_key_values=self.cache, use_cache=True)
         self.slot_parent += list(parent_slots)
         self.slot_depth += depths
         return out.logits[0]
