@@ -9,6 +9,7 @@ import time
 
 from .config import MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P, ConfigError
 from .decoding.registry import METHODS, knob_table
+from .kernels.backend import backend_for, set_backend
 
 
 def _methods_epilog() -> str:
@@ -29,7 +30,7 @@ def _fmt_default(knob) -> str:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="Hugging Face id or local path of the target (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--draft", default=None, help="draft model id for the model-drafted methods (default: early-exit self-draft of the target)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--questions", help="Spec-Bench style .jsonl file (the first of `turns` is the prompt)")
     p.add_argument("--limit", type=int, default=None, help="use at most N questions")
@@ -64,8 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_methods_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    bench.add_argument("what", nargs="?", choices=("methods", "kernels"), default="methods",
+                       help="methods: decode questions with each method (default); kernels: each kernel against "
+                            "its reference, and the target's verify cost against tree size")
     bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods; ar is always included")
+    bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() (static cache) baseline")
+    bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
+    bench.add_argument("--full", action="store_true", help="bench kernels: also time the larger-model attention shapes")
     _add_common(bench)
+    for p in (run, bench):
+        p.add_argument("--kernels", choices=("auto", "triton", "reference"), default=None,
+                       help="kernel backend: auto (Triton on CUDA, else the PyTorch reference), or force one")
     return parser
 
 
@@ -78,6 +88,8 @@ def _questions(args) -> list:
 
     if args.prompt is not None:
         return [{"question_id": 0, "category": "", "prompt": args.prompt}]
+    if args.questions is None:
+        raise ConfigError("give --prompt or --questions")
     return load_questions(args.questions, args.limit, args.per_category)
 
 
@@ -119,6 +131,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_bench_kernels(args) -> int:
+    from .bench.kernels import kernel_rows, print_kernel_rows, print_verify_cost, verify_cost
+    from .models import ModelStore
+
+    import torch
+
+    target = ModelStore().get(args.target)
+    device = next(target.model.parameters()).device
+    print(f"kernels on {device} ({backend_for(device)} backend), torch {torch.__version__}")
+    print_kernel_rows(kernel_rows(device, args.full))
+    print_verify_cost(verify_cost(target.model, args.context), target.model_id, args.context, device)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench.spec_bench import compare
     from .models import ModelStore
@@ -137,13 +163,16 @@ def cmd_bench(args) -> int:
         for n in names
     }
     t0 = time.perf_counter()
-    report = compare(prepared, questions)
+    report = compare(prepared, questions, hf_static=not args.no_hf and args.temperature == 0)
     print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, "
           f"target={prepared['ar'].target.model_id}, {time.perf_counter() - t0:.0f}s")
-    print(f"{'method':<16}{'tau':>7}{'tok/s':>9}{'wall s':>9}{'speedup':>9}  greedy==AR")
+    print(f"kernels: {prepared['ar'].decoder([0]).backend}")
+    print(f"{'method':<16}{'tau':>7}{'tok/s':>9}{'ms/tok':>9}{'wall s':>9}{'speedup':>9}  greedy==AR")
     for n, r in report.items():
         same = "-" if n == "ar" or args.temperature > 0 else ("yes" if r["matches_ar"] else "NO")
-        print(f"{n:<16}{r['tau']:>7.3f}{r['tok_per_s']:>9.2f}{r['wall_s']:>9.1f}{r['speedup_vs_ar']:>8.2f}x  {same}")
+        tau = f"{r['tau']:>7.3f}" if r["target_forwards"] else f"{'-':>7}"
+        print(f"{n:<16}{tau}{r['tok_per_s']:>9.2f}{1000 / max(r['tok_per_s'], 1e-9):>9.2f}{r['wall_s']:>9.1f}"
+              f"{r['speedup_vs_ar']:>8.2f}x  {same}")
     return 0
 
 
@@ -151,8 +180,12 @@ def main(argv=None) -> int:
     from .models import ModelLoadError
 
     args = build_parser().parse_args(argv)
+    if args.kernels:
+        set_backend(args.kernels)
     try:
-        return cmd_run(args) if args.command == "run" else cmd_bench(args)
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -114,7 +114,7 @@ class Trace:
     wall_s: float = 0.0  # decode wall time, prefill included
     prefill_ms: float = 0.0
     finish_reason: str = ""  # "eos", "length" or "" while running
-    backend: str = "torch-reference"
+    backend: str = "reference (cpu)"  # which kernels ran: "triton (cuda)" or "reference (<device>)"
     lossless: bool = True
 
     @property

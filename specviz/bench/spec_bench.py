@@ -71,7 +71,27 @@ def run_questions(prepared, questions: list, record: bool = False) -> list:
     return results
 
 
-def compare(prepared_runs: dict, questions: list, warmup: bool = True) -> dict:
+def hf_generate(prepared, prompt_ids: list):
+    """transformers' own greedy generate with its static cache and SDPA: an outside AR baseline."""
+    import torch
+
+    from ..models.attention import implementation
+
+    model = prepared.target.model
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids], device=device)
+    n = prepared.config.max_new_tokens
+    with implementation(model, "sdpa"), torch.inference_mode():
+        t0 = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, cache_implementation="static",
+                             eos_token_id=list(prepared.target.eos_ids) or None, pad_token_id=0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+    return out[0, len(prompt_ids):].tolist(), wall
+
+
+def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static: bool = False) -> dict:
     """Run every prepared method on every question, interleaved; AR ('ar') must be among them.
 
     Returns per method: tau (new tokens / target forwards over all prompts),
@@ -86,10 +106,20 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True) -> dict:
     if warmup:
         for p in prepared_runs.values():
             run_one(p.limited(4), prompts[0])
+        if hf_static:
+            hf_generate(prepared_runs["ar"].limited(4), prompts[0])
     # AR first on every prompt, so each method's output can be checked against it
     order = ["ar"] + [n for n in prepared_runs if n != "ar"]
     totals = {name: {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True} for name in order}
+    if hf_static:
+        totals["hf_generate_static"] = {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True}
     for ids in prompts:
+        if hf_static:
+            out, wall = hf_generate(prepared_runs["ar"], ids)
+            t = totals["hf_generate_static"]
+            t["tokens"] += len(out)
+            t["wall"] += wall
+            hf_out = out
         ref = None
         for name in order:
             prepared = prepared_runs[name]
@@ -100,6 +130,9 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True) -> dict:
             t["wall"] += wall
             if name == "ar":
                 ref = out
+                if hf_static:
+                    # generate may stop at EOS at a different point only if decoding differed
+                    totals["hf_generate_static"]["match"] &= hf_out == ref
             elif ref is not None and prepared.config.sampling.greedy:
                 t["match"] &= out == ref
     ar_wall = totals["ar"]["wall"]

@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from ..config import RunConfig
+from ..kernels.backend import backend_for
 from ..kernels.tree_attention import TreeMask
 from ..models import attention
 from ..models.cache import SlabCache
@@ -25,7 +26,7 @@ from . import kv
 from .drafters import Context, Draft
 from .sampling import processed_probs
 from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs
-from .verify import greedy_verify, stochastic_tree_verify
+from .verify import verify_tree
 
 TOPK_RECORDED = 5
 
@@ -66,6 +67,14 @@ class SpeculativeDecoder:
         self.cache = None
         self.prefill_ms = 0.0
         self.lossless = True
+
+    @property
+    def backend(self) -> str:
+        """Which kernels this run goes through, for the trace and the UI."""
+        kernels = backend_for(self.device)
+        if self.cache is not None and not isinstance(self.cache, SlabCache):
+            return f"{kernels} verify; SDPA attention (model unsupported by the tree kernel)"
+        return f"{kernels} ({self.device.type})"
 
     @property
     def done(self) -> bool:
@@ -155,15 +164,14 @@ class SpeculativeDecoder:
         return out.logits[0]
 
     def _select(self, tokens, parent, logits, draft: Draft):
-        if self.sampling.greedy:
-            target_probs = processed_probs(logits, self.sampling) if self.record else None
-            return greedy_verify(tokens, parent, logits), target_probs
-        target_probs = processed_probs(logits, self.sampling)
         proposals = None
-        if draft.dists is not None:
+        if not self.sampling.greedy and draft.dists is not None:
             # row i is the distribution node i was drawn from; the root row is never read
             proposals = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
-        return stochastic_tree_verify(tokens, parent, target_probs, proposals, self.generator), target_probs
+        verdict = verify_tree(tokens, parent, logits, self.sampling, proposals, self.generator)
+        # the full distributions are only needed for the recorded top-k hover
+        target_probs = processed_probs(logits, self.sampling) if self.record else None
+        return verdict, target_probs
 
     def update_shape(self, knobs: dict) -> None:
         """Apply tree-shape knobs (depth, top_k, budget, preset, draft length) from the next step on."""
@@ -174,9 +182,7 @@ class SpeculativeDecoder:
     def _record(self, root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, draft_s, verify_s):
         n = tokens.shape[0]
         if self.record:
-            parent_rows = torch.from_numpy(np.maximum(parent, 0)).to(self.device)
-            node_probs = target_probs[parent_rows, tokens]
-            node_probs[0] = 1.0
+            node_probs = verdict.target_probs
             topk = target_probs.topk(min(TOPK_RECORDED, target_probs.shape[-1]), dim=-1)
             bonus_row = verdict.accepted_path[-1] if verdict.accepted_path else 0
             bonus_prob = float(target_probs[bonus_row, verdict.bonus_token])
@@ -238,5 +244,6 @@ def decode(target, drafter, prompt_ids, config: RunConfig, eos_ids=(), record=Tr
         wall_s=wall,
         prefill_ms=dec.prefill_ms,
         finish_reason=dec.finish_reason,
+        backend=dec.backend,
         lossless=dec.lossless,
     )

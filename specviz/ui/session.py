@@ -64,6 +64,7 @@ class SpecSession:
             wall_s=0.0,
             prefill_ms=self.decoder.prefill_ms,
             finish_reason=self.decoder.finish_reason,
+            backend=self.decoder.backend,
             lossless=self.decoder.lossless,
         )
 
@@ -128,7 +129,7 @@ def render(session: SpecSession | None, k: int | None = None, tree_depth: int | 
         "tree": tree_figure(step, session.node_labels[k], session.bonus_labels[k], max_depth=tree_depth),
         "confidence": step_confidence_figure(step, session.node_labels[k]),
         "strip": running_strip_figure(tokens, session.pieces.pieces, current_step=k),
-        "metrics": metrics_html(summary, session.speedup, "torch-reference", session.decoder.lossless,
+        "metrics": metrics_html(summary, session.speedup, session.decoder.backend, session.decoder.lossless,
                                 session.decoder.finish_reason),
         "depth": depth_chart(summary),
         "n_steps": n,
