@@ -77,6 +77,11 @@ class SpecStep:
     target_forwards: int  # target forwards this step (always 1 for speculative steps)
     draft_forwards: int  # drafter model forwards this step (0 for model-free drafters)
     lossless: bool = True
+    # [N] the target's uncertainty after each node (from the logit-statistics kernel, at the run's
+    # temperature, before top-p): entropy in nats and the gap between its two most likely tokens.
+    # Empty when the run did not record.
+    target_entropy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    target_top2_gap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def n_drafted(self) -> int:
@@ -98,6 +103,8 @@ _ARRAY_DTYPES = {
     "committed_ids": np.int64,
     "target_topk_ids": np.int64,
     "target_topk_probs": np.float32,
+    "target_entropy": np.float32,
+    "target_top2_gap": np.float32,
 }
 
 

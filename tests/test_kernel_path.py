@@ -53,3 +53,21 @@ def test_verify_cost_curve_runs_through_the_decoder(tiny):
     assert [r["nodes"] for r in rows] == [1, 5, 33]
     assert rows[0]["vs_one_token"] == 1.0
     assert all(r["forward_ms"] > 0 for r in rows)
+
+
+def test_recorded_steps_carry_the_targets_uncertainty(tiny):
+    """Per-node entropy and top-2 gap come from the logit-statistics kernel and survive the JSON round trip."""
+    from specviz.trace import Trace
+
+    m = get_method("static_tree")
+    knobs = m.check_knobs(tiny_knobs(m))
+    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE), PROMPTS[0],
+                RunConfig("static_tree", 8, SamplingConfig(), knobs))
+    for s in tr.steps:
+        assert s.target_entropy.shape == s.target_top2_gap.shape == (s.tree.size,)
+        assert np.all((s.target_entropy >= 0) & (s.target_entropy <= np.log(96) + 1e-4))
+        assert np.all((s.target_top2_gap >= 0) & (s.target_top2_gap <= 1))
+        # the gap is between the top-1 and top-2 of the recorded top-k
+        np.testing.assert_allclose(s.target_top2_gap, s.target_topk_probs[:, 0] - s.target_topk_probs[:, 1], atol=1e-5)
+    back = Trace.from_dict(tr.to_dict())
+    np.testing.assert_array_equal(back.steps[-1].target_entropy, tr.steps[-1].target_entropy)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from ..config import RunConfig
 from ..kernels.backend import backend_for
+from ..kernels.logit_stats import logit_stats
 from ..kernels.tree_attention import TreeMask
 from ..models import attention
 from ..models.cache import SlabCache
@@ -189,7 +190,10 @@ class SpeculativeDecoder:
             node_probs_h = node_probs.float().cpu().numpy()
             topk_ids, topk_probs = topk.indices.cpu().numpy(), topk.values.float().cpu().numpy()
             accept_probs = verdict.accept_probs.float().cpu().numpy()
+            stats = logit_stats(logits, temperature=self.sampling.temperature or 1.0)
+            entropy, gap = stats.entropy.cpu().numpy(), stats.top2_gap.cpu().numpy()
         else:
+            entropy = gap = np.zeros(0, np.float32)
             node_probs_h = np.full(n, np.nan, dtype=np.float32)
             topk_ids, topk_probs = np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
             accept_probs = np.full(n, np.nan, dtype=np.float32)
@@ -220,6 +224,8 @@ class SpeculativeDecoder:
             target_forwards=1,
             draft_forwards=draft.forwards,
             lossless=self.lossless,
+            target_entropy=entropy.astype(np.float32),
+            target_top2_gap=gap.astype(np.float32),
         )
 
     def steps(self):

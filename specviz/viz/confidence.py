@@ -17,11 +17,16 @@ def step_confidence_figure(step: SpecStep, labels: list) -> go.Figure:
     depth = step.tree.depth
     xs = [f"{i}·d{int(depth[i])}<br>{labels[i]}" for i in nodes]
     status = [STATUS_NAMES[int(step.status[i])] for i in nodes]
+    # node i's token was scored by its parent's row, so its position's uncertainty is the parent's
+    if step.target_entropy.shape[0] == step.tree.size:
+        rows = [int(step.tree.parent[i]) for i in nodes]
+        status = [f"{s}<br>target entropy here {step.target_entropy[r]:.2f} nats, "
+                  f"top-2 gap {step.target_top2_gap[r]:.2f}" for s, r in zip(status, rows)]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=xs, y=step.tree.draft_probs[nodes], name="draft p", marker_color=DRAFT_COLOR,
                          hovertemplate="draft p = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Bar(x=xs, y=np.nan_to_num(step.target_probs[nodes]), name="target p",
-                         marker_color=[STATUS_COLORS[s] for s in status], customdata=status,
+                         marker_color=[STATUS_COLORS[STATUS_NAMES[int(step.status[i])]] for i in nodes], customdata=status,
                          hovertemplate="target p = %{y:.3f}<br>%{customdata}<extra></extra>"))
     fig.add_trace(go.Scatter(x=xs, y=np.nan_to_num(step.accept_probs[nodes]), name="accept p", mode="markers",
                              marker=dict(symbol="diamond", size=11, color=ACCEPT_PROB_COLOR, line=dict(width=1, color="#78350f")),
