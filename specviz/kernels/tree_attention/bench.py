@@ -18,10 +18,16 @@ def bushy_parent(n: int) -> np.ndarray:
     return np.array([-1] + [(i - 1) // 4 for i in range(1, n)], dtype=np.int64)
 
 
+def ancestors(parent: np.ndarray) -> np.ndarray:
+    """[N, N] bool: node i sees j when j is i or one of its ancestors."""
+    anc = np.eye(parent.shape[0], dtype=bool)
+    for i in range(1, parent.shape[0]):
+        anc[i] |= anc[parent[i]]
+    return anc
+
+
 def bench_rows(device: torch.device | str, heads=((9, 3, 64),)) -> list[dict]:
     """One dict per (heads, nodes, context); triton_ms is None where Triton is not timed."""
-    from ...decoding.tree import ancestor_matrix
-
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     time_triton = on_cuda and triton_available() and not interpreting()
@@ -31,7 +37,7 @@ def bench_rows(device: torch.device | str, heads=((9, 3, 64),)) -> list[dict]:
     for hq, hkv, d in heads:
         for ctx in CONTEXTS:
             for n in NODES:
-                mask = TreeMask.from_allowed(ancestor_matrix(bushy_parent(n)), device)
+                mask = TreeMask.from_allowed(ancestors(bushy_parent(n)), device)
                 g = torch.Generator(device=device).manual_seed(0)
                 q = torch.randn(1, hq, n, d, generator=g, device=device, dtype=dtype)
                 k = torch.randn(1, hkv, ctx + n, d, generator=g, device=device, dtype=dtype)
