@@ -45,8 +45,10 @@ def client(app_url):
 
 def test_run_through_gradio_client(client, embedded):
     out = client.predict(*_args(), api_name="/run")
-    status, text_html, *_ , summary = out
+    status, text_html, *_ , metrics, _depth, summary = out
     assert "finished" in status
+    # which kernels ran is part of the result and of the metrics table
+    assert summary["kernels"] == "reference (cpu)" and "backend: reference (cpu)" in metrics
     assert summary["method"] == "sps"
     assert len(summary["output_ids"]) == 12
     assert summary["summary"]["target_forwards"] >= 1

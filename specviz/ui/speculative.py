@@ -270,6 +270,7 @@ def _run_summary(session: SpecSession | None) -> dict | None:
         "prompt_ids": trace.prompt_ids.tolist(),
         "output_ids": trace.output_ids.tolist(),
         "finished": trace.finish_reason or None,
+        "kernels": trace.backend,
         "summary": trace.summary(),
         "speedup_vs_ar": session.speedup,
     }
