@@ -79,7 +79,8 @@ CORPUS = Knob("corpus", "context+shipped", 0, 0, "retrieval datastore: the promp
               integer=False, choices=("context", "shipped", "context+shipped"), free_text=True)
 PRUNE_PROB = Knob("prune_prob", 0.1, 0.0, 1.0, "graft: model nodes below this cumulative draft probability are pruned",
                   integer=False)
-SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob"})
+JACOBI_WINDOW = Knob("window", 8, 1, 64, "Jacobi: positions guessed and refined in parallel each step")
+SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob", "window"})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The data contract between decoding and everything that shows it.
 
-A strategy yields one `SpecStep` per target forward. Every view, the CLI's JSON
+A speculative strategy yields one `SpecStep` per target forward; a diffusion or
+Jacobi strategy yields one `DiffusionStep` per denoising step. Every view, the CLI's JSON
 and the metrics are built from these records alone, so a run can be replayed,
 scrubbed and exported without calling the model again.
 
@@ -108,6 +109,127 @@ _ARRAY_DTYPES = {
 }
 
 
+# cell state on a diffusion canvas after a step
+MASKED, REVEALED, KEPT, REMASKED = 0, 1, 2, 3
+CELL_STATE_NAMES = ("masked", "revealed-now", "kept", "remasked")
+
+
+@dataclass(frozen=True)
+class DiffusionStep:
+    """One propose → score → select → commit iteration on a canvas of L cells.
+
+    propose/score: one forward gives every scored cell a proposal and its confidence;
+    select: the schedule picks cells to reveal (and may remask earlier ones);
+    commit: revealed cells are written to the canvas (and a finished block's KV is cached).
+    Jacobi decoding fills the same record: its unconverged guesses are masked cells
+    whose proposal is the current guess, and converged tokens are revealed.
+    """
+
+    step: int
+    block: int  # index of the active block
+    block_start: int  # the active block is canvas[block_start:block_end]
+    block_end: int
+    canvas: np.ndarray  # [L] int64 token ids after this step; -1 = masked
+    cell_state: np.ndarray  # [L] int8, see CELL_STATE_NAMES
+    proposal: np.ndarray  # [L] int64 the model's token for each cell this step (-1: not scored)
+    confidence: np.ndarray  # [L] float32 probability of the proposal (NaN: not scored)
+    top2_gap: np.ndarray  # [L] float32 p1 - p2 of the cell's distribution (NaN: not scored)
+    entropy: np.ndarray  # [L] float32 nats (NaN: not scored)
+    topk_ids: np.ndarray  # [L, K] the cell's top-k candidates (K = 0 when not recorded)
+    topk_probs: np.ndarray  # [L, K]
+    rule: str  # what the schedule did, in words ("threshold 0.90: 5 cells", "prophet all-in", …)
+    threshold: float  # the threshold in force this step (NaN when the schedule has none)
+    signal: float  # the value the schedule compared to it (NaN when none), e.g. Prophet's top-2 gap
+    forwards: int  # model forwards this step
+    cached: int  # canvas cells before the active block whose KV came from the cache (0: all recomputed)
+    eos_at: int  # canvas index of the first committed end-of-sequence token, -1 if none
+    forward_ms: float
+    select_ms: float
+    lossless: bool = False  # True only for greedy Jacobi decoding (tested against plain greedy)
+
+    @property
+    def length(self) -> int:
+        return int(self.canvas.shape[0])
+
+    @property
+    def n_revealed(self) -> int:
+        return int(np.sum(self.cell_state == REVEALED))
+
+    @property
+    def n_remasked(self) -> int:
+        return int(np.sum(self.cell_state == REMASKED))
+
+    @property
+    def n_masked(self) -> int:
+        return int(np.sum(self.canvas < 0))
+
+
+_DIFFUSION_DTYPES = {
+    "canvas": np.int64,
+    "cell_state": np.int8,
+    "proposal": np.int64,
+    "confidence": np.float32,
+    "top2_gap": np.float32,
+    "entropy": np.float32,
+    "topk_ids": np.int64,
+    "topk_probs": np.float32,
+}
+
+
+def is_diffusion(steps: list) -> bool:
+    return bool(steps) and isinstance(steps[0], DiffusionStep)
+
+
+def diffusion_output(steps: list) -> np.ndarray:
+    """The generated text so far: the canvas up to its first masked cell, cut after the first EOS."""
+    if not steps:
+        return np.zeros(0, dtype=np.int64)
+    last = steps[-1]
+    canvas = last.canvas
+    end = int(np.argmax(canvas < 0)) if np.any(canvas < 0) else canvas.shape[0]
+    if 0 <= last.eos_at < end:
+        end = last.eos_at + 1
+    return canvas[:end].astype(np.int64)
+
+
+def commit_steps(steps: list) -> np.ndarray:
+    """[L] the step at which each cell was last revealed (-1: still masked): the commit order."""
+    if not steps:
+        return np.zeros(0, dtype=np.int64)
+    order = np.full(steps[0].length, -1, dtype=np.int64)
+    for s in steps:
+        order[s.cell_state == REVEALED] = s.step
+        order[s.cell_state == REMASKED] = -1
+    return order
+
+
+def summarize_diffusion(steps: list, wall_s: float = 0.0) -> dict:
+    """tokens_per_forward: generated tokens (to the first EOS) per model forward, the diffusion analogue of τ;
+    cells_per_forward counts every canvas cell filled, EOS padding included."""
+    forwards = int(sum(s.forwards for s in steps))
+    out = diffusion_output(steps)
+    cells = int(sum(s.n_revealed for s in steps))
+    remasked = int(sum(s.n_remasked for s in steps))
+    decode_s = wall_s if wall_s > 0 else sum(s.forward_ms + s.select_ms for s in steps) / 1000.0
+    blocks = len({s.block for s in steps})
+    return {
+        "new_tokens": int(out.shape[0]),
+        "steps": len(steps),
+        "forwards": forwards,
+        "target_forwards": forwards,
+        "tokens_per_forward": out.shape[0] / forwards if forwards else 0.0,
+        "cells_per_forward": cells / forwards if forwards else 0.0,
+        "cells_revealed": cells,
+        "remasked": remasked,
+        "blocks": blocks,
+        "canvas_length": steps[0].length if steps else 0,
+        "forward_ms": float(sum(s.forward_ms for s in steps)),
+        "select_ms": float(sum(s.select_ms for s in steps)),
+        "wall_s": decode_s,
+        "tok_per_s": out.shape[0] / decode_s if decode_s > 0 else 0.0,
+    }
+
+
 @dataclass
 class Trace:
     """A whole run: what was asked, every step record, and how long it took."""
@@ -125,12 +247,20 @@ class Trace:
     lossless: bool = True
 
     @property
+    def kind(self) -> str:
+        return "diffusion" if is_diffusion(self.steps) else "speculative"
+
+    @property
     def output_ids(self) -> np.ndarray:
         if not self.steps:
             return np.zeros(0, dtype=np.int64)
+        if is_diffusion(self.steps):
+            return diffusion_output(self.steps)
         return np.concatenate([s.committed_ids for s in self.steps]).astype(np.int64)
 
     def summary(self) -> dict:
+        if is_diffusion(self.steps):
+            return summarize_diffusion(self.steps, self.wall_s)
         return summarize(self.steps, self.wall_s)
 
     # JSON round trip -------------------------------------------------------
@@ -174,7 +304,13 @@ class Trace:
         return cls.from_dict(json.loads(text))
 
 
-def _step_to_dict(s: SpecStep) -> dict:
+def _step_to_dict(s) -> dict:
+    if isinstance(s, DiffusionStep):
+        out = {"kind": "diffusion"}
+        for f in fields(s):
+            v = getattr(s, f.name)
+            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
     out = {}
     for f in fields(s):
         v = getattr(s, f.name)
@@ -198,7 +334,24 @@ def _arr(name, v):
     return a
 
 
-def _step_from_dict(d: dict) -> SpecStep:
+def _step_from_dict(d: dict):
+    if d.get("kind") == "diffusion":
+        kwargs = {}
+        for k, v in d.items():
+            if k == "kind":
+                continue
+            if k in _DIFFUSION_DTYPES:
+                v = np.asarray(v, dtype=_DIFFUSION_DTYPES[k])
+                if k.startswith("topk") and v.ndim == 1:
+                    v = v.reshape(-1, 0) if v.shape[0] == 0 else v
+            elif k in ("threshold", "signal", "forward_ms", "select_ms") and v is None:
+                v = float("nan")
+            kwargs[k] = v
+        if kwargs["topk_ids"].ndim == 1:  # an empty [L, 0] list reads back as [L] of empty lists
+            n = kwargs["canvas"].shape[0]
+            kwargs["topk_ids"] = kwargs["topk_ids"].reshape(n, 0)
+            kwargs["topk_probs"] = kwargs["topk_probs"].reshape(n, 0)
+        return DiffusionStep(**kwargs)
     t = d["tree"]
     tree = DraftTree(
         token_ids=_arr("token_ids", t["token_ids"]),
@@ -268,6 +421,11 @@ def summarize(steps: list, wall_s: float = 0.0) -> dict:
 
 def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None) -> None:
     """Raise AssertionError if the trace breaks the contract. Run by the tests."""
+    if is_diffusion(trace.steps):
+        check_diffusion_invariants(trace.steps, eos_ids, finished=bool(trace.finish_reason))
+        if max_new_tokens is not None:
+            assert trace.output_ids.shape[0] <= max_new_tokens
+        return
     pos = int(trace.prompt_ids.shape[0]) - 1
     for k, s in enumerate(trace.steps):
         t = s.tree
@@ -338,3 +496,44 @@ def committed_tokens(steps: list) -> list:
             else:
                 out.append(CommittedToken(int(tok), s.bonus_kind, s.step, s.n_accepted + 1, float(s.bonus_prob)))
     return out
+
+
+def check_diffusion_invariants(steps: list, eos_ids=(), finished: bool = True) -> None:
+    """The canvas contract of diffusion and Jacobi steps.
+
+    Every step reveals at least one cell; a revealed cell takes the proposal it was scored with;
+    kept cells never change; the number of masked cells falls by revealed - remasked and never
+    grows (a schedule may remask, but always reveals more than it remasks, so runs terminate)."""
+    assert steps, "no steps"
+    length = steps[0].length
+    prev = np.full(length, -1, dtype=np.int64)
+    for k, s in enumerate(steps):
+        assert s.step == k, f"step {k} numbered {s.step}"
+        assert s.length == length, f"step {k}: the canvas changed length"
+        for name in ("cell_state", "proposal", "confidence", "top2_gap", "entropy"):
+            assert getattr(s, name).shape[0] == length, f"step {k}: {name} has the wrong length"
+        assert 0 <= s.block_start < s.block_end <= length, f"step {k}: block [{s.block_start}, {s.block_end})"
+        st, c = s.cell_state, s.canvas
+        revealed, kept, masked, remasked = (st == REVEALED), (st == KEPT), (st == MASKED), (st == REMASKED)
+        assert np.all(revealed | kept | masked | remasked), f"step {k}: unknown cell state"
+        assert revealed.any(), f"step {k}: nothing revealed"
+        assert np.all(prev[revealed] < 0), f"step {k}: revealed a cell that was not masked"
+        assert np.all(c[revealed] == s.proposal[revealed]), f"step {k}: revealed token is not the proposal"
+        assert np.all(c[revealed] >= 0)
+        assert np.all(c[kept] == prev[kept]) and np.all(prev[kept] >= 0), f"step {k}: a kept cell changed"
+        assert np.all(c[masked] < 0) and np.all(prev[masked] < 0), f"step {k}: masked state inconsistent"
+        assert np.all(c[remasked] < 0) and np.all(prev[remasked] >= 0), f"step {k}: remask of a masked cell"
+        assert remasked.sum() < revealed.sum(), f"step {k}: remasked as many cells as it revealed"
+        n_prev, n_now = int(np.sum(prev < 0)), int(np.sum(c < 0))
+        assert n_now == n_prev - int(revealed.sum()) + int(remasked.sum()) and n_now < n_prev, f"step {k}: masks grew"
+        conf = s.confidence[revealed]
+        assert np.all(np.isfinite(conf) & (conf >= 0) & (conf <= 1 + 1e-5)), f"step {k}: confidence outside [0, 1]"
+        assert s.forwards >= 1, f"step {k}: a step costs at least one forward"
+        if s.eos_at >= 0:
+            assert c[s.eos_at] >= 0 and (not eos_ids or int(c[s.eos_at]) in set(eos_ids)), f"step {k}: eos_at"
+            assert np.all((c[: s.eos_at] < 0) | ~np.isin(c[: s.eos_at], list(eos_ids) or [-2])), "EOS before eos_at"
+        prev = c
+    if finished:
+        last = steps[-1]
+        end = last.eos_at if last.eos_at >= 0 else length - 1
+        assert np.all(last.canvas[: end + 1] >= 0), "a finished run left masked cells before its end"

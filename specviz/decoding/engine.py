@@ -119,6 +119,9 @@ class SpeculativeDecoder:
         logits = self._score(tokens, parent, root_pos)
         verdict, target_probs = self._select(tokens, parent, logits, draft)
         kv.keep_path(self.cache, root_pos, verdict.accepted_path)
+        if hasattr(self.drafter, "on_scored"):
+            # drafters that reuse the target's own predictions (Jacobi) read them here
+            self.drafter.on_scored(logits, verdict)
 
         committed = [int(t) for t in tokens[verdict.accepted_path].tolist()] + [verdict.bonus_token]
         committed = committed[:remaining]

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import (BUDGET, CORPUS, DRAFT_LEN, EXIT_LAYER, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
+from ..config import (BUDGET, CORPUS, DRAFT_LEN, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
                       ConfigError, Knob, SamplingConfig)
 from .drafters import NoDrafter, PromptLookupDrafter, early_exit_model
+from .jacobi import JacobiDrafter
 from .retrieval import NgramTreeDrafter, RetrievalDrafter
 from .shapes import chain
 from .tree_drafters import DynamicShape, GraftDrafter, ModelTreeDrafter, StaticShape
@@ -89,6 +90,10 @@ def _build_graft(target, draft_model, knobs, sampling, datastores=None):
                         knobs["prune_prob"])
 
 
+def _build_jacobi(target, draft_model, knobs, sampling, datastores=None):
+    return JacobiDrafter(knobs["window"])
+
+
 METHODS = {
     m.name: m
     for m in (
@@ -160,6 +165,14 @@ METHODS = {
             _build_graft,
             uses_draft_model=True,
             uses_corpus=True,
+        ),
+        Method(
+            "jacobi",
+            "Jacobi decoding (fixed-point iteration)",
+            "No drafter: the target refines guesses for the next `window` positions in parallel; guesses that "
+            "match its predictions have converged and are committed. The Diffusion tab shows it as a lattice.",
+            (JACOBI_WINDOW,),
+            _build_jacobi,
         ),
     )
 }

@@ -51,3 +51,18 @@ def css() -> str:
     for kind, color in KIND_COLORS.items():
         rules.append(f".sv-{kind}{{background:{color}26;border-bottom:2px solid {color}}}")
     return "\n".join(rules)
+
+
+# --- diffusion / Jacobi lattice (viz/lattice.py) -------------------------------------------------
+# each cell state gets a band from light (low signal: unsure) to strong (high signal: confident)
+LATTICE_STATE_COLORS = {
+    "masked": ("#f1f5f9", "#94a3b8"),  # grey: tone = how confident the proposal under the mask is
+    "revealed-now": ("#93c5fd", "#1e3a8a"),  # strong blue: committed this step
+    "kept": ("#dcfce7", "#15803d"),  # green: committed earlier, tone = signal when it was committed
+    "remasked": ("#fdba74", "#b91c1c"),  # orange to red: committed earlier, taken back this step
+}
+LATTICE_BLOCK_COLOR = "#0f172a"  # block boundaries
+LATTICE_CURRENT_COLOR = "#f59e0b"  # the scrubber's row
+LATTICE_ALL_IN_COLOR = "#db2777"  # steps where the schedule committed everything left (early commit)
+AR_REFERENCE_COLOR = "#64748b"  # the one-token-per-forward reference
+RUN_COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#ca8a04")  # runs overlaid in one chart

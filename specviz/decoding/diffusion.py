@@ -1,0 +1,337 @@
+"""Masked and block diffusion decoding: propose → score → select → commit on a canvas.
+
+The canvas holds `gen_length` cells after the prompt, all masked at first. Each
+`step()` is one model forward:
+- propose / score: the model gives every scored cell a distribution; the
+  logit-statistics kernel turns it into proposal, confidence, top-2 gap and
+  entropy;
+- select: the schedule (decoding/schedules.py) picks cells of the active block
+  to reveal, and may remask;
+- commit: revealed cells take their proposals; when the block is full the next
+  block starts (semi-autoregressive decoding).
+
+Two ways to score:
+- recompute: forward prompt + whole canvas every step under the family's
+  attention rule. Exact for every family; the only exact way for fully
+  bidirectional models (LLaDA, Dream, MDLM), whose early cells see later ones.
+- block cache: for block-causal models (SDAR, Fast-dLLM v2, BD3-LM) nothing in a
+  finished block attends to later cells, so its KV is final once the block is.
+  Each step forwards only the active block on top of the cache; the step that
+  starts a block also forwards the block just finished, so its KV enters the
+  cache in that same forward (one forward per step either way).
+
+AdaBlock-style adaptive blocks: when a block starts, the model scores a window
+of twice the block size, and the block ends after the most confident delimiter
+token (newline, period, …) proposed in that window, if one passes the delimiter
+threshold; otherwise the block keeps its default size.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..kernels.backend import backend_for
+from ..kernels.logit_stats import logit_stats
+from ..models.diffusion import BLOCK_CAUSAL, DiffusionLM
+from ..trace import KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, Trace
+from .kv import truncate
+from .schedules import SCHEDULES, CellView, ScheduleParams, select
+
+TOPK_RECORDED = 5
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "low_confidence"
+    gen_length: int = 64
+    block_size: int = 16
+    steps: int = 64  # step budget of the fixed-count schedules over the whole canvas, split over blocks by length
+    params: ScheduleParams = field(default_factory=ScheduleParams)
+    adaptive_block: bool = False
+    delimiter_threshold: float = 0.3
+    use_cache: bool = True  # the exact block cache, where the model's attention allows it
+    temperature: float = 0.0  # 0: each cell proposes its argmax; > 0: a sample at that temperature
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.gen_length < 1 or self.block_size < 1 or self.steps < 1:
+            raise ValueError("gen_length, block_size and steps must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DiffusionDecoder:
+    def __init__(self, lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record: bool = True):
+        prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        if prompt.shape[0] == 0:
+            raise ValueError("the prompt is empty")
+        if prompt.shape[0] + config.gen_length > lm.max_positions:
+            raise ValueError(f"the prompt is {prompt.shape[0]} tokens; with a canvas of {config.gen_length} it "
+                             f"exceeds the model's context of {lm.max_positions} tokens")
+        if np.any(prompt == lm.mask_id):
+            raise ValueError("the prompt contains the mask token itself; remove it")
+        self.lm = lm
+        self.config = config
+        self.record = record
+        self.prompt_ids = prompt
+        self.device = lm.device
+        self.delimiters = np.asarray(sorted({int(d) for d in delimiter_ids}), dtype=np.int64)
+        self.eos_ids = np.asarray(sorted({int(e) for e in lm.eos_ids}), dtype=np.int64)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        L = config.gen_length
+        self.canvas = np.full(L, -1, dtype=np.int64)
+        self.block, self.start = 0, 0
+        self.end = min(L, config.block_size)
+        self.block_started = True  # the active block has not been scored yet
+        self.block_steps = 0
+        self.spans = []  # finished blocks' [start, end)
+        self.cached = config.use_cache and lm.can_cache
+        self.cache = None
+        self.cache_len = 0  # sequence positions held in the cache
+        self.boundary_logits = None  # shifted models: the logits at the last cached position
+        self.n_steps = 0
+        self.finish_reason = ""
+        self.prefill_ms = 0.0
+        self._prefilled = False
+
+    # state -----------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return bool(self.finish_reason)
+
+    @property
+    def backend(self) -> str:
+        return f"{backend_for(self.device)} ({self.device.type})"
+
+    @property
+    def mode(self) -> str:
+        return "block cache" if self.cached else "recompute"
+
+    def _budget(self) -> int:
+        """This block's share of the step budget, in proportion to its length."""
+        return max(1, round(self.config.steps * (self.end - self.start) / self.config.gen_length))
+
+    # scoring ---------------------------------------------------------------
+    def _prefill(self) -> None:
+        t0 = time.perf_counter()
+        if self.cached:
+            P = self.prompt_ids.shape[0]
+            self.cache = self.lm.new_cache()
+            ids = torch.from_numpy(self.prompt_ids).to(self.device)
+            causal = torch.ones(P, P, dtype=torch.bool, device=self.device).tril()
+            logits = self.lm.forward(ids, torch.arange(P, device=self.device), causal, self.cache)
+            self.cache_len = P
+            self.boundary_logits = logits[-1:]
+        self.prefill_ms = (time.perf_counter() - t0) * 1000
+        self._prefilled = True
+
+    def _device_canvas(self, lo: int, hi: int) -> torch.Tensor:
+        cells = self.canvas[lo:hi].copy()
+        cells[cells < 0] = self.lm.mask_id
+        return torch.from_numpy(cells).to(self.device)
+
+    def _block_ids(self) -> np.ndarray:
+        """Block index of every canvas cell: finished spans, the active block, then default-size blocks."""
+        L, B = self.config.gen_length, self.config.block_size
+        ids = np.empty(L, dtype=np.int64)
+        for b, (lo, hi) in enumerate(self.spans):
+            ids[lo:hi] = b
+        ids[self.start:self.end] = len(self.spans)
+        rest = np.arange(L - self.end)
+        ids[self.end:] = len(self.spans) + 1 + rest // B
+        return ids
+
+    def _score_recompute(self, window_end: int):
+        """Forward prompt + the whole canvas; returns (scored cell indices, their logits)."""
+        P, L = self.prompt_ids.shape[0], self.config.gen_length
+        ids = torch.cat([torch.from_numpy(self.prompt_ids).to(self.device), self._device_canvas(0, L)])
+        allowed = None
+        if self.lm.attention == BLOCK_CAUSAL:
+            # the prompt is causal; a canvas cell sees the prompt and every cell of its own and earlier blocks
+            blocks = np.concatenate([-(P - np.arange(P)), self._block_ids()])  # prompt tokens: one block each
+            b = torch.from_numpy(blocks).to(self.device)
+            allowed = b[None, :] <= b[:, None]
+        logits = self.lm.forward(ids, torch.arange(P + L, device=self.device), allowed)
+        rows = P + np.arange(L) - (1 if self.lm.shift else 0)
+        return np.arange(L), logits[torch.from_numpy(rows).to(self.device)]
+
+    def _score_cached(self, window_end: int):
+        """Forward the block just finished (if any, it joins the cache) and the active window."""
+        P = self.prompt_ids.shape[0]
+        pend_lo = self.cache_len - P  # canvas cells finished but not yet cached
+        n_pend, n_win = self.start - pend_lo, window_end - self.start
+        ids = self._device_canvas(pend_lo, window_end)
+        positions = torch.arange(self.cache_len, P + window_end, device=self.device)
+        S = n_pend + n_win
+        allowed = torch.ones(S, self.cache_len + S, dtype=torch.bool, device=self.device)
+        allowed[:n_pend, self.cache_len + n_pend:] = False  # the finished block never sees the new one
+        logits = self.lm.forward(ids, positions, allowed, self.cache)
+        # keep the finished block's KV, drop the window's (it changes every step)
+        truncate(self.cache, self.cache_len + n_pend)
+        self.cache_len += n_pend
+        if n_pend:
+            self.boundary_logits = logits[n_pend - 1 : n_pend]
+        win = logits[n_pend:]
+        if self.lm.shift:
+            win = torch.cat([self.boundary_logits, win[:-1]])
+        return np.arange(self.start, window_end), win
+
+    # one step ----------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> DiffusionStep | None:
+        if self.done:
+            return None
+        if not self._prefilled:
+            self._prefill()
+        cfg, L = self.config, self.config.gen_length
+        adapting = cfg.adaptive_block and self.block_started and len(self.delimiters) > 0
+        window_end = min(L, self.start + 2 * cfg.block_size) if adapting else self.end
+        cached_cells = self.cache_len - self.prompt_ids.shape[0] if self.cached else 0
+
+        t0 = time.perf_counter()
+        cells, logits = (self._score_cached if self.cached else self._score_recompute)(window_end)
+        # the mask is never a proposal: writing it would leave the cell masked while counting it revealed
+        logits = logits.float()
+        logits[:, self.lm.mask_id] = float("-inf")
+        temperature = cfg.temperature if cfg.temperature > 0 else 1.0
+        stats = logit_stats(logits, temperature)
+        if cfg.temperature > 0:
+            gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=self.generator, device=logits.device)
+                                           .clamp_(1e-20, 1.0)))
+            proposal = (logits.float() / temperature + gumbel).argmax(-1)
+        else:
+            proposal = stats.argmax
+        log_norm = stats.logsumexp
+        scaled = logits.float() / temperature
+        prop_prob = (scaled.gather(1, proposal[:, None])[:, 0] - log_norm).exp()
+        canvas_dev = torch.from_numpy(np.where(self.canvas[cells] >= 0, self.canvas[cells], 0)).to(self.device)
+        own = (scaled.gather(1, canvas_dev[:, None])[:, 0] - log_norm).exp()
+        if self.record:
+            top = (scaled - log_norm[:, None]).exp().topk(min(TOPK_RECORDED, logits.shape[-1]), dim=-1)
+        # one transfer of everything the schedule and the record need
+        host = [t.cpu().numpy() for t in (proposal, prop_prob, stats.top2_gap, stats.entropy, own)]
+        t1 = time.perf_counter()
+
+        proposal_c = np.full(L, -1, dtype=np.int64)
+        conf, gap, ent, own_p = (np.full(L, np.nan, dtype=np.float32) for _ in range(4))
+        proposal_c[cells], conf[cells], gap[cells], ent[cells], own_p[cells] = host
+        rule_prefix = ""
+        if adapting:
+            self.end = self._adapt_block(proposal_c, conf)
+            rule_prefix = f"block size {self.end - self.start}; "
+        self.block_started = False
+        masked = self.canvas < 0
+        in_block = np.zeros(L, dtype=bool)
+        in_block[self.start:self.end] = True
+        scored = proposal_c >= 0
+        own_p[masked] = np.nan
+        view = CellView(
+            masked=masked, eligible=masked & in_block & scored, proposal=proposal_c, confidence=conf,
+            top2_gap=gap, entropy=ent, own_prob=own_p, revisable=~masked & in_block & scored,
+            steps_left=max(1, self._budget() - self.block_steps), progress=float(np.mean(~masked)),
+        )
+        sel = select(cfg.schedule, view, cfg.params, self.rng)
+        before = self.canvas.copy()
+        self.canvas[sel.reveal] = proposal_c[sel.reveal]
+        self.canvas[sel.remask] = -1
+        state = np.where(before >= 0, KEPT, MASKED).astype(np.int8)
+        state[sel.reveal] = REVEALED
+        state[sel.remask] = REMASKED
+        self.block_steps += 1
+        eos_at = self._eos_at()
+        record = DiffusionStep(
+            step=self.n_steps, block=self.block, block_start=self.start, block_end=self.end,
+            canvas=self.canvas.copy(), cell_state=state, proposal=proposal_c, confidence=conf, top2_gap=gap,
+            entropy=ent, topk_ids=self._topk(top.indices, cells) if self.record else np.zeros((L, 0), np.int64),
+            topk_probs=self._topk(top.values, cells, np.float32) if self.record else np.zeros((L, 0), np.float32),
+            rule=rule_prefix + sel.rule, threshold=float(sel.threshold), signal=float(sel.signal), forwards=1,
+            cached=cached_cells, eos_at=eos_at, forward_ms=(t1 - t0) * 1000,
+            select_ms=(time.perf_counter() - t1) * 1000,
+        )
+        self.n_steps += 1
+        self._advance_blocks(eos_at)
+        return record
+
+    def _topk(self, values: torch.Tensor, cells: np.ndarray, dtype=np.int64) -> np.ndarray:
+        out = np.zeros((self.config.gen_length, values.shape[1]), dtype=dtype)
+        out[cells] = values.cpu().numpy()
+        return out
+
+    def _adapt_block(self, proposal: np.ndarray, conf: np.ndarray) -> int:
+        """End the new block after the most confident delimiter proposed in the window, if one is sure enough."""
+        lo, hi = self.start, min(self.config.gen_length, self.start + 2 * self.config.block_size)
+        cand = np.arange(lo, hi)
+        ok = np.isin(proposal[cand], self.delimiters) & (conf[cand] >= self.config.delimiter_threshold)
+        if not ok.any():
+            return min(self.config.gen_length, self.start + self.config.block_size)
+        best = cand[ok][np.argmax(conf[cand][ok])]
+        return int(best) + 1
+
+    def _eos_at(self) -> int:
+        if self.eos_ids.size == 0:
+            return -1
+        hit = np.flatnonzero(np.isin(self.canvas, self.eos_ids))
+        return int(hit[0]) if hit.size else -1
+
+    def _advance_blocks(self, eos_at: int) -> None:
+        """Move past every full block; finish at the canvas end, or once the text up to an EOS is complete."""
+        L, B = self.config.gen_length, self.config.block_size
+        while not np.any(self.canvas[self.start:self.end] < 0):
+            self.spans.append((self.start, self.end))
+            if eos_at >= 0 and not np.any(self.canvas[: eos_at + 1] < 0):
+                self.finish_reason = "eos"
+                return
+            if self.end >= L:
+                self.finish_reason = "length"
+                return
+            self.block += 1
+            self.start, self.end = self.end, min(L, self.end + B)
+            self.block_started, self.block_steps = True, 0
+
+    def steps(self):
+        while not self.done:
+            yield self.step()
+
+    @property
+    def output_ids(self) -> np.ndarray:
+        from ..trace import diffusion_output
+
+        return diffusion_output([_Last(self.canvas, self._eos_at())]) if self.n_steps else np.zeros(0, np.int64)
+
+
+@dataclass
+class _Last:
+    canvas: np.ndarray
+    eos_at: int
+
+
+def diffusion_trace(dec: DiffusionDecoder, steps: list, wall_s: float = 0.0) -> Trace:
+    return Trace(
+        method=f"diffusion:{dec.config.schedule}",
+        config={**dec.config.to_dict(), "mode": dec.mode, "family": dec.lm.family.name, "mask_id": dec.lm.mask_id},
+        target_id=dec.lm.model_id,
+        draft_id=None,
+        prompt_ids=dec.prompt_ids,
+        steps=list(steps),
+        wall_s=wall_s,
+        prefill_ms=dec.prefill_ms,
+        finish_reason=dec.finish_reason,
+        backend=dec.backend,
+        lossless=False,
+    )
+
+
+def diffuse(lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record=True) -> Trace:
+    """Run to the end and return the whole trace."""
+    dec = DiffusionDecoder(lm, prompt_ids, config, delimiter_ids, record)
+    t0 = time.perf_counter()
+    steps = list(dec.steps())
+    return diffusion_trace(dec, steps, time.perf_counter() - t0)
+

@@ -1,0 +1,336 @@
+"""Masked-diffusion language models behind one call.
+
+Each family of diffusion LM differs in a few facts that decoding must respect:
+which token is the mask, whether attention is fully bidirectional or
+block-causal, its natural block size, and whether its logits are *shifted*
+(models adapted from an AR checkpoint keep predicting the next position, so
+the distribution for cell j is read at position j - 1). `DIFFUSION_FAMILIES`
+records those facts; `DiffusionLM` hides them behind `forward()`.
+
+Attention is expressed as a boolean "allowed" matrix [S, K] (query rows, key
+columns over cache + new tokens), which native transformers backbones receive
+as a 4D additive mask. Block-causal models can therefore keep finished blocks'
+KV in a cache exactly: nothing in a finished block ever attends to later cells.
+
+No Hub is reachable when testing, so every family whose backbone is a native
+transformers architecture is exercised on a tiny random config of that
+architecture (`tiny_family_model`). Families that ship their own modelling code
+load only with `trust_remote_code=True`, which the user must opt into.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .loading import LoadedModel, ModelLoadError, default_device, default_dtype, hub_reachable
+
+FULL, BLOCK_CAUSAL = "full", "block-causal"
+
+
+@dataclass(frozen=True)
+class DiffusionFamily:
+    name: str
+    label: str
+    hub_ids: tuple  # checkpoints known to belong to this family
+    mask_token: str | None  # looked up in the tokenizer when mask_id is unknown
+    mask_id: int | None
+    attention: str  # FULL or BLOCK_CAUSAL
+    block_size: int  # the family's natural block (semi-autoregressive) size
+    shift: bool  # logits at position i score the token at i + 1 (AR-adapted models)
+    remote_code: bool  # loading needs trust_remote_code=True
+    auto_class: str  # transformers Auto class used to load it
+    backbone: str | None  # native transformers class with the same layout (tiny offline tests), if any
+    forward_style: str = "hf"  # "hf": input_ids + 4D mask + cache; "plain": input_ids only; "sigma": + timesteps
+    stop_tokens: tuple = ()  # extra end-of-turn tokens, besides the tokenizer's EOS
+    tried_on_real_weights: bool = False
+    notes: str = ""
+
+
+DIFFUSION_FAMILIES = {
+    f.name: f
+    for f in (
+        DiffusionFamily(
+            "llada", "LLaDA (8B, Llama-like, bidirectional)", ("GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base"),
+            "<|mdm_mask|>", 126336, FULL, 32, shift=False, remote_code=True, auto_class="AutoModel",
+            backbone="LlamaForCausalLM", forward_style="plain", stop_tokens=("<|eot_id|>", "<|endoftext|>"),
+            notes="remasking over the whole canvas; semi-autoregressive blocks of 32 in the reference sampler",
+        ),
+        DiffusionFamily(
+            "dream", "Dream (7B, Qwen2-based, bidirectional, shifted)", ("Dream-org/Dream-v0-Instruct-7B",
+                                                                         "Dream-org/Dream-v0-Base-7B"),
+            "<|mask|>", 151666, FULL, 32, shift=True, remote_code=True, auto_class="AutoModel",
+            backbone="Qwen2ForCausalLM", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            notes="initialised from Qwen2.5-7B, so cell j is scored at position j - 1",
+        ),
+        DiffusionFamily(
+            "fast_dllm_v2", "Fast-dLLM v2 (1.5B, Qwen2.5 block diffusion, shifted)",
+            ("Efficient-Large-Model/Fast_dLLM_v2_1.5B", "Efficient-Large-Model/Fast_dLLM_v2_7B"),
+            "|<MASK>|", 151665, BLOCK_CAUSAL, 32, shift=True, remote_code=True, auto_class="AutoModelForCausalLM",
+            backbone="Qwen2ForCausalLM", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            notes="block-level KV cache of finished blocks; sub-blocks of 8 inside a block of 32",
+        ),
+        DiffusionFamily(
+            "sdar", "SDAR (1.7B, Qwen3 block diffusion)", ("JetLM/SDAR-1.7B-Chat", "JetLM/SDAR-4B-Chat"),
+            "<|MASK|>", None, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForCausalLM",
+            backbone="Qwen3ForCausalLM", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            notes="autoregressive across blocks, diffusion within a block of 4",
+        ),
+        DiffusionFamily(
+            "mdlm", "MDLM (OpenWebText, DiT backbone)", ("kuleshov-group/mdlm-owt",),
+            None, 50257, FULL, 1024, shift=False, remote_code=True, auto_class="AutoModelForMaskedLM",
+            backbone=None, forward_style="sigma",
+            notes="GPT-2 tokenizer plus a mask token at 50257; a base model: prompts are continuations",
+        ),
+        DiffusionFamily(
+            "bd3lm", "BD3-LM (OpenWebText, block diffusion, DiT backbone)",
+            ("kuleshov-group/bd3lm-owt-block_size4", "kuleshov-group/bd3lm-owt-block_size8",
+             "kuleshov-group/bd3lm-owt-block_size16"),
+            None, 50257, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForMaskedLM",
+            backbone=None, forward_style="sigma",
+            notes="block size is in the checkpoint name; GPT-2 tokenizer plus a mask token at 50257",
+        ),
+        DiffusionFamily(
+            "diffugpt", "DiffuGPT (GPT-2 adapted to diffusion, shifted)",
+            ("diffusionfamily/diffugpt-s", "diffusionfamily/diffugpt-m"),
+            None, 50257, FULL, 1024, shift=True, remote_code=False, auto_class="AutoModelForCausalLM",
+            backbone="GPT2LMHeadModel",
+            notes="GPT-2 weights with bidirectional attention and one added mask token; loads as GPT-2",
+        ),
+        DiffusionFamily(
+            "tiny", "tiny random masked diffusion (tests and offline demo)", ("tiny-random-mdm",),
+            None, None, FULL, 8, shift=False, remote_code=False, auto_class="", backbone="LlamaForCausalLM",
+            notes="a 2-layer random Llama run with bidirectional attention; the last vocabulary id is the mask",
+        ),
+    )
+}
+TINY_ID = "tiny-random-mdm"
+
+
+def family_for(model_id: str, family: str | None = None) -> DiffusionFamily:
+    """The family of a checkpoint: named explicitly, or recognised from its id."""
+    if family:
+        if family not in DIFFUSION_FAMILIES:
+            raise ModelLoadError(f"unknown diffusion family {family!r}: use one of {', '.join(DIFFUSION_FAMILIES)}")
+        return DIFFUSION_FAMILIES[family]
+    key = model_id.strip().lower()
+    for fam in DIFFUSION_FAMILIES.values():
+        if any(key == h.lower() for h in fam.hub_ids):
+            return fam
+    hints = {"llada": "llada", "dream": "dream", "fast_dllm": "fast_dllm_v2", "sdar": "sdar", "bd3lm": "bd3lm",
+             "mdlm": "mdlm", "diffugpt": "diffugpt"}
+    for hint, name in hints.items():
+        if hint in key.replace("-", "_"):
+            return DIFFUSION_FAMILIES[name]
+    raise ModelLoadError(
+        f"{model_id!r} is not a diffusion LM specviz knows; pick a family explicitly "
+        f"({', '.join(n for n in DIFFUSION_FAMILIES if n != 'tiny')}) or use an AR model with Jacobi decoding"
+    )
+
+
+@dataclass
+class DiffusionLM:
+    """A loaded diffusion LM: `forward(ids, positions, allowed, cache)` → raw logits [S, V]."""
+
+    model_id: str
+    model: torch.nn.Module
+    family: DiffusionFamily
+    mask_id: int
+    tokenizer: object = None
+    block_size: int = 0
+    eos_ids: tuple = ()
+    load_s: float = 0.0
+    trusted_remote_code: bool = False
+    warnings: list = field(default_factory=list)
+    # A model trained on a sub-vocabulary (the shipped tiny MDM) works in its own local ids:
+    # `token_map[j]` is the tokenizer id of local id j (-1: a local-only id such as unknown or mask).
+    # Callers always see tokenizer ids; `full_vocab` is then the size of the logits they get.
+    token_map: torch.Tensor | None = None
+    unk_local: int = -1
+    full_vocab: int = 0
+
+    def __post_init__(self):
+        self.block_size = self.block_size or self.family.block_size
+        if self.token_map is not None:
+            full = self.full_vocab
+            to_local = torch.full((full + 1,), self.unk_local, dtype=torch.long)
+            known = self.token_map >= 0
+            to_local[self.token_map[known]] = torch.nonzero(known)[:, 0]
+            to_local[self.mask_id] = self.local_mask
+            self._to_local = to_local.to(self.device)
+            self._known_local = torch.nonzero(known)[:, 0].to(self.device)
+            self._known_full = self.token_map[known].to(self.device)
+
+    @property
+    def local_mask(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0]) - 1
+
+    @property
+    def attention(self) -> str:
+        return self.family.attention
+
+    @property
+    def shift(self) -> bool:
+        return self.family.shift
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        if self.token_map is not None:
+            return self.full_vocab + 1
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0) or 1 << 30)
+
+    @property
+    def can_cache(self) -> bool:
+        """Finished blocks' KV can be reused exactly only when nothing attends forward (block-causal),
+        and only through the standard transformers call."""
+        return self.attention == BLOCK_CAUSAL and self.family.forward_style == "hf"
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None, cache=None):
+        """Logits [S, V] for `ids` [S] at `positions` [S].
+
+        `allowed` [S, K] says which keys (the cache's entries, then the S new tokens) each new
+        token may attend to; None means every token sees every token (bidirectional, no cache)."""
+        if self.token_map is None:
+            return self._forward(ids, positions, allowed, cache)
+        local = self._forward(self._to_local[ids.clamp(0, self.full_vocab)], positions, allowed, cache)
+        out = torch.full((ids.shape[0], self.full_vocab + 1), float("-inf"), dtype=local.dtype, device=local.device)
+        out[:, self._known_full] = local[:, self._known_local]
+        return out
+
+    def _forward(self, ids, positions, allowed, cache):
+        style = self.family.forward_style
+        if style == "plain":
+            # remote code with its own fixed (bidirectional) attention: no mask, no cache
+            if cache is not None or allowed is not None and not bool(allowed.all()):
+                raise ModelLoadError(f"{self.family.label} only runs full bidirectional attention without a cache")
+            return self.model(ids.unsqueeze(0)).logits[0]
+        if style == "sigma":
+            if cache is not None or allowed is not None and not bool(allowed.all()):
+                raise ModelLoadError(f"{self.family.label} runs without a KV cache in specviz")
+            # these models are conditioned on the noise level; a zero timestep is what their samplers pass
+            sigma = torch.zeros(1, device=ids.device)
+            return self.model(ids.unsqueeze(0), sigma).logits[0]
+        kwargs = {"input_ids": ids.unsqueeze(0), "position_ids": positions.unsqueeze(0)}
+        if allowed is None:
+            allowed = torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool, device=ids.device)
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device)
+        mask.masked_fill_(~allowed.to(ids.device), torch.finfo(dtype).min)
+        kwargs["attention_mask"] = mask[None, None]
+        if cache is not None:
+            kwargs.update(past_key_values=cache, use_cache=True)
+        return self.model(**kwargs).logits[0]
+
+
+def _tiny_config(backbone: str, vocab_size: int, hidden: int, n_layers: int, max_positions: int):
+    import transformers
+
+    common = dict(vocab_size=vocab_size, num_hidden_layers=n_layers, max_position_embeddings=max_positions,
+                  bos_token_id=None, eos_token_id=None, pad_token_id=None, tie_word_embeddings=False)
+    if backbone == "GPT2LMHeadModel":
+        return transformers.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=n_layers, n_head=4,
+                                       n_positions=max_positions, bos_token_id=None, eos_token_id=None)
+    cls = {"LlamaForCausalLM": "LlamaConfig", "Qwen2ForCausalLM": "Qwen2Config", "Qwen3ForCausalLM": "Qwen3Config"}
+    config = getattr(transformers, cls[backbone])(hidden_size=hidden, intermediate_size=hidden * 2,
+                                                  num_attention_heads=4, num_key_value_heads=2, **common)
+    if backbone == "Qwen3ForCausalLM":
+        config.head_dim = hidden // 4
+    return config
+
+
+def tiny_family_model(family: str = "tiny", vocab_size: int = 96, hidden: int = 32, n_layers: int = 2, seed: int = 0,
+                      max_positions: int = 512, block_size: int | None = None, eos_ids=()) -> DiffusionLM:
+    """A small random model with the family's backbone and conventions, in fp32 (no download, no tokenizer).
+
+    The last vocabulary id is the mask token. Families without a native backbone raise ModelLoadError."""
+    import transformers
+
+    fam = DIFFUSION_FAMILIES[family]
+    # the native backbone is causal when called plainly, so the tiny stand-in always takes our explicit mask
+    fam = replace(fam, forward_style="hf")
+    if fam.backbone is None:
+        raise ModelLoadError(f"{fam.label} has no native transformers backbone to build offline")
+    config = _tiny_config(fam.backbone, vocab_size, hidden, n_layers, max_positions)
+    torch.manual_seed(seed)
+    model = getattr(transformers, fam.backbone)(config)
+    with torch.no_grad():
+        # sharpen the random init so confidences spread out, as in tiny_random_llama
+        model.get_output_embeddings().weight.mul_(8.0)
+    model.config._attn_implementation = "sdpa"
+    return DiffusionLM(f"tiny-random-{family}", model.eval(), fam, vocab_size - 1, None, block_size or fam.block_size,
+                       tuple(eos_ids))
+
+
+def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_code: bool = False,
+                         device: torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionLM:
+    """Load a diffusion LM from the Hub or a local path. Remote code needs an explicit opt-in."""
+    if model_id.strip() in ("tiny", TINY_ID):
+        return tiny_family_model("tiny")
+    fam = family_for(model_id, family)
+    if fam.remote_code and not trust_remote_code:
+        raise ModelLoadError(
+            f"{model_id!r} ({fam.label}) runs modelling code downloaded from its Hub repository. "
+            f"Tick 'trust remote code' (CLI: --trust-remote-code) only if you trust that repository."
+        )
+    import transformers
+    from pathlib import Path
+
+    device = device or default_device()
+    online = Path(model_id).expanduser().exists() or hub_reachable()
+    t0 = time.perf_counter()
+    auto = getattr(transformers, fam.auto_class or "AutoModelForCausalLM")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            "gpt2" if fam.name in ("mdlm", "bd3lm") else model_id, local_files_only=not online,
+            trust_remote_code=trust_remote_code)
+        model = auto.from_pretrained(model_id, dtype=dtype or default_dtype(device), local_files_only=not online,
+                                     trust_remote_code=trust_remote_code)
+        model = model.to(device).eval()
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError(f"out of GPU memory while loading {model_id!r}; pick a smaller model") from None
+    except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:
+        if not online:
+            raise ModelLoadError(
+                f"cannot load {model_id!r}: the Hugging Face Hub is unreachable (offline) and the model is not in "
+                f"the local cache. The embedded model runs offline through Jacobi decoding."
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load {model_id!r} as a {fam.label}: {first}") from None
+    mask_id = fam.mask_id
+    if fam.mask_token is not None:
+        found = tokenizer.convert_tokens_to_ids(fam.mask_token)
+        if isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None):
+            mask_id = found
+    if mask_id is None:
+        raise ModelLoadError(f"{model_id!r}: the tokenizer has no mask token {fam.mask_token!r}")
+    eos = {i for i in (getattr(tokenizer, "eos_token_id", None),) if i is not None}
+    for tok in fam.stop_tokens:
+        i = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(i, int) and i != getattr(tokenizer, "unk_token_id", None):
+            eos.add(i)
+    lm = DiffusionLM(model_id, model, fam, int(mask_id), tokenizer, fam.block_size, tuple(sorted(eos)),
+                     time.perf_counter() - t0, trust_remote_code)
+    if trust_remote_code:
+        lm.warnings.append(f"{model_id!r} ran modelling code from its repository (trust_remote_code=True).")
+    return lm
+
+
+def as_loaded(lm: DiffusionLM) -> LoadedModel:
+    """The same weights seen as a LoadedModel (for code that only needs the tokenizer and ids)."""
+    return LoadedModel(lm.model_id, lm.model, lm.tokenizer, lm.load_s)

@@ -1,0 +1,472 @@
+"""Diffusion and Jacobi runs: the step × position lattice of a canvas, the per-cell top-k card,
+tokens per forward, progress against autoregressive decoding and the schedule's comparisons.
+
+Everything here is built from `DiffusionStep` records and text labels the caller supplies;
+no tokenizer, no model.
+
+The lattice is one heatmap (trace 0): x = canvas position, y = step (row 0 at the top), so a
+plotly_click handler reads the cell from `points[0].x` (position) and `points[0].y` (step);
+`points[0].customdata[0]` and `[1]` carry the same step and position. Every overlay trace has
+hoverinfo "skip", so hovers and clicks always land on the heatmap.
+
+Colour: each cell state owns a band of the colour scale (see `LATTICE_STATE_COLORS`), and the
+shade inside the band is the chosen signal in [0, 1]: light = unsure, strong = confident.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..trace import CELL_STATE_NAMES, KEPT, MASKED, REMASKED, REVEALED, summarize_diffusion
+from .palette import (
+    AR_REFERENCE_COLOR,
+    LATTICE_ALL_IN_COLOR,
+    LATTICE_BLOCK_COLOR,
+    LATTICE_CURRENT_COLOR,
+    LATTICE_STATE_COLORS,
+    RUN_COLORS,
+)
+from .panels import _row
+from .tree import empty_figure
+
+SIGNALS = {
+    "confidence": "confidence (probability of the proposal)",
+    "top2_gap": "top-2 gap (p1 − p2)",
+    "entropy": "certainty exp(−entropy) = 1 / perplexity",
+}
+TEXT_CELLS = 2500  # commit-order numbers are drawn as text up to this many cells (and ≤ TEXT_WIDTH columns)
+TEXT_WIDTH = 64
+ROW_PX, MIN_HEIGHT, MAX_HEIGHT = 18, 260, 1400
+ALL_IN_RULE = "prophet all-in"
+_N_STATES = len(CELL_STATE_NAMES)
+# a cell's colour value: state + _LO + _SPAN * shade, so the shade never leaves its state's band
+_LO, _SPAN = 0.02, 0.96
+
+
+def lattice_colorscale() -> list:
+    """One band per cell state over z in [0, 4): band b runs from its light to its strong colour."""
+    scale = []
+    for b, name in enumerate(CELL_STATE_NAMES):
+        light, strong = LATTICE_STATE_COLORS[name]
+        scale.append([b / _N_STATES, light])
+        scale.append([(b + 0.99) / _N_STATES, strong])
+    scale[-1][0] = 1.0
+    return scale
+
+
+def signal_shade(step, signal: str = "confidence") -> np.ndarray:
+    """[L] the per-cell quantity that drives the colour, in [0, 1] (NaN: not scored).
+
+    "entropy" is shown as exp(−entropy), so low entropy reads as confident like the other two."""
+    if signal == "confidence":
+        v = step.confidence
+    elif signal == "top2_gap":
+        v = step.top2_gap
+    elif signal == "entropy":
+        v = np.exp(-step.entropy.astype(np.float64))
+    else:
+        raise ValueError(f"unknown signal {signal!r}; expected one of {sorted(SIGNALS)}")
+    return np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0)
+
+
+def is_all_in(step) -> bool:
+    """The schedule committed everything left this step (Prophet's early commit)."""
+    return step.rule.strip().lower().startswith(ALL_IN_RULE)
+
+
+def commit_order(steps: list) -> np.ndarray:
+    """[S, L] running commit number of each cell on the row where it was revealed (0 elsewhere).
+
+    Numbers run 1, 2, 3 … over the whole run, in step order and, within a step, left to right;
+    a cell that is remasked and revealed again gets a new number."""
+    order = np.zeros((len(steps), steps[0].length if steps else 0), dtype=np.int64)
+    n = 0
+    for i, s in enumerate(steps):
+        for j in np.flatnonzero(s.cell_state == REVEALED):
+            n += 1
+            order[i, j] = n
+    return order
+
+
+def _num(x) -> str:
+    return f"{x:.3f}" if x is not None and np.isfinite(x) else "–"
+
+
+def _label(labels, i: int, j: int) -> str:
+    try:
+        return html.escape(str(labels[i][j]))
+    except (IndexError, TypeError):
+        return "?"
+
+
+def lattice_cells(steps: list, canvas_labels: list, proposal_labels: list, signal: str = "confidence"):
+    """(z [S, L] colour values, customdata [S, L, 9] object array) of the lattice heatmap.
+
+    customdata per cell: step, position, state name, canvas label (escaped, "[mask]" when masked),
+    proposal label (escaped, "–" when not scored), confidence, top-2 gap, entropy (formatted), note
+    (commit number and rule for revealed cells; for kept cells when they were committed and their shade value)."""
+    n_steps, length = len(steps), steps[0].length
+    z = np.zeros((n_steps, length), dtype=np.float64)
+    data = np.empty((n_steps, length, 9), dtype=object)
+    commit_val = np.full(length, np.nan)
+    commit_at = np.full(length, -1, dtype=np.int64)
+    commit_no = np.zeros(length, dtype=np.int64)
+    n = 0
+    for i, s in enumerate(steps):
+        shade = signal_shade(s, signal)
+        st = s.cell_state.astype(np.int64)
+        value = shade.copy()
+        kept = st == KEPT
+        value[kept] = commit_val[kept]
+        z[i] = st + _LO + _SPAN * np.nan_to_num(value, nan=0.0)
+        conf = [_num(x) for x in s.confidence]
+        gap = [_num(x) for x in s.top2_gap]
+        ent = [_num(x) for x in s.entropy]
+        rule = html.escape(s.rule)
+        for j in range(length):
+            state = int(st[j])
+            if state == REVEALED:
+                n += 1
+                commit_val[j], commit_at[j], commit_no[j] = shade[j], s.step, n
+                note = f"<br>commit #{n} · rule: {rule}"
+            elif state == KEPT:
+                note = f"<br>committed at step {commit_at[j]} (#{commit_no[j]}) with {_num(commit_val[j])}"
+            elif state == REMASKED:
+                note = f"<br>taken back (committed at step {commit_at[j]}, #{commit_no[j]})"
+                commit_val[j], commit_at[j], commit_no[j] = np.nan, -1, 0
+            else:
+                note = "" if s.proposal[j] >= 0 else "<br>not scored"
+            canvas = _label(canvas_labels, i, j) if s.canvas[j] >= 0 else "[mask]"
+            proposal = _label(proposal_labels, i, j) if s.proposal[j] >= 0 else "–"
+            data[i, j] = (i, j, CELL_STATE_NAMES[state], canvas, proposal, conf[j], gap[j], ent[j], note)
+    return z, data
+
+
+def _check_labels(name: str, labels, n_steps: int, length: int) -> None:
+    if len(labels) != n_steps:
+        raise ValueError(f"{name}: {len(labels)} rows for {n_steps} steps")
+    for i, row in enumerate(labels):
+        if len(row) != length:
+            raise ValueError(f"{name}[{i}]: {len(row)} labels for a canvas of {length} cells")
+
+
+def lattice_figure(
+    steps: list,
+    canvas_labels: list,
+    proposal_labels: list,
+    current_step: int | None = None,
+    signal: str = "confidence",
+    overlays=("commit_order", "blocks", "threshold"),
+    title: str | None = None,
+) -> go.Figure:
+    """The step × position lattice of a diffusion or Jacobi run.
+
+    `canvas_labels[i][j]` is the display text of `steps[i].canvas[j]` and `proposal_labels[i][j]`
+    that of `steps[i].proposal[j]` (ignored where the id is -1). `signal` picks the shade:
+    "confidence", "top2_gap" or "entropy". `overlays`: "commit_order" (running commit number on each
+    revealed cell; text on small grids, dots on big ones), "blocks" (the active block's boundaries over
+    the steps it was active), "threshold" (rows where the schedule went all-in). `current_step` gets an
+    outline (the scrubber); every row is always shown.
+    """
+    if not steps:
+        return empty_figure("No denoising steps yet")
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown signal {signal!r}; expected one of {sorted(SIGNALS)}")
+    n_steps, length = len(steps), steps[0].length
+    _check_labels("canvas_labels", canvas_labels, n_steps, length)
+    _check_labels("proposal_labels", proposal_labels, n_steps, length)
+    z, data = lattice_cells(steps, canvas_labels, proposal_labels, signal)
+    small = n_steps * length <= TEXT_CELLS and length <= TEXT_WIDTH
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        z=z, x=np.arange(length), y=np.arange(n_steps), customdata=data, name="cells",
+        colorscale=lattice_colorscale(), zmin=0, zmax=_N_STATES, showscale=False,
+        xgap=1 if small else 0, ygap=1 if small else 0,
+        hovertemplate="step %{customdata[0]} · position %{customdata[1]} · <b>%{customdata[2]}</b>"
+                      "<br>canvas: <b>%{customdata[3]}</b> · proposal: %{customdata[4]}"
+                      "<br>confidence %{customdata[5]} · top-2 gap %{customdata[6]} · entropy %{customdata[7]} nats"
+                      "%{customdata[8]}<extra></extra>",
+    ))
+    # legend: one square per state present, in its strong colour
+    present = set(np.unique(np.concatenate([s.cell_state for s in steps])).tolist())
+    legend_names = {
+        MASKED: f"masked (shade: the proposal's {signal})",
+        REVEALED: "revealed this step",
+        KEPT: f"kept (shade: its {signal} when committed)",
+        REMASKED: "remasked (taken back)",
+    }
+    for state, text in legend_names.items():
+        if state in present:
+            color = LATTICE_STATE_COLORS[CELL_STATE_NAMES[state]][1]
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=text, hoverinfo="skip",
+                                     marker=dict(symbol="square", size=12, color=color)))
+
+    if "commit_order" in overlays:
+        order = commit_order(steps)
+        ii, jj = np.nonzero(order)
+        fig.add_trace(go.Scatter(
+            x=jj, y=ii, name="commit order (#1, #2, … over the run)", hoverinfo="skip",
+            mode="text" if small else "markers",
+            text=[str(order[i, j]) for i, j in zip(ii, jj)] if small else None,
+            textfont=dict(size=9 if length > 24 else 11, color="white"),
+            marker=dict(size=4, color="white", line=dict(width=0.5, color="#0f172a")),
+        ))
+
+    if "blocks" in overlays:
+        xs, ys = [], []
+        start = 0
+        for i in range(1, n_steps + 1):
+            if i < n_steps and (steps[i].block_start, steps[i].block_end) == (steps[start].block_start, steps[start].block_end):
+                continue
+            for b in (steps[start].block_start, steps[start].block_end):
+                if 0 < b < length:
+                    xs += [b - 0.5, b - 0.5, None]
+                    ys += [start - 0.5, i - 0.5, None]
+            start = i
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="block boundary", hoverinfo="skip",
+                                     line=dict(color=LATTICE_BLOCK_COLOR, width=2, dash="dash")))
+
+    if "threshold" in overlays:
+        for i, s in enumerate(steps):
+            if is_all_in(s):
+                fig.add_shape(type="line", name="all-in", x0=-0.5, x1=length - 0.5, y0=i + 0.5, y1=i + 0.5,
+                              line=dict(color=LATTICE_ALL_IN_COLOR, width=3))
+                fig.add_annotation(name="all-in", x=1.0, xref="paper", xanchor="left", y=i, yref="y",
+                                   text="all-in", showarrow=False, font=dict(size=10, color=LATTICE_ALL_IN_COLOR))
+
+    if current_step is not None and 0 <= current_step < n_steps:
+        fig.add_shape(type="rect", name="current-step", x0=-0.5, x1=length - 0.5,
+                      y0=current_step - 0.5, y1=current_step + 0.5,
+                      line=dict(color=LATTICE_CURRENT_COLOR, width=3), fillcolor="rgba(0,0,0,0)")
+
+    height = int(min(MAX_HEIGHT, max(MIN_HEIGHT, ROW_PX * n_steps + 130)))
+    fig.update_layout(
+        title=dict(text=title or f"Denoising lattice: {n_steps} steps × {length} cells · shade = {SIGNALS[signal]}",
+                   yref="container", y=1, yanchor="top", pad=dict(t=10)),
+        height=height,
+        margin=dict(l=50, r=50, t=100, b=40),
+        xaxis=dict(title="canvas position", range=[-0.5, length - 0.5], showgrid=False, zeroline=False),
+        yaxis=dict(title="step", range=[n_steps - 0.5, -0.5], showgrid=False, zeroline=False),
+        plot_bgcolor="white",
+        legend=dict(orientation="h", y=1.01, yanchor="bottom", x=0, font=dict(size=11)),
+        hoverlabel=dict(align="left"),
+    )
+    return fig
+
+
+def cell_topk_html(step, position: int, topk_labels: list, state_name: str | None = None) -> str:
+    """The top-k candidates of one cell at one step: rank, token, probability and a bar.
+
+    `topk_labels[r]` is the display text of `step.topk_ids[position, r]`."""
+    if not 0 <= position < step.length:
+        return f'<div class="sv-topk" style="color:#94a3b8">Position {int(position)} is off the canvas (0–{step.length - 1}).</div>'
+    state = state_name or CELL_STATE_NAMES[int(step.cell_state[position])]
+    header = (
+        f'<div style="margin-bottom:4px"><b>step {step.step} · position {position}</b> · {html.escape(state)}'
+        f" · confidence {_num(step.confidence[position])} · top-2 gap {_num(step.top2_gap[position])}"
+        f" · entropy {_num(step.entropy[position])} nats</div>"
+    )
+    proposal = int(step.proposal[position])
+    if proposal < 0:
+        return (f'<div class="sv-topk">{header}<div style="color:#94a3b8">This cell was not scored at step '
+                f"{step.step}: the model proposed nothing for it (outside the active block, or already committed).</div></div>")
+    k = step.topk_ids.shape[1] if step.topk_ids.ndim == 2 else 0
+    if k == 0:
+        return (f'<div class="sv-topk">{header}<div style="color:#94a3b8">Top-k candidates were not recorded for this run '
+                "(K = 0); only the proposal and its confidence are known.</div></div>")
+    canvas = int(step.canvas[position])
+    color = LATTICE_STATE_COLORS["revealed-now"][1]
+    rows = []
+    for r in range(k):
+        tok = int(step.topk_ids[position, r])
+        if tok < 0:
+            continue
+        p = float(step.topk_probs[position, r])
+        label = topk_labels[r] if r < len(topk_labels) else f"id {tok}"
+        marks = []
+        if tok == proposal:
+            marks.append("proposal")
+        if tok == canvas:
+            marks.append("on canvas")
+        width = 100.0 * min(max(p, 0.0), 1.0) if np.isfinite(p) else 0.0
+        bar = (f'<div style="width:120px;height:10px;background:#e2e8f0;border-radius:2px">'
+               f'<div style="width:{width:.1f}%;height:10px;background:{color};border-radius:2px"></div></div>')
+        weight = "font-weight:bold;" if tok == proposal else ""
+        rows.append(
+            f'<tr style="{weight}"><td>{r + 1}</td><td style="font-family:ui-monospace,Menlo,monospace">'
+            f"{html.escape(str(label))}</td><td>{_num(p)}</td><td>{bar}</td>"
+            f'<td style="color:#64748b">{html.escape(", ".join(marks))}</td></tr>'
+        )
+    table = ('<table class="sv-metrics"><tr style="color:#64748b"><td>rank</td><td>token</td><td>p</td><td></td><td></td></tr>'
+             + "".join(rows) + "</table>")
+    return f'<div class="sv-topk">{header}{table}</div>'
+
+
+def _revealed_stats(steps: list):
+    mean, low = [], []
+    for s in steps:
+        c = s.confidence[s.cell_state == REVEALED]
+        c = c[np.isfinite(c)]
+        mean.append(float(c.mean()) if c.size else None)
+        low.append(float(c.min()) if c.size else None)
+    return mean, low
+
+
+def tokens_per_forward_figure(steps: list) -> go.Figure:
+    """Bars: cells revealed per forward at each step (remasked cells below zero); line: the running
+    mean of cells committed (revealed − remasked) per forward; dashed: autoregressive, 1 per forward."""
+    if not steps:
+        return empty_figure("Tokens per forward appear once the run has steps", height=240)
+    xs = np.arange(len(steps))
+    fw = np.array([max(s.forwards, 1) for s in steps], dtype=np.float64)
+    rev = np.array([s.n_revealed for s in steps], dtype=np.float64)
+    rem = np.array([s.n_remasked for s in steps], dtype=np.float64)
+    running = np.cumsum(rev - rem) / np.cumsum(fw)
+    info = np.array([[s.n_revealed, s.forwards, html.escape(s.rule)] for s in steps], dtype=object)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=xs, y=rev / fw, name="revealed ÷ forwards", marker_color=LATTICE_STATE_COLORS["revealed-now"][1],
+        customdata=info,
+        hovertemplate="step %{x}: %{customdata[0]} cells in %{customdata[1]} forward(s) = %{y:.2f}"
+                      "<br>rule: %{customdata[2]}<extra></extra>",
+    ))
+    if rem.any():
+        fig.add_trace(go.Bar(x=xs, y=-rem / fw, name="remasked ÷ forwards",
+                             marker_color=LATTICE_STATE_COLORS["remasked"][1],
+                             hovertemplate="step %{x}: %{y:.2f} per forward taken back<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=running, mode="lines", name="running mean (committed ÷ forwards)",
+                             line=dict(color="#0f172a", width=2),
+                             hovertemplate="after step %{x}: %{y:.2f} cells per forward<extra></extra>"))
+    fig.add_hline(y=1.0, line=dict(color=AR_REFERENCE_COLOR, dash="dash", width=1.5), name="autoregressive",
+                  annotation_text="autoregressive", annotation_position="top left",
+                  annotation_font=dict(size=10, color=AR_REFERENCE_COLOR))
+    summ = summarize_diffusion(steps)
+    fig.update_layout(
+        title=f"Cells per forward: {summ['cells_per_forward']:.2f} over the run, "
+              f"{summ['tokens_per_forward']:.2f} generated tokens per forward",
+        height=260,
+        barmode="relative",
+        bargap=0.1,
+        xaxis=dict(title="step", dtick=1 if len(steps) <= 30 else None),
+        yaxis=dict(title="cells per forward", rangemode="tozero"),
+        margin=dict(l=50, r=10, t=50, b=40),
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def progress_curve(steps: list) -> tuple:
+    """(x, y): cells committed so far (revealed − remasked) against steps taken, from (0, 0)."""
+    net = np.cumsum([s.n_revealed - s.n_remasked for s in steps]).astype(np.int64)
+    return np.concatenate([[0], net]), np.arange(len(steps) + 1)
+
+
+def progress_figure(runs: dict) -> go.Figure:
+    """Steps against generated length for each named run, with the one-token-per-step diagonal."""
+    runs = {name: steps for name, steps in runs.items() if steps}
+    if not runs:
+        return empty_figure("Progress appears once a run has steps", height=260)
+    fig = go.Figure()
+    top = 0
+    for k, (name, steps) in enumerate(runs.items()):
+        x, y = progress_curve(steps)
+        fw = np.concatenate([[0], np.cumsum([s.forwards for s in steps])])
+        top = max(top, int(x[-1]), int(y[-1]))
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers" if len(steps) <= 100 else "lines", name=str(name),
+            line=dict(color=RUN_COLORS[k % len(RUN_COLORS)], width=2.5, shape="hv"), marker=dict(size=5),
+            customdata=fw,
+            hovertemplate=f"{html.escape(str(name))}<br>" + "%{x} cells after %{y} steps (%{customdata} forwards)<extra></extra>",
+        ))
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="autoregressive (1 token per step)",
+                             line=dict(color=AR_REFERENCE_COLOR, dash="dash", width=1.5), hoverinfo="skip"))
+    fig.update_layout(
+        title="Steps against generated length (below the dashed diagonal = more than one token per step)",
+        height=320,
+        xaxis=dict(title="cells committed", rangemode="tozero"),
+        yaxis=dict(title="steps", rangemode="tozero"),
+        margin=dict(l=50, r=10, t=50, b=40),
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def _finite_or_none(values) -> list:
+    return [float(v) if v is not None and np.isfinite(v) else None for v in values]
+
+
+def schedule_figure(steps: list) -> go.Figure:
+    """Per step: the signal the schedule compared, its threshold, and the confidence of the cells it
+    revealed; early-commit (all-in) steps marked. Without a threshold or signal, the mean and minimum
+    confidence of the revealed cells."""
+    if not steps:
+        return empty_figure("The schedule appears once the run has steps", height=240)
+    xs = list(range(len(steps)))
+    thr = _finite_or_none([s.threshold for s in steps])
+    sig = _finite_or_none([s.signal for s in steps])
+    mean, low = _revealed_stats(steps)
+    rules = [html.escape(s.rule) for s in steps]
+    scheduled = any(v is not None for v in thr + sig)
+    fig = go.Figure()
+    if scheduled:
+        fig.add_trace(go.Scatter(x=xs, y=sig, mode="lines+markers", name="signal", customdata=rules,
+                                 line=dict(color=RUN_COLORS[0], width=2), marker=dict(size=5),
+                                 hovertemplate="step %{x}: signal %{y:.3f}<br>rule: %{customdata}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xs, y=thr, mode="lines+markers", name="threshold", marker=dict(size=4, color="#0f172a"),
+                                 line=dict(color="#0f172a", dash="dash", width=2),
+                                 hovertemplate="step %{x}: threshold %{y:.3f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines", name="mean confidence of revealed cells",
+                                 line=dict(color=LATTICE_STATE_COLORS["kept"][1], width=1.5),
+                                 hovertemplate="step %{x}: revealed cells' mean confidence %{y:.3f}<extra></extra>"))
+        title = "What the schedule compared each step: its signal against the threshold"
+    else:
+        fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines+markers", name="mean confidence of revealed cells",
+                                 customdata=rules, line=dict(color=LATTICE_STATE_COLORS["kept"][1], width=2),
+                                 marker=dict(size=5),
+                                 hovertemplate="step %{x}: mean %{y:.3f}<br>rule: %{customdata}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xs, y=low, mode="lines", name="lowest confidence revealed",
+                                 line=dict(color=LATTICE_STATE_COLORS["remasked"][0], width=1.5),
+                                 hovertemplate="step %{x}: min %{y:.3f}<extra></extra>"))
+        title = "What the schedule compared each step: no threshold recorded, so the confidence of the cells it revealed"
+    for i, s in enumerate(steps):
+        if is_all_in(s):
+            fig.add_shape(type="line", name="all-in", x0=i, x1=i, y0=0, y1=1, yref="paper",
+                          line=dict(color=LATTICE_ALL_IN_COLOR, width=2, dash="dot"))
+            fig.add_annotation(name="all-in", x=i, y=1, yref="paper", yanchor="bottom", text="all-in", showarrow=False,
+                               font=dict(size=10, color=LATTICE_ALL_IN_COLOR))
+    values = [v for v in sig + thr + mean + low if v is not None]
+    unit = bool(values) and min(values) >= 0 and max(values) <= 1
+    fig.update_layout(
+        title=title,
+        height=260,
+        xaxis=dict(title="step", range=[-0.5, len(steps) - 0.5], dtick=1 if len(steps) <= 30 else None),
+        yaxis=dict(range=[0, 1.05]) if unit else dict(rangemode="tozero"),
+        margin=dict(l=50, r=10, t=60, b=40),
+        legend=dict(orientation="h", y=-0.3, x=0, font=dict(size=10)),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def diffusion_metrics_html(summary: dict, finish: str, backend: str) -> str:
+    """The metrics table of a diffusion or Jacobi run; `summary` comes from `summarize_diffusion`."""
+    rows = [
+        _row("tokens per forward", f"{summary['tokens_per_forward']:.2f}", "generated tokens to the first EOS ÷ model forwards"),
+        _row("cells per forward", f"{summary['cells_per_forward']:.2f}",
+             f"{summary['cells_revealed']} canvas cells filled, EOS padding included"),
+        _row("tokens", str(summary["new_tokens"]), f"of a {summary.get('canvas_length', 0)}-cell canvas"
+             + (f", stopped at {finish}" if finish else "")),
+        _row("steps", str(summary["steps"])),
+        _row("forwards", str(summary["forwards"])),
+        _row("remasked", str(summary["remasked"]), "cells committed and then taken back"),
+        _row("blocks", str(summary["blocks"])),
+        _row("tok/s", f"{summary['tok_per_s']:.1f}",
+             f"forward {summary.get('forward_ms', 0.0):.0f} ms + select {summary.get('select_ms', 0.0):.0f} ms"),
+        _row("backend", backend),
+    ]
+    return '<table class="sv-metrics">' + "".join(rows) + "</table>"
