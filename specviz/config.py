@@ -118,3 +118,25 @@ class RunConfig:
             sampling=SamplingConfig(**d["sampling"]),
             knobs=dict(d.get("knobs", {})),
         )
+
+
+# lattice (diffusion and Jacobi) knobs ------------------------------------------
+SCHEDULE = Knob("schedule", "low_confidence", 0, 0, "which cells a diffusion step reveals (see the schedule notes)",
+                integer=False, choices=("low_confidence", "random", "margin", "entropy", "threshold", "prophet",
+                                        "remask"))
+BLOCK_SIZE = Knob("block_size", 8, 1, 1024, "cells per semi-autoregressive block (the canvas length = one block)")
+DIFFUSION_STEPS = Knob("steps", 32, 1, 1024, "step budget of the fixed-count schedules over the whole canvas")
+CONF_THRESHOLD = Knob("threshold", 0.9, 0.0, 1.0, "threshold schedule: confidence that reveals a cell in parallel",
+                      integer=False)
+PROPHET_GAP = Knob("prophet_gap", 5.0, 0.0, 30.0, "prophet: mean top-1 minus top-2 logit gap that triggers all-in "
+                   "(×1.5 in the first third of the run, ×0.5 in the last: Prophet's 7.5 / 5 / 2.5)", integer=False)
+REMASK_BELOW = Knob("remask_below", 0.2, 0.0, 1.0, "remask: revealed cells whose own token falls below this "
+                    "probability return to the mask", integer=False)
+ADAPTIVE_BLOCK = Knob("adaptive_block", "off", 0, 0, "AdaBlock-style: end each block after a confident delimiter",
+                      integer=False, choices=("off", "on"))
+DELIMITER_THRESHOLD = Knob("delimiter_threshold", 0.3, 0.0, 1.0, "adaptive blocks: confidence a delimiter "
+                           "(newline, period, …) needs to end a block", integer=False)
+KV_CACHE = Knob("cache", "auto", 0, 0, "auto: reuse finished blocks' KV where exact (block-causal models); "
+                "off: recompute the whole canvas every step", integer=False, choices=("auto", "off"))
+LATTICE_KNOBS = (SCHEDULE, BLOCK_SIZE, DIFFUSION_STEPS, CONF_THRESHOLD, PROPHET_GAP, REMASK_BELOW, ADAPTIVE_BLOCK,
+                 DELIMITER_THRESHOLD, KV_CACHE, JACOBI_WINDOW)

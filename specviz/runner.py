@@ -197,3 +197,144 @@ def what_if(prepared: PreparedRun, prompt_ids, output_ids) -> list:
         "retrieval: context+shipped (32 nodes)": RetrievalDrafter(shipped, True, n, 5, 32),
     }
     return replay(model, label, builders, prompt_ids, output_ids)
+
+
+# lattice runs: masked/block diffusion and Jacobi decoding ------------------------
+LATTICE_METHODS = ("diffusion", "jacobi")
+TINY_MDM_ID = "tiny-mdm"
+# single tokens that end a phrase: AdaBlock-style blocks end after one of them
+DELIMITER_TEXTS = (".", "\n", "!", "?", ";", ":", ",", ".\n", "\n\n", ".\n\n")
+
+_DIFFUSION_MODELS: OrderedDict = OrderedDict()
+_DIFFUSION_LOCK = threading.Lock()
+
+
+@dataclass
+class LatticeRun:
+    """A prepared diffusion or Jacobi run: the model, its tokenizer and the checked settings."""
+
+    method: str  # "diffusion" or "jacobi"
+    model_id: str
+    tokenizer: object
+    eos_ids: tuple
+    max_positions: int
+    knobs: dict
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    diffusion: object = None  # DiffusionLM
+    spec: PreparedRun | None = None  # jacobi runs through the speculative engine
+    delimiter_ids: tuple = ()
+    warnings: list = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.method == "jacobi":
+            return f"Jacobi (window {self.knobs['window']})"
+        return f"{self.knobs['schedule']}" + (" · adaptive blocks" if self.knobs["adaptive_block"] == "on" else "")
+
+    def diffusion_config(self):
+        from .decoding.diffusion import DiffusionConfig
+        from .decoding.schedules import ScheduleParams
+
+        k = self.knobs
+        return DiffusionConfig(
+            schedule=k["schedule"], gen_length=self.max_new_tokens, block_size=k["block_size"], steps=k["steps"],
+            params=ScheduleParams(k["threshold"], k["prophet_gap"], k["remask_below"]),
+            adaptive_block=k["adaptive_block"] == "on", delimiter_threshold=k["delimiter_threshold"],
+            use_cache=k["cache"] == "auto", temperature=self.temperature, seed=self.seed,
+        )
+
+    def decoder(self, prompt_ids, record: bool = True):
+        """A fresh decoder with `.step()`, `.done`, `.finish_reason`, `.prompt_ids` and `.backend`."""
+        from .decoding.diffusion import DiffusionDecoder
+        from .decoding.jacobi import JacobiLattice
+
+        if self.method == "jacobi":
+            return JacobiLattice(self.spec.decoder(prompt_ids, record=True), self.eos_ids)
+        return DiffusionDecoder(self.diffusion, prompt_ids, self.diffusion_config(), self.delimiter_ids, record)
+
+    def trace(self, decoder, steps: list, wall_s: float = 0.0):
+        from .decoding.diffusion import diffusion_trace
+
+        if self.method == "jacobi":
+            tr = decoder.trace(steps)
+            tr.target_id = self.model_id
+            tr.wall_s = wall_s or tr.wall_s
+            return tr
+        return diffusion_trace(decoder, steps, wall_s)
+
+    def with_knobs(self, knobs: dict) -> "LatticeRun":
+        values = {**self.knobs, **knobs}
+        return replace(self, knobs={k.name: k.check(values[k.name]) for k in _lattice_knobs()})
+
+
+def _lattice_knobs():
+    from .config import LATTICE_KNOBS
+
+    return LATTICE_KNOBS
+
+
+def delimiter_ids(tokenizer) -> tuple:
+    ids = set()
+    for text in DELIMITER_TEXTS:
+        enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(int(enc[0]))
+    return tuple(sorted(ids))
+
+
+def _diffusion_model(key: str, load):
+    with _DIFFUSION_LOCK:
+        if key in _DIFFUSION_MODELS:
+            _DIFFUSION_MODELS.move_to_end(key)
+            return _DIFFUSION_MODELS[key]
+        lm = load()
+        _DIFFUSION_MODELS[key] = lm
+        while len(_DIFFUSION_MODELS) > 2:
+            _DIFFUSION_MODELS.popitem(last=False)
+        return lm
+
+
+def prepare_lattice_run(store: ModelStore, method: str, model_id: str | None = None, knobs: dict | None = None,
+                        max_new_tokens=32, temperature=0.0, seed=0, trust_remote_code: bool = False) -> LatticeRun:
+    """Check the settings, then load the model. Raises ConfigError / ModelLoadError with a message for the user."""
+    from .config import TEMPERATURE, SEED
+
+    if method not in LATTICE_METHODS:
+        raise ConfigError(f"unknown lattice method {method!r}: use diffusion or jacobi")
+    values = knobs or {}
+    unknown = set(values) - {k.name for k in _lattice_knobs()}
+    if unknown:
+        raise ConfigError(f"no lattice knob(s) {sorted(unknown)}")
+    checked = {k.name: k.check(values.get(k.name, k.default)) for k in _lattice_knobs()}
+    max_new = MAX_NEW_TOKENS.check(max_new_tokens)
+    temperature, seed = TEMPERATURE.check(temperature), SEED.check(seed)
+    model_id = (model_id or "").strip()
+    if method == "jacobi":
+        if model_id in (TINY_MDM_ID, "tiny", "tiny-random-mdm"):
+            raise ConfigError(f"{model_id} is a diffusion model; Jacobi decoding needs an autoregressive model "
+                              "(the embedded SmolLM2, or a Hugging Face causal LM)")
+        spec = prepare_run(store, "jacobi", model_id or None, None, {"window": checked["window"]}, max_new,
+                           temperature, 1.0, seed)
+        t = spec.target
+        return LatticeRun("jacobi", t.model_id, t.tokenizer, t.eos_ids, t.max_positions, checked, max_new,
+                          temperature, seed, spec=spec)
+    if not model_id or is_embedded(model_id):
+        raise ConfigError("SmolLM2-135M-Instruct is autoregressive: run it with Jacobi decoding, or pick a diffusion "
+                          f"model ({TINY_MDM_ID} runs offline)")
+    if model_id == TINY_MDM_ID:
+        from .models.tiny_mdm import load_tiny_mdm
+
+        tokenizer = store.get(None).tokenizer
+        lm = _diffusion_model(TINY_MDM_ID, lambda: load_tiny_mdm(tokenizer))
+    else:
+        from .models.diffusion import load_diffusion_model
+
+        lm = _diffusion_model(f"{model_id}|{trust_remote_code}",
+                              lambda: load_diffusion_model(model_id, trust_remote_code=trust_remote_code))
+        if lm.tokenizer is None:
+            raise ConfigError(f"{model_id} has no tokenizer, so it cannot take a text prompt")
+    return LatticeRun("diffusion", lm.model_id, lm.tokenizer, lm.eos_ids, lm.max_positions, checked, max_new,
+                      temperature, seed, diffusion=lm, delimiter_ids=delimiter_ids(lm.tokenizer),
+                      warnings=list(lm.warnings))

@@ -21,9 +21,10 @@ Two ways to score:
   cache in that same forward (one forward per step either way).
 
 AdaBlock-style adaptive blocks: when a block starts, the model scores a window
-of twice the block size, and the block ends after the most confident delimiter
-token (newline, period, …) proposed in that window, if one passes the delimiter
-threshold; otherwise the block keeps its default size.
+of a quarter of the canvas (at least one default block), and the block ends
+after the most confident delimiter token (newline, period, …) proposed in that
+window, if it passes the delimiter threshold; otherwise the block keeps its
+default size.
 """
 from __future__ import annotations
 
@@ -192,7 +193,7 @@ class DiffusionDecoder:
             self._prefill()
         cfg, L = self.config, self.config.gen_length
         adapting = cfg.adaptive_block and self.block_started and len(self.delimiters) > 0
-        window_end = min(L, self.start + 2 * cfg.block_size) if adapting else self.end
+        window_end = min(L, self.start + self._window()) if adapting else self.end
         cached_cells = self.cache_len - self.prompt_ids.shape[0] if self.cached else 0
 
         t0 = time.perf_counter()
@@ -266,13 +267,17 @@ class DiffusionDecoder:
 
     def _adapt_block(self, proposal: np.ndarray, conf: np.ndarray) -> int:
         """End the new block after the most confident delimiter proposed in the window, if one is sure enough."""
-        lo, hi = self.start, min(self.config.gen_length, self.start + 2 * self.config.block_size)
+        lo, hi = self.start, min(self.config.gen_length, self.start + self._window())
         cand = np.arange(lo, hi)
         ok = np.isin(proposal[cand], self.delimiters) & (conf[cand] >= self.config.delimiter_threshold)
         if not ok.any():
             return min(self.config.gen_length, self.start + self.config.block_size)
         best = cand[ok][np.argmax(conf[cand][ok])]
         return int(best) + 1
+
+    def _window(self) -> int:
+        """AdaBlock's look-ahead: a quarter of the canvas, and never less than one default block."""
+        return max(self.config.block_size, self.config.gen_length // 4)
 
     def _eos_at(self) -> int:
         if self.eos_ids.size == 0:

@@ -28,8 +28,9 @@ SCHEDULE_HELP = {
     "entropy": "Dream 'entropy': reveal the k cells whose distributions have the lowest entropy",
     "threshold": "Fast-dLLM: reveal every masked cell of the block whose confidence passes the threshold "
                  "(at least the single most confident one)",
-    "prophet": "Prophet: low-confidence steps until the mean top-2 gap of the remaining cells passes a threshold "
-               "that loosens with progress, then reveal every scored cell at once ('all-in')",
+    "prophet": "Prophet: low-confidence steps until the mean top-2 logit gap of the remaining cells passes a "
+               "threshold that loosens with progress (×1.5, ×1, ×0.5 by thirds), then reveal every scored cell "
+               "at once ('all-in')",
     "remask": "low-confidence steps that may also remask revealed cells of the block whose own token fell below "
               "a probability floor (RCR-style), always fewer than it reveals",
 }
@@ -63,7 +64,7 @@ class Selection:
 @dataclass(frozen=True)
 class ScheduleParams:
     threshold: float = 0.9  # threshold: confidence a cell needs to be revealed in parallel
-    prophet_gap: float = 0.5  # prophet: mean top-2 probability gap that triggers all-in, mid-run
+    prophet_gap: float = 5.0  # prophet: mean top-1 minus top-2 logit gap that triggers all-in, mid-run
     remask_below: float = 0.2  # remask: revealed cells whose own token falls below this are remasked
 
 
@@ -73,12 +74,19 @@ def per_step_count(n_eligible: int, steps_left: int) -> int:
 
 
 def prophet_threshold(gap: float, progress: float) -> float:
-    """Strict early, looser late: the answer is trusted sooner once most of it is written."""
+    """Strict early, looser late (Prophet's 7.5 / 5.0 / 2.5 for a mid-run gap of 5)."""
     if progress < 1 / 3:
-        return min(1.0, 1.5 * gap)
+        return 1.5 * gap
     if progress < 2 / 3:
         return gap
     return 0.5 * gap
+
+
+def logit_gap(p1: np.ndarray, prob_gap: np.ndarray) -> np.ndarray:
+    """log p1 - log p2 (the raw top-2 logit gap Prophet reads) from p1 and p1 - p2."""
+    p1 = p1.astype(np.float64)
+    p2 = np.maximum(p1 - prob_gap.astype(np.float64), 1e-12)
+    return np.log(np.maximum(p1, 1e-12)) - np.log(p2)
 
 
 def _top(indices: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
@@ -114,7 +122,7 @@ def select(name: str, view: CellView, params: ScheduleParams, rng: np.random.Gen
                          params.threshold, best)
     if name == "prophet":
         scored_masked = np.flatnonzero(view.masked & (view.proposal >= 0))
-        gap = float(np.mean(view.top2_gap[scored_masked])) if scored_masked.size else 0.0
+        gap = float(np.mean(logit_gap(view.confidence[scored_masked], view.top2_gap[scored_masked])))
         tau = prophet_threshold(params.prophet_gap, view.progress)
         if gap >= tau:
             return Selection(scored_masked, empty, f"prophet all-in: mean gap {gap:.2f} ≥ {tau:.2f}", tau, gap)

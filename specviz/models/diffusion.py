@@ -20,6 +20,7 @@ load only with `trust_remote_code=True`, which the user must opt into.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -61,8 +62,8 @@ DIFFUSION_FAMILIES = {
             "dream", "Dream (7B, Qwen2-based, bidirectional, shifted)", ("Dream-org/Dream-v0-Instruct-7B",
                                                                          "Dream-org/Dream-v0-Base-7B"),
             "<|mask|>", 151666, FULL, 32, shift=True, remote_code=True, auto_class="AutoModel",
-            backbone="Qwen2ForCausalLM", stop_tokens=("<|im_end|>", "<|endoftext|>"),
-            notes="initialised from Qwen2.5-7B, so cell j is scored at position j - 1",
+            backbone="Qwen2ForCausalLM", forward_style="plain", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            notes="initialised from Qwen2.5-7B, so cell j is scored at position j - 1; no mask = full attention",
         ),
         DiffusionFamily(
             "fast_dllm_v2", "Fast-dLLM v2 (1.5B, Qwen2.5 block diffusion, shifted)",
@@ -73,9 +74,10 @@ DIFFUSION_FAMILIES = {
         ),
         DiffusionFamily(
             "sdar", "SDAR (1.7B, Qwen3 block diffusion)", ("JetLM/SDAR-1.7B-Chat", "JetLM/SDAR-4B-Chat"),
-            "<|MASK|>", None, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForCausalLM",
-            backbone="Qwen3ForCausalLM", stop_tokens=("<|im_end|>", "<|endoftext|>"),
-            notes="autoregressive across blocks, diffusion within a block of 4",
+            "<|MASK|>", 151669, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForCausalLM",
+            backbone="Qwen3ForCausalLM", forward_style="sdar", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            notes="autoregressive across blocks, diffusion within a block of 4; its code imports flash-attn (GPU); "
+                  "it takes a 0/1 mask [1, q, kv] and store_kv",
         ),
         DiffusionFamily(
             "mdlm", "MDLM (OpenWebText, DiT backbone)", ("kuleshov-group/mdlm-owt",),
@@ -89,14 +91,16 @@ DIFFUSION_FAMILIES = {
              "kuleshov-group/bd3lm-owt-block_size16"),
             None, 50257, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForMaskedLM",
             backbone=None, forward_style="sigma",
-            notes="block size is in the checkpoint name; GPT-2 tokenizer plus a mask token at 50257",
+            notes="block size is in the checkpoint name; GPT-2 tokenizer plus a mask token at 50257; "
+                  "sample_mode=True makes its own block-causal mask",
         ),
         DiffusionFamily(
             "diffugpt", "DiffuGPT (GPT-2 adapted to diffusion, shifted)",
             ("diffusionfamily/diffugpt-s", "diffusionfamily/diffugpt-m"),
-            None, 50257, FULL, 1024, shift=True, remote_code=False, auto_class="AutoModelForCausalLM",
+            "[¨M¨]", None, FULL, 1024, shift=True, remote_code=False, auto_class="diffugpt",
             backbone="GPT2LMHeadModel",
-            notes="GPT-2 weights with bidirectional attention and one added mask token; loads as GPT-2",
+            notes="GPT-2 weights saved as embed_tokens + denoise_model.*; specviz renames them into GPT2LMHeadModel "
+                  "and runs it bidirectionally; the mask is the tokenizer's mask token (10541 in -s, 50257 in -m)",
         ),
         DiffusionFamily(
             "tiny", "tiny random masked diffusion (tests and offline demo)", ("tiny-random-mdm",),
@@ -192,8 +196,8 @@ class DiffusionLM:
     @property
     def can_cache(self) -> bool:
         """Finished blocks' KV can be reused exactly only when nothing attends forward (block-causal),
-        and only through the standard transformers call."""
-        return self.attention == BLOCK_CAUSAL and self.family.forward_style == "hf"
+        and only through a call that takes our mask and cache."""
+        return self.attention == BLOCK_CAUSAL and self.family.forward_style in ("hf", "sdar")
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -221,11 +225,22 @@ class DiffusionLM:
                 raise ModelLoadError(f"{self.family.label} only runs full bidirectional attention without a cache")
             return self.model(ids.unsqueeze(0)).logits[0]
         if style == "sigma":
-            if cache is not None or allowed is not None and not bool(allowed.all()):
+            if cache is not None:
                 raise ModelLoadError(f"{self.family.label} runs without a KV cache in specviz")
-            # these models are conditioned on the noise level; a zero timestep is what their samplers pass
-            sigma = torch.zeros(1, device=ids.device)
-            return self.model(ids.unsqueeze(0), sigma).logits[0]
+            # conditioned on the noise level, which these checkpoints zero anyway; BD3-LM builds its own
+            # block-causal mask in sample mode
+            kwargs = {"timesteps": torch.zeros(1, device=ids.device)}
+            if self.attention == BLOCK_CAUSAL:
+                kwargs["sample_mode"] = True
+            out = self.model(ids.unsqueeze(0), **kwargs)
+            return (out if isinstance(out, torch.Tensor) else out.logits)[0]
+        if style == "sdar":
+            # SDAR's code reads a 0/1 mask [1, q, kv] and appends to the cache only with store_kv
+            mask = (allowed if allowed is not None else torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool))
+            kw = {"attention_mask": mask.to(ids.device).float()[None], "position_ids": positions.unsqueeze(0)}
+            if cache is not None:
+                kw.update(past_key_values=cache, use_cache=True, store_kv=True)
+            return self.model(ids.unsqueeze(0), **kw).logits[0]
         kwargs = {"input_ids": ids.unsqueeze(0), "position_ids": positions.unsqueeze(0)}
         if allowed is None:
             allowed = torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -289,12 +304,11 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
             f"Tick 'trust remote code' (CLI: --trust-remote-code) only if you trust that repository."
         )
     import transformers
-    from pathlib import Path
 
     device = device or default_device()
     online = Path(model_id).expanduser().exists() or hub_reachable()
     t0 = time.perf_counter()
-    auto = getattr(transformers, fam.auto_class or "AutoModelForCausalLM")
+    auto = _DiffuGPTLoader if fam.auto_class == "diffugpt" else getattr(transformers, fam.auto_class)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             "gpt2" if fam.name in ("mdlm", "bd3lm") else model_id, local_files_only=not online,
@@ -313,7 +327,9 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load {model_id!r} as a {fam.label}: {first}") from None
     mask_id = fam.mask_id
-    if fam.mask_token is not None:
+    if fam.name == "diffugpt" and getattr(tokenizer, "mask_token_id", None) is not None:
+        mask_id = tokenizer.mask_token_id
+    elif fam.mask_token is not None:
         found = tokenizer.convert_tokens_to_ids(fam.mask_token)
         if isinstance(found, int) and found != getattr(tokenizer, "unk_token_id", None):
             mask_id = found
@@ -329,6 +345,47 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
     if trust_remote_code:
         lm.warnings.append(f"{model_id!r} ran modelling code from its repository (trust_remote_code=True).")
     return lm
+
+
+class _DiffuGPTLoader:
+    """DiffuGPT checkpoints hold GPT-2 weights under other names (embed_tokens, denoise_model.*) and are not
+    loadable by an Auto class; rename them into a native GPT2LMHeadModel (tied LM head)."""
+
+    @staticmethod
+    def from_pretrained(model_id, dtype=None, local_files_only=False, trust_remote_code=False):
+        import safetensors.torch
+        from transformers import AutoConfig, GPT2LMHeadModel
+
+        path = Path(model_id).expanduser()
+        if not path.exists():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(model_id, local_files_only=local_files_only,
+                                          allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        state = {}
+        for f in sorted(path.glob("*.safetensors")):
+            state.update(safetensors.torch.load_file(str(f)))
+        if not state:
+            raise OSError(f"no safetensors weights in {path}")
+        renamed = {}
+        for k, v in state.items():
+            if k == "embed_tokens.weight":
+                renamed["transformer.wte.weight"] = v
+            elif k.startswith("denoise_model."):
+                renamed["transformer." + k[len("denoise_model."):]] = v
+            elif not k.startswith("lm_head."):
+                renamed[k] = v
+        config.vocab_size = renamed["transformer.wte.weight"].shape[0]
+        config.tie_word_embeddings = True
+        model = GPT2LMHeadModel(config)
+        missing, unexpected = model.load_state_dict(renamed, strict=False)
+        missing = [m for m in missing if not m.startswith("lm_head.") and not m.endswith("attn.bias")]
+        if missing or unexpected:
+            raise KeyError(f"weights do not match GPT-2: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        model.tie_weights()
+        model.config._attn_implementation = "sdpa"
+        return model.to(dtype) if dtype is not None else model
 
 
 def as_loaded(lm: DiffusionLM) -> LoadedModel:

@@ -5,25 +5,31 @@ import gradio as gr
 
 from ..models import ModelStore
 from ..viz.palette import css
+from .diffusion import LATTICE_CLICK_JS, DiffusionTab
 from .speculative import SpeculativeTab
 
 CSS = css()
 
-INTRO = """# specviz · speculative decoding, step by step
-A cheap **drafter** proposes tokens; the **target** model scores the whole draft in **one forward pass** and keeps
-the longest prefix it agrees with, plus one token of its own (the **bonus**). Watch each step below: the draft tree,
-what was accepted, and how confident each model was. Runs on the embedded SmolLM2-135M-Instruct by default."""
+INTRO = """# specviz · parallel decoding, step by step
+**Speculative**: a cheap **drafter** proposes tokens; the **target** model scores the whole draft in **one forward
+pass** and keeps the longest prefix it agrees with, plus one token of its own (the **bonus**).
+**Diffusion**: a masked diffusion LM fills a canvas of masked cells over a few steps, revealing the cells a
+**schedule** picks; Jacobi decoding makes an AR model fill the same lattice. Runs offline on the embedded
+SmolLM2-135M-Instruct and a small trained diffusion model."""
 
 
 def build_demo(store: ModelStore | None = None) -> gr.Blocks:
     store = store or ModelStore()
     with gr.Blocks(title="specviz") as demo:
         gr.Markdown(INTRO)
-        with gr.Tab("Speculative"):
+        with gr.Tab("Speculative", elem_id="sv-tab-speculative"):
             SpeculativeTab(store).build()
+        with gr.Tab("Diffusion", elem_id="sv-tab-diffusion"):
+            DiffusionTab(store).build()
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs):
     kwargs.setdefault("css", CSS)
+    kwargs.setdefault("js", LATTICE_CLICK_JS)
     return demo.queue(default_concurrency_limit=4).launch(**kwargs)

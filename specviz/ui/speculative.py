@@ -19,6 +19,7 @@ from ..runner import prepare_run, what_if
 from ..textio import check_prompt_fits, encode_prompt
 from ..viz.whatif import whatif_figure, whatif_table_html
 from ..viz.tree import empty_figure
+from .controls import export_panel, write_trace
 from .session import SpecSession, measure_speedup, new_session, render
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -170,6 +171,11 @@ class SpeculativeTab:
         r = self._outputs(session, self._status(session, f"showing recorded step {int(k)}"), k, tree_depth)
         return r[1:]
 
+    def export(self, session):
+        if session is None or not session.steps:
+            raise gr.Error("Nothing to export yet: run or step first.", print_exception=False)
+        return write_trace(session.trace(), "specviz-speculative")
+
     def what_if(self, session):
         """Replay this prompt's greedy output under other shapes and builders (no target forwards)."""
         if session is None or not session.steps:
@@ -238,7 +244,8 @@ class SpeculativeTab:
                     whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
                                           label="τ by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
-                with gr.Accordion("Export: run summary (JSON)", open=False):
+                with gr.Accordion("Export: run summary and trace (JSON)", open=False):
+                    export_btn, export_file = export_panel("sv")
                     summary = gr.JSON(label="Run summary", elem_id="sv-summary")
 
         state = gr.State(None)
@@ -252,6 +259,7 @@ class SpeculativeTab:
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_id="model", concurrency_limit=1)
         pause_btn.click(self.pause, state, status, queue=False, api_name="pause")
+        export_btn.click(self.export, state, export_file, api_name="export")
         reset_btn.click(self.reset, state, outputs, cancels=[run_event], api_name="reset")
         for event in (slider.release, slider.input, tree_depth.release, tree_depth.input):
             event(self.scrub, [slider, tree_depth, state], outputs[1:], api_name=False, trigger_mode="always_last")

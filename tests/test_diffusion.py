@@ -1,0 +1,258 @@
+"""Diffusion decoding: schedule invariants on hand-made views, end-to-end runs on tiny random models of each
+backbone, the block cache against full recomputation, adaptive blocks, early commit, and the loaders."""
+import numpy as np
+import pytest
+import torch
+
+from specviz.decoding.diffusion import DiffusionConfig, DiffusionDecoder, diffuse
+from specviz.decoding.schedules import (SCHEDULES, CellView, ScheduleParams, logit_gap, per_step_count,
+                                        prophet_threshold, select)
+from specviz.models.diffusion import BLOCK_CAUSAL, DIFFUSION_FAMILIES, family_for, load_diffusion_model, \
+    tiny_family_model
+from specviz.models.loading import ModelLoadError
+from specviz.trace import KEPT, REMASKED, REVEALED, Trace, check_invariants
+
+PROMPT = np.array([1, 5, 7, 9, 3, 11])
+NATIVE = [n for n, f in DIFFUSION_FAMILIES.items() if f.backbone is not None]
+
+
+def view(conf, masked=None, block=None, gap=None, ent=None, own=None, steps_left=4, progress=0.0, revisable=None):
+    conf = np.asarray(conf, dtype=np.float32)
+    n = conf.shape[0]
+    masked = np.ones(n, bool) if masked is None else np.asarray(masked, bool)
+    in_block = np.ones(n, bool) if block is None else np.asarray(block, bool)
+    return CellView(
+        masked=masked, eligible=masked & in_block, proposal=np.arange(n, dtype=np.int64), confidence=conf,
+        top2_gap=np.asarray(gap if gap is not None else conf / 2, np.float32),
+        entropy=np.asarray(ent if ent is not None else 1 - conf, np.float32),
+        own_prob=np.asarray(own if own is not None else np.full(n, np.nan), np.float32),
+        revisable=np.asarray(revisable if revisable is not None else ~masked & in_block, bool),
+        steps_left=steps_left, progress=progress)
+
+
+RNG = np.random.default_rng(0)
+
+
+# schedules on hand-made views ------------------------------------------------------------
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_reveals_at_least_one_eligible_cell(name):
+    v = view([0.1, 0.2, 0.3, 0.05, 0.15, 0.4], masked=[1, 1, 1, 0, 1, 1], block=[1, 1, 1, 1, 0, 0], steps_left=9)
+    sel = select(name, v, ScheduleParams(threshold=0.99, prophet_gap=100.0), RNG)
+    assert sel.reveal.size >= 1
+    assert set(sel.reveal) <= {0, 1, 2}  # masked and inside the block
+    assert sel.remask.size < sel.reveal.size
+
+
+def test_count_spreads_the_block_over_its_steps():
+    assert [per_step_count(n, s) for n, s in [(8, 8), (8, 4), (8, 3), (1, 5), (0, 1), (7, 1)]] == [1, 2, 3, 1, 1, 7]
+    sel = select("low_confidence", view([0.1, 0.9, 0.5, 0.8, 0.2, 0.3], steps_left=3), ScheduleParams(), RNG)
+    assert sel.reveal.tolist() == [1, 3]  # the two most confident of six cells with 3 steps left
+
+
+def test_margin_and_entropy_order_by_their_own_signal():
+    conf = [0.5, 0.5, 0.5, 0.5]
+    gap = [0.1, 0.4, 0.3, 0.0]
+    ent = [2.0, 1.5, 0.1, 3.0]
+    assert select("margin", view(conf, gap=gap, steps_left=4), ScheduleParams(), RNG).reveal.tolist() == [1]
+    assert select("entropy", view(conf, ent=ent, steps_left=4), ScheduleParams(), RNG).reveal.tolist() == [2]
+
+
+def test_random_is_seeded():
+    v = view(np.linspace(0.1, 0.9, 20), steps_left=4)
+    a = select("random", v, ScheduleParams(), np.random.default_rng(3)).reveal
+    b = select("random", v, ScheduleParams(), np.random.default_rng(3)).reveal
+    assert a.tolist() == b.tolist() and a.size == 5
+
+
+def test_threshold_reveals_exactly_the_cells_above_it_or_the_best_one():
+    v = view([0.95, 0.2, 0.91, 0.89, 0.99], steps_left=1)
+    sel = select("threshold", v, ScheduleParams(threshold=0.9), RNG)
+    assert sel.reveal.tolist() == [0, 2, 4] and sel.threshold == 0.9 and sel.signal == pytest.approx(0.99)
+    sel = select("threshold", view([0.3, 0.6, 0.5]), ScheduleParams(threshold=0.9), RNG)
+    assert sel.reveal.tolist() == [1] and "none above" in sel.rule
+
+
+def test_prophet_goes_all_in_only_when_the_gap_passes_its_staged_threshold():
+    assert [prophet_threshold(5.0, p) for p in (0.0, 0.5, 0.9)] == [7.5, 5.0, 2.5]
+    # p1 = 0.9, p2 = 0.009: a logit gap of log(100) = 4.6
+    conf, gap = [0.9] * 6, [0.891] * 6
+    assert logit_gap(np.array([0.9]), np.array([0.891]))[0] == pytest.approx(np.log(100), rel=1e-4)
+    block = [1, 1, 0, 0, 0, 0]
+    early = select("prophet", view(conf, gap=gap, block=block, progress=0.1), ScheduleParams(prophet_gap=5.0), RNG)
+    assert "all-in" not in early.rule and set(early.reveal) <= {0, 1}
+    late = select("prophet", view(conf, gap=gap, block=block, progress=0.8), ScheduleParams(prophet_gap=5.0), RNG)
+    # all-in reveals every scored masked cell, beyond the block too
+    assert late.rule.startswith("prophet all-in") and late.reveal.tolist() == list(range(6))
+    assert late.signal == pytest.approx(np.log(100), rel=1e-4) and late.threshold == 2.5
+
+
+def test_remask_returns_weak_revealed_cells_but_fewer_than_it_reveals():
+    masked = [1, 1, 1, 1, 0, 0, 0]
+    own = [np.nan] * 4 + [0.05, 0.5, 0.01]
+    v = view([0.9, 0.8, 0.7, 0.1, 0, 0, 0], masked=masked, own=own, steps_left=2)
+    sel = select("remask", v, ScheduleParams(remask_below=0.2), RNG)
+    assert sel.reveal.tolist() == [0, 1] and sel.remask.tolist() == [6]  # the weakest, one fewer than revealed
+    last = select("remask", view([0.9, 0.8, 0.7, 0.1, 0, 0, 0], masked=masked, own=own, steps_left=1),
+                  ScheduleParams(remask_below=0.2), RNG)
+    assert last.remask.size == 0  # never on a block's last budgeted step
+
+
+# end to end on tiny random models -----------------------------------------------------------
+@pytest.mark.parametrize("family", NATIVE)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_runs_end_to_end_on_every_native_backbone(family, schedule):
+    lm = tiny_family_model(family, eos_ids=(7,))
+    cfg = DiffusionConfig(schedule=schedule, gen_length=20, block_size=8, steps=10,
+                          params=ScheduleParams(threshold=0.05, prophet_gap=0.5, remask_below=0.3))
+    tr = diffuse(lm, PROMPT, cfg)
+    check_invariants(tr, eos_ids=(7,), max_new_tokens=20)
+    assert tr.finish_reason in ("eos", "length")
+    assert Trace.from_json(tr.to_json()).to_json() == tr.to_json()
+    s = tr.summary()
+    assert s["forwards"] == s["steps"] and s["tokens_per_forward"] > 0
+    for st in tr.steps:
+        assert st.topk_ids.shape == (20, 5) and np.all(st.topk_probs[st.proposal >= 0].sum(1) <= 1 + 1e-5)
+        # the proposals of revealed cells are their recorded top-1 under greedy decoding
+        rev = st.cell_state == REVEALED
+        assert np.array_equal(st.proposal[rev], st.topk_ids[rev, 0])
+
+
+def test_fixed_count_schedules_take_exactly_the_step_budget():
+    lm = tiny_family_model("tiny")
+    for steps in (4, 8, 16):
+        tr = diffuse(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=steps))
+        assert len(tr.steps) == steps and tr.summary()["cells_per_forward"] == pytest.approx(16 / steps)
+        assert [s.block for s in tr.steps] == [0] * (steps // 2) + [1] * (steps // 2)
+
+
+def test_threshold_zero_fills_a_block_per_forward_and_one_fills_a_cell():
+    lm = tiny_family_model("tiny")
+    fast = diffuse(lm, PROMPT, DiffusionConfig("threshold", 24, 8, 24, ScheduleParams(threshold=0.0)))
+    assert len(fast.steps) == 3 and all(s.n_revealed == 8 for s in fast.steps)
+    slow = diffuse(lm, PROMPT, DiffusionConfig("threshold", 24, 8, 24, ScheduleParams(threshold=1.0)))
+    assert len(slow.steps) == 24 and all(s.n_revealed == 1 for s in slow.steps)
+
+
+def test_prophet_early_commit_finishes_the_canvas_in_one_step():
+    lm = tiny_family_model("tiny")
+    tr = diffuse(lm, PROMPT, DiffusionConfig("prophet", 24, 8, 24, ScheduleParams(prophet_gap=0.0)))
+    assert len(tr.steps) == 1 and tr.steps[0].rule.startswith("prophet all-in")
+    assert tr.steps[0].n_revealed == 24  # recompute mode scores the whole canvas, so all of it commits
+
+
+def test_remasking_run_shrinks_masks_every_step():
+    lm = tiny_family_model("tiny")
+    tr = diffuse(lm, PROMPT, DiffusionConfig("remask", 24, 8, 12, ScheduleParams(remask_below=0.5)))
+    check_invariants(tr)
+    assert tr.summary()["remasked"] > 0  # a random model is unsure enough to remask
+    assert any(np.any(s.cell_state == REMASKED) for s in tr.steps)
+
+
+@pytest.mark.parametrize("family", ["sdar", "fast_dllm_v2"])
+@pytest.mark.parametrize("schedule", ["low_confidence", "threshold"])
+def test_block_cache_gives_the_same_steps_as_recomputing_the_canvas(family, schedule):
+    """Block-causal attention: finished blocks never see later cells, so their cached KV is exact.
+    (fast_dllm_v2 also checks the shifted read-out across block boundaries.)"""
+    lm = tiny_family_model(family, seed=2)
+    assert lm.attention == BLOCK_CAUSAL and lm.can_cache
+    base = dict(schedule=schedule, gen_length=20, block_size=6, steps=10, params=ScheduleParams(threshold=0.05))
+    cached = DiffusionDecoder(lm, PROMPT, DiffusionConfig(**base, use_cache=True))
+    full = DiffusionDecoder(lm, PROMPT, DiffusionConfig(**base, use_cache=False))
+    assert cached.mode == "block cache" and full.mode == "recompute"
+    a, b = list(cached.steps()), list(full.steps())
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert np.array_equal(x.canvas, y.canvas)
+        blk = slice(x.block_start, x.block_end)
+        np.testing.assert_allclose(x.confidence[blk], y.confidence[blk], atol=1e-5)
+    assert any(s.cached > 0 for s in a) and all(s.cached == 0 for s in b)
+
+
+def test_adaptive_blocks_end_after_the_most_confident_delimiter():
+    lm = tiny_family_model("tiny")
+    delimiters = tuple(range(95))  # every token counts: the block ends after the most confident cell
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", 32, 4, 32, adaptive_block=True,
+                                                       delimiter_threshold=0.0), delimiters)
+    first = dec.step()
+    window = slice(0, 8)  # a quarter of the canvas, at least one block
+    assert first.block_end == int(np.nanargmax(first.confidence[window])) + 1
+    assert first.rule.startswith(f"block size {first.block_end}")
+    steps = [first, *dec.steps()]
+    check_invariants(Trace("d", {}, "t", None, PROMPT, steps, finish_reason=dec.finish_reason))
+    sizes = {s.block_end - s.block_start for s in steps}
+    assert len(sizes) > 1  # blocks really adapt
+    # a threshold nothing passes keeps the default block size
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", 32, 4, 32, adaptive_block=True,
+                                                       delimiter_threshold=1.0), delimiters)
+    assert dec.step().block_end == 4
+
+
+def test_sampled_diffusion_is_seeded_and_valid():
+    lm = tiny_family_model("tiny")
+    cfg = DiffusionConfig("low_confidence", 16, 8, 8, temperature=1.0, seed=4)
+    a, b = diffuse(lm, PROMPT, cfg), diffuse(lm, PROMPT, cfg)
+    check_invariants(a)
+    assert a.output_ids.tolist() == b.output_ids.tolist()
+    c = diffuse(lm, PROMPT, DiffusionConfig("low_confidence", 16, 8, 8, temperature=1.0, seed=5))
+    assert c.output_ids.tolist() != a.output_ids.tolist()
+
+
+def test_bad_input_is_refused_clearly():
+    lm = tiny_family_model("tiny")
+    with pytest.raises(ValueError, match="empty"):
+        DiffusionDecoder(lm, [], DiffusionConfig())
+    with pytest.raises(ValueError, match="mask token"):
+        DiffusionDecoder(lm, [1, lm.mask_id], DiffusionConfig())
+    with pytest.raises(ValueError, match="context"):
+        DiffusionDecoder(lm, PROMPT, DiffusionConfig(gen_length=600))
+    with pytest.raises(ValueError, match="unknown schedule"):
+        DiffusionConfig(schedule="nope")
+
+
+# loaders ----------------------------------------------------------------------------------
+def test_families_are_recognised_and_remote_code_needs_an_opt_in():
+    assert family_for("GSAI-ML/LLaDA-8B-Instruct").name == "llada"
+    assert family_for("Dream-org/Dream-v0-Instruct-7B").shift
+    assert family_for("Efficient-Large-Model/Fast_dLLM_v2_1.5B").attention == BLOCK_CAUSAL
+    assert family_for("JetLM/SDAR-1.7B-Chat").mask_id == 151669
+    assert family_for("kuleshov-group/bd3lm-owt-block_size4").forward_style == "sigma"
+    assert family_for("diffusionfamily/diffugpt-s").name == "diffugpt"
+    with pytest.raises(ModelLoadError, match="not a diffusion LM"):
+        family_for("gpt2")
+    for model_id in ("GSAI-ML/LLaDA-8B-Instruct", "JetLM/SDAR-1.7B-Chat", "kuleshov-group/mdlm-owt"):
+        with pytest.raises(ModelLoadError, match="trust remote code"):
+            load_diffusion_model(model_id)
+
+
+def test_offline_hub_id_fails_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        load_diffusion_model("diffusionfamily/diffugpt-s")
+
+
+def test_diffugpt_checkpoint_layout_loads_into_gpt2(tmp_path, embedded):
+    """DiffuGPT stores GPT-2 weights as embed_tokens + denoise_model.*; a tiny one saved that way loads
+    through the real loader (from a local path) and scores like the bidirectional GPT-2 it came from."""
+    import safetensors.torch
+
+    src = tiny_family_model("diffugpt", vocab_size=embedded.tokenizer.vocab_size + 8, hidden=32)
+    gpt = src.model
+    state = {"embed_tokens.weight": gpt.transformer.wte.weight}
+    state.update({f"denoise_model.{k[len('transformer.'):]}": v for k, v in gpt.state_dict().items()
+                  if k.startswith("transformer.") and not k.startswith("transformer.wte")})
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    gpt.config.save_pretrained(tmp_path)
+    tok = embedded.tokenizer
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    t2 = AutoTokenizer.from_pretrained(tmp_path)
+    t2.add_special_tokens({"mask_token": "[¨M¨]"})
+    t2.save_pretrained(tmp_path)
+    lm = load_diffusion_model(str(tmp_path), family="diffugpt", device=torch.device("cpu"), dtype=torch.float32)
+    assert lm.family.name == "diffugpt" and lm.mask_id == t2.mask_token_id and lm.shift
+    ids = torch.tensor([3, 9, 27, lm.mask_id, lm.mask_id, 5])
+    pos = torch.arange(6)
+    np.testing.assert_allclose(lm.forward(ids, pos, None).numpy(), src.forward(ids, pos, None).numpy(), atol=1e-5)
+    tr = diffuse(lm, [3, 9, 27], DiffusionConfig("low_confidence", 8, 4, 4))
+    check_invariants(tr)
