@@ -46,7 +46,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m specviz", description="Watch and measure speculative decoding.")
+    parser = argparse.ArgumentParser(prog="python -m specviz",
+                                     description="Watch and measure speculative, diffusion and Jacobi decoding.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
@@ -73,10 +74,101 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
     bench.add_argument("--full", action="store_true", help="bench kernels: also time the larger-model attention shapes")
     _add_common(bench)
-    for p in (run, bench):
+    lattice = sub.add_parser(
+        "lattice",
+        help="diffusion schedules or Jacobi decoding on prompts: steps, tokens per forward, and the output",
+        description="Decode with a masked/block diffusion LM under one or more schedules, or with Jacobi decoding "
+                    "of an AR model, and report steps and tokens per forward side by side.",
+    )
+    _add_lattice(lattice)
+    for p in (run, bench, lattice):
         p.add_argument("--kernels", choices=("auto", "triton", "reference"), default=None,
                        help="kernel backend: auto (Triton on CUDA, else the PyTorch reference), or force one")
     return parser
+
+
+def _add_lattice(p: argparse.ArgumentParser) -> None:
+    from .config import LATTICE_KNOBS
+
+    p.add_argument("--method", choices=("diffusion", "jacobi"), default="diffusion")
+    p.add_argument("--model", default=None, help="tiny-mdm (default for diffusion, offline), a diffusion LM id, "
+                                                 "or an AR model for jacobi (default: the embedded SmolLM2)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own code from its Hub repository (LLaDA, Dream, SDAR, …)")
+    p.add_argument("--schedules", default=None,
+                   help="comma-separated schedules to compare (default: --schedule); 'all' runs every schedule")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help="one prompt")
+    src.add_argument("--questions", help="Spec-Bench style .jsonl file (the first of `turns` is the prompt)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--per-category", type=int, default=None)
+    p.add_argument("--gen-length", type=int, default=32, help="canvas cells (jacobi: tokens at most)")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", action="store_true", help="print each output text")
+    p.add_argument("--trace", dest="trace_out", default=None, help="write the first prompt's traces to this JSON file")
+    for knob in LATTICE_KNOBS:
+        kind = str if knob.choices else int if knob.integer else float
+        p.add_argument(f"--{knob.name.replace('_', '-')}", type=kind, default=None,
+                       help=f"{knob.help} (default {_fmt_default(knob)})")
+
+
+def cmd_lattice(args) -> int:
+    from .bench.lattice import lattice_bench, print_lattice_report
+    from .config import LATTICE_KNOBS
+    from .decoding.schedules import SCHEDULES
+    from .models import ModelStore
+    from .runner import TINY_MDM_ID, prepare_lattice_run
+
+    knobs = {k.name: getattr(args, k.name) for k in LATTICE_KNOBS if getattr(args, k.name) is not None}
+    model = args.model or (TINY_MDM_ID if args.method == "diffusion" else None)
+    store = ModelStore()
+    if args.method == "jacobi":
+        windows = [knobs.get("window", 8)]
+        runs = {}
+        for w in windows:
+            run = prepare_lattice_run(store, "jacobi", model, {**knobs, "window": w}, args.gen_length,
+                                      args.temperature, args.seed)
+            runs[run.label] = run
+    else:
+        names = args.schedules or knobs.get("schedule") or "low_confidence"
+        names = list(SCHEDULES) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+        runs = {}
+        for n in names:
+            run = prepare_lattice_run(store, "diffusion", model, {**knobs, "schedule": n}, args.gen_length,
+                                      args.temperature, args.seed, trust_remote_code=args.trust_remote_code)
+            runs[run.label] = run
+    questions = _questions(args)
+    first = next(iter(runs.values()))
+    t0 = time.perf_counter()
+    totals = lattice_bench(runs, questions, store)
+    print(f"{len(questions)} prompt(s), model={first.model_id}, gen_length={args.gen_length}, "
+          f"temperature={args.temperature}, {time.perf_counter() - t0:.0f}s")
+    if first.method == "diffusion":
+        k = first.knobs
+        print(f"block_size={k['block_size']} steps={k['steps']} threshold={k['threshold']} "
+              f"prophet_gap={k['prophet_gap']} remask_below={k['remask_below']} adaptive_block={k['adaptive_block']} "
+              f"cache={k['cache']} ({first.decoder(encode_first(first, questions)).mode})")
+    print_lattice_report(totals, len(questions))
+    if args.show or args.trace_out:
+        ids = encode_first(first, questions)
+        traces = []
+        for label, run in runs.items():
+            dec = run.decoder(ids)
+            tr = run.trace(dec, list(dec.steps()))
+            traces.append(tr.to_dict())
+            if args.show:
+                print(f"--- {label}: " + run.tokenizer.decode(tr.output_ids.tolist(), skip_special_tokens=True))
+        if args.trace_out:
+            with open(args.trace_out, "w") as f:
+                json.dump(traces, f)
+    return 0
+
+
+def encode_first(run, questions) -> list:
+    from .textio import encode_prompt
+
+    return encode_prompt(run.tokenizer, questions[0]["prompt"])
 
 
 def _knobs(args, method) -> dict:
@@ -185,6 +277,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "lattice":
+            return cmd_lattice(args)
         return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -143,7 +143,7 @@ def test_multi_draft_tree_verification_follows_the_target(k, mode):
         assert accepted_first / n > single + 0.05
 
 
-@pytest.mark.parametrize("method", ["sps", "prompt_lookup", "static_tree", "dynamic_tree", "ngram_tree", "graft"])
+@pytest.mark.parametrize("method", ["sps", "prompt_lookup", "static_tree", "dynamic_tree", "ngram_tree", "graft", "jacobi"])
 def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
     """Joint law of the first two generated tokens of a tiny random model, exact vs speculative sampling."""
     from specviz.models import tiny_random_llama
@@ -166,6 +166,7 @@ def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
         "dynamic_tree": {"exit_layer": 1, "depth": 3, "top_k": 3, "budget": 10},
         "ngram_tree": {"ngram": 2, "depth": 3, "budget": 8},
         "graft": {"exit_layer": 1, "depth": 3, "top_k": 2, "budget": 8, "corpus": "context", "ngram": 2},
+        "jacobi": {"window": 3},
     }[method])
     n = 2000
     counts = np.zeros((vocab, vocab))

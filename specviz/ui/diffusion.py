@@ -118,7 +118,7 @@ def generated_html(session: LatticeSession | None, k: int | None = None) -> str:
             spans.append('<span class="sv-tok" style="color:#94a3b8" title="masked">▢</span>')
             continue
         piece = html.escape(session.run.tokenizer.decode([tok], skip_special_tokens=False))
-        color = LATTICE_STATE_COLORS["revealed-now"] if commit_step[j] == k else LATTICE_STATE_COLORS["kept"]
+        color = LATTICE_STATE_COLORS["revealed-now" if commit_step[j] == k else "kept"][1]
         title = f"position {j} · committed at step {commit_step[j]} · id {tok}"
         spans.append(f'<span class="sv-tok" style="border-bottom:2px solid {color}" title="{title}">{piece}</span>')
     return '<div class="sv-text">' + "".join(spans) + "</div>"

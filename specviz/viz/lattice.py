@@ -345,8 +345,8 @@ def tokens_per_forward_figure(steps: list) -> go.Figure:
                   annotation_font=dict(size=10, color=AR_REFERENCE_COLOR))
     summ = summarize_diffusion(steps)
     fig.update_layout(
-        title=f"Cells per forward: {summ['cells_per_forward']:.2f} over the run, "
-              f"{summ['tokens_per_forward']:.2f} generated tokens per forward",
+        title=dict(text=f"Cells per forward: {summ['cells_per_forward']:.2f}<br><sup>{summ['tokens_per_forward']:.2f} "
+                        f"generated tokens per forward over the run</sup>", font=dict(size=14)),
         height=260,
         barmode="relative",
         bargap=0.1,
@@ -385,7 +385,8 @@ def progress_figure(runs: dict) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="autoregressive (1 token per step)",
                              line=dict(color=AR_REFERENCE_COLOR, dash="dash", width=1.5), hoverinfo="skip"))
     fig.update_layout(
-        title="Steps against generated length (below the dashed diagonal = more than one token per step)",
+        title=dict(text="Steps against generated length<br><sup>below the dashed diagonal = more than one token per "
+                        "step</sup>", font=dict(size=14)),
         height=320,
         xaxis=dict(title="cells committed", rangemode="tozero"),
         yaxis=dict(title="steps", rangemode="tozero"),
@@ -423,7 +424,7 @@ def schedule_figure(steps: list) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines", name="mean confidence of revealed cells",
                                  line=dict(color=LATTICE_STATE_COLORS["kept"][1], width=1.5),
                                  hovertemplate="step %{x}: revealed cells' mean confidence %{y:.3f}<extra></extra>"))
-        title = "What the schedule compared each step: its signal against the threshold"
+        title = "What the schedule compared each step<br><sup>its signal against the threshold</sup>"
     else:
         fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines+markers", name="mean confidence of revealed cells",
                                  customdata=rules, line=dict(color=LATTICE_STATE_COLORS["kept"][1], width=2),
@@ -432,7 +433,7 @@ def schedule_figure(steps: list) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=low, mode="lines", name="lowest confidence revealed",
                                  line=dict(color=LATTICE_STATE_COLORS["remasked"][0], width=1.5),
                                  hovertemplate="step %{x}: min %{y:.3f}<extra></extra>"))
-        title = "What the schedule compared each step: no threshold recorded, so the confidence of the cells it revealed"
+        title = "What the schedule compared each step<br><sup>no threshold: the confidence of the cells it revealed</sup>"
     for i, s in enumerate(steps):
         if is_all_in(s):
             fig.add_shape(type="line", name="all-in", x0=i, x1=i, y0=0, y1=1, yref="paper",

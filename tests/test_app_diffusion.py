@@ -1,0 +1,93 @@
+"""The Diffusion tab through gradio_client: runs, steps, scrubs, inspects cells, compares schedules, exports,
+and refuses bad input with a clear message."""
+import json
+
+import pytest
+from gradio_client import Client
+
+from specviz.config import EMBEDDED_MODEL_ID, LATTICE_KNOBS
+
+
+def _args(prompt="Name three fruits.", method="diffusion", model="tiny-mdm", trust=False, gen_length=16,
+          temperature=0.0, seed=0, signal="confidence", overlays=("commit order", "block boundaries"), **knobs):
+    """The /lattice_run and /lattice_step inputs: prompt, method, model, trust, every lattice knob, the rest."""
+    unknown = set(knobs) - {k.name for k in LATTICE_KNOBS}
+    assert not unknown, unknown
+    values = [knobs.get(k.name, k.default) for k in LATTICE_KNOBS]
+    return [prompt, method, model, trust, *values, gen_length, temperature, seed, signal, list(overlays)]
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_demo_has_the_lattice_endpoints():
+    from specviz.models import ModelStore
+    from specviz.ui import build_demo
+
+    demo = build_demo(ModelStore(loader=lambda _: (_ for _ in ()).throw(AssertionError("no loading at build"))))
+    names = {d["api_name"] for d in demo.config["dependencies"] if d.get("api_name")}
+    assert {"lattice_run", "lattice_step", "lattice_pause", "lattice_reset", "lattice_cell", "lattice_export",
+            "lattice_compare", "export"} <= names
+
+
+def test_diffusion_run_step_scrub_and_cell(client, embedded):
+    first = client.predict(*_args(steps=8, block_size=8), api_name="/lattice_step")
+    assert "Step 0" in first[0] and "block 0" in first[0]
+    out = client.predict(*_args(steps=8, block_size=8), api_name="/lattice_run")
+    status, text_html, *_rest, metrics, summary = out
+    assert "finished" in status
+    s = summary["summary"]
+    assert summary["method"] == "diffusion:low_confidence" and s["steps"] == 8 and s["forwards"] == 8
+    assert s["tokens_per_forward"] == pytest.approx(s["new_tokens"] / 8)
+    assert "tokens per forward" in metrics and summary["kernels"] == "reference (cpu)"
+    assert summary["lossless"] is False and summary["text"]
+    assert text_html.count('class="sv-tok"') >= s["new_tokens"]
+    card = client.predict("3, 5", api_name="/lattice_cell")
+    assert "step 3" in card.lower() and "position 5" in card.lower()
+    assert "not recorded" in client.predict("99, 1", api_name="/lattice_cell")
+    path = client.predict(api_name="/lattice_export")
+    trace = json.loads(open(path).read())
+    assert trace["method"] == "diffusion:low_confidence" and len(trace["steps"]) == 8
+    assert trace["steps"][0]["kind"] == "diffusion"
+
+
+def test_jacobi_on_the_embedded_model_is_lossless(client, embedded):
+    out = client.predict(*_args(method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=12, window=4),
+                         api_name="/lattice_run")
+    summary = out[-1]
+    assert summary["method"] == "jacobi" and summary["lossless"] is True
+    assert len(summary["output_ids"]) == 12
+    import torch
+
+    p = summary["prompt_ids"]
+    ref = embedded.model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0, len(p):].tolist()
+    assert summary["output_ids"] == ref
+
+
+def test_two_schedules_side_by_side(client):
+    a, b, progress, table = client.predict(*_args(gen_length=16, steps=16, threshold=0.5)[:-2], "low_confidence",
+                                           "threshold", "confidence", api_name="/lattice_compare")
+    assert "A: low_confidence" in table and "B: threshold" in table
+    assert a is not None and b is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"prompt": "  "}, "prompt is empty"),
+        ({"method": "diffusion", "model": EMBEDDED_MODEL_ID}, "autoregressive: run it with Jacobi"),
+        ({"method": "jacobi", "model": "tiny-mdm"}, "Jacobi decoding needs an autoregressive model"),
+        ({"model": "GSAI-ML/LLaDA-8B-Instruct"}, "Tick 'trust remote code'"),
+        ({"model": "GSAI-ML/LLaDA-8B-Instruct", "trust": True}, "unreachable (offline)"),
+        ({"model": "no-such/model"}, "not a diffusion LM specviz knows"),
+        ({"gen_length": 0}, "Value 0 is less than minimum value 1"),
+        ({"threshold": 1.5}, "Value 1.5 is greater than maximum value 1"),
+        ({"prompt": "word " * 600}, "exceeds the model's context"),
+    ],
+)
+def test_bad_lattice_input_gets_a_clear_message(client, kwargs, message):
+    with pytest.raises(Exception) as err:
+        client.predict(*_args(**kwargs), api_name="/lattice_run")
+    assert message in str(err.value)
