@@ -47,3 +47,32 @@ def test_run_writes_the_documented_json(tmp_path, embedded, capsys):
 def test_bad_input_exits_with_a_message(argv, message, capsys, embedded):
     assert main(["run", "--max-new-tokens", "4", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_lattice_compares_schedules_and_writes_traces(tmp_path, embedded, capsys):
+    from specviz.trace import Trace, check_invariants
+
+    trace = tmp_path / "lattice.json"
+    rc = main(["lattice", "--prompt", "Name a colour.", "--schedules", "low_confidence,threshold", "--gen-length", "8",
+               "--steps", "4", "--block-size", "4", "--threshold", "0.0", "--trace", str(trace)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("low_confidence", "threshold"))}
+    assert lines["low_confidence"][1] == "4.0"  # the step budget
+    assert lines["threshold"][1] == "2.0"  # a threshold of 0 reveals a whole block per step
+    traces = [Trace.from_dict(t) for t in json.loads(trace.read_text())]
+    assert [t.method for t in traces] == ["diffusion:low_confidence", "diffusion:threshold"]
+    for t in traces:
+        check_invariants(t)
+
+
+def test_lattice_jacobi_checks_itself_against_ar(embedded, capsys):
+    rc = main(["lattice", "--method", "jacobi", "--prompt", "Count to five.", "--gen-length", "8", "--window", "3"])
+    assert rc == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Jacobi"))
+    assert row.rstrip().endswith("yes")
+
+
+def test_lattice_refuses_remote_code_without_the_flag(capsys):
+    assert main(["lattice", "--model", "Dream-org/Dream-v0-Instruct-7B", "--prompt", "hi"]) == 2
+    assert "trust remote code" in capsys.readouterr().err

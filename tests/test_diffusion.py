@@ -256,3 +256,21 @@ def test_diffugpt_checkpoint_layout_loads_into_gpt2(tmp_path, embedded):
     np.testing.assert_allclose(lm.forward(ids, pos, None).numpy(), src.forward(ids, pos, None).numpy(), atol=1e-5)
     tr = diffuse(lm, [3, 9, 27], DiffusionConfig("low_confidence", 8, 4, 4))
     check_invariants(tr)
+
+
+def test_invariants_catch_a_broken_canvas():
+    from dataclasses import replace
+
+    lm = tiny_family_model("tiny")
+    tr = diffuse(lm, PROMPT, DiffusionConfig("low_confidence", 8, 8, 4))
+    check_invariants(tr)
+    s1 = tr.steps[1]
+    changed = s1.canvas.copy()
+    kept = np.flatnonzero(s1.cell_state == KEPT)[0]
+    changed[kept] = (changed[kept] + 1) % 90
+    broken = [tr.steps[0], replace(s1, canvas=changed), *tr.steps[2:]]
+    with pytest.raises(AssertionError, match="kept cell changed"):
+        check_invariants(Trace("d", {}, "t", None, PROMPT, broken, finish_reason="length"))
+    nothing = replace(s1, cell_state=np.where(s1.cell_state == REVEALED, KEPT, s1.cell_state).astype(np.int8))
+    with pytest.raises(AssertionError):
+        check_invariants(Trace("d", {}, "t", None, PROMPT, [tr.steps[0], nothing, *tr.steps[2:]]))

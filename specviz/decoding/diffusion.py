@@ -306,15 +306,11 @@ class DiffusionDecoder:
 
     @property
     def output_ids(self) -> np.ndarray:
-        from ..trace import diffusion_output
-
-        return diffusion_output([_Last(self.canvas, self._eos_at())]) if self.n_steps else np.zeros(0, np.int64)
-
-
-@dataclass
-class _Last:
-    canvas: np.ndarray
-    eos_at: int
+        """The canvas up to its first masked cell, cut after the first EOS (as `Trace.output_ids`)."""
+        masked = np.flatnonzero(self.canvas < 0)
+        end = int(masked[0]) if masked.size else self.canvas.shape[0]
+        eos = self._eos_at()
+        return self.canvas[: eos + 1 if 0 <= eos < end else end].copy()
 
 
 def diffusion_trace(dec: DiffusionDecoder, steps: list, wall_s: float = 0.0) -> Trace:

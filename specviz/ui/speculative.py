@@ -19,7 +19,7 @@ from ..runner import prepare_run, what_if
 from ..textio import check_prompt_fits, encode_prompt
 from ..viz.whatif import whatif_figure, whatif_table_html
 from ..viz.tree import empty_figure
-from .controls import export_panel, write_trace
+from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, write_trace
 from .session import SpecSession, measure_speedup, new_session, render
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -106,8 +106,7 @@ class SpeculativeTab:
     # rendering ---------------------------------------------------------------
     def _outputs(self, session, status: str, k=None, tree_depth=None):
         r = render(session, k, tree_depth)
-        slider = gr.update(minimum=0, maximum=max(r["n_steps"] - 1, 1), value=r["k"],
-                           interactive=r["n_steps"] > 1)
+        slider = scrubber_update(r["n_steps"], r["k"])
         summary = _run_summary(session)
         return (session, status, r["text"], slider, r["tree"], r["confidence"], r["strip"], r["metrics"],
                 r["depth"], summary)
@@ -214,18 +213,13 @@ class SpeculativeTab:
                                         info="the embedded model, or any Hugging Face causal LM id / local path")
                     draft = gr.Textbox(value="", label="Draft model",
                                        info="empty = early-exit self-draft of the target; else an id sharing the target's tokenizer")
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="sv-run")
-                    step_btn = gr.Button("Step", elem_id="sv-step")
-                    pause_btn = gr.Button("Pause", elem_id="sv-pause")
-                    reset_btn = gr.Button("Reset", elem_id="sv-reset")
+                run_btn, step_btn, pause_btn, reset_btn = run_buttons("sv")
                 if examples:
                     gr.Examples([[e["prompt"], e["method"]] for e in examples], [prompt, method], label="Examples")
             with gr.Column(scale=2):
                 status = gr.Markdown("Ready. Press **Run** to stream steps, or **Step** to advance one.", elem_id="sv-status")
                 text = gr.HTML(render(None)["text"], label="Generated text", elem_id="sv-text")
-                slider = gr.Slider(0, 1, value=0, step=1, label="Recorded step", interactive=False, elem_id="sv-slider",
-                                   info="re-renders any recorded step from the stored trace, without calling the model")
+                slider = step_scrubber("sv")
                 tree_depth = gr.Slider(1, 16, value=16, step=1, label="Tree view: show depth ≤", elem_id="sv-tree-depth",
                                        info="deeper nodes collapse into a '+n' marker (the accepted path always shows); "
                                             "drag to pan, scroll or box-select to zoom, hover for probabilities")
