@@ -1,11 +1,16 @@
 """Controls both tabs share: run / step / pause / reset, the recorded-step scrubber, and trace export."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
+import torch
+
+from ..config import ConfigError
+from ..models import ModelLoadError
 
 
 def run_buttons(prefix: str):
@@ -41,3 +46,18 @@ def write_trace(trace, name: str) -> str:
     path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{id(trace) % 10_000:04d}.json"
     path.write_text(trace.to_json())
     return str(path)
+
+
+@contextlib.contextmanager
+def user_errors(smaller: str):
+    """Errors the user can fix become a clear message in the app; the session and the server carry on.
+
+    `smaller` says what to shrink when memory runs out, e.g. "pick a smaller model or fewer new tokens"."""
+    try:
+        yield
+    except (ConfigError, ModelLoadError, ValueError) as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    except torch.cuda.OutOfMemoryError:
+        raise gr.Error(f"Out of GPU memory: {smaller}.", print_exception=False) from None
+    except MemoryError:
+        raise gr.Error(f"Out of memory: {smaller}.", print_exception=False) from None

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import numpy as np
-import torch
 
 from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SEED, TEMPERATURE, ConfigError, Knob
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
@@ -26,7 +25,7 @@ from ..viz.lattice import (SIGNALS, cell_topk_html, diffusion_metrics_html, latt
                            schedule_figure, tokens_per_forward_figure)
 from ..viz.palette import LATTICE_STATE_COLORS
 from ..viz.tree import empty_figure
-from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, write_trace
+from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, user_errors, write_trace
 
 CANVAS = replace(MAX_NEW_TOKENS, name="gen_length", default=32, high=256,
                  help="canvas cells after the prompt (Jacobi: tokens to generate at most)")
@@ -205,7 +204,7 @@ class DiffusionTab:
 
     def _drive(self, settings, session, max_steps, signal, overlays):
         key = self._key(*settings)
-        try:
+        with user_errors("pick a smaller model or a shorter canvas"):
             if session is None or session.key != key or session.done:
                 yield self._render(session, "Loading the model and preparing the canvas…", signal=signal,
                                    overlays=overlays)
@@ -220,12 +219,6 @@ class DiffusionTab:
                 taken += 1
                 yield self._render(session, self._status(session), signal=signal, overlays=overlays)
             yield self._render(session, self._status(session), signal=signal, overlays=overlays)
-        except (ConfigError, ModelLoadError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except torch.cuda.OutOfMemoryError:
-            raise gr.Error("Out of GPU memory: pick a smaller model or a shorter canvas.", print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("Out of memory: pick a smaller model or a shorter canvas.", print_exception=False) from None
 
     def pause(self, session):
         if session is None:

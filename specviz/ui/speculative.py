@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import gradio as gr
-import torch
 
 from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, SHAPE_KNOBS, TEMPERATURE, TOP_P, ConfigError
 from ..decoding.registry import METHODS, knob_table
@@ -19,7 +18,7 @@ from ..runner import prepare_run, what_if
 from ..textio import check_prompt_fits, encode_prompt
 from ..viz.whatif import whatif_figure, whatif_table_html
 from ..viz.tree import empty_figure
-from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, write_trace
+from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, user_errors, write_trace
 from .session import SpecSession, measure_speedup, new_session, render
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -131,7 +130,7 @@ class SpeculativeTab:
 
     def _drive(self, settings, session, max_steps, tree_depth=None):
         key = self._key(*settings)
-        try:
+        with user_errors("pick a smaller model, fewer new tokens or a smaller draft"):
             if session is None or self._run_part(session.key) != self._run_part(key) or session.done:
                 yield self._outputs(session, "Loading the model and preparing the run…", tree_depth=tree_depth)
             session, note = self._session_for(session, key)
@@ -147,13 +146,6 @@ class SpeculativeTab:
                                     tree_depth=tree_depth)
                 session.speedup = measure_speedup(session)
             yield self._outputs(session, self._status(session, "" if session.done else note), tree_depth=tree_depth)
-        except (ConfigError, ModelLoadError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except torch.cuda.OutOfMemoryError:
-            raise gr.Error("Out of GPU memory: pick a smaller model, fewer new tokens or a smaller draft.",
-                           print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("Out of memory: pick a smaller model or fewer new tokens.", print_exception=False) from None
 
     def pause(self, session):
         if session is None:
