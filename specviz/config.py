@@ -130,8 +130,8 @@ CONF_THRESHOLD = Knob("threshold", 0.9, 0.0, 1.0, "threshold schedule: confidenc
                       integer=False)
 PROPHET_GAP = Knob("prophet_gap", 5.0, 0.0, 30.0, "prophet: mean top-1 minus top-2 logit gap that triggers all-in "
                    "(×1.5 in the first third of the run, ×0.5 in the last: Prophet's 7.5 / 5 / 2.5)", integer=False)
-REMASK_BELOW = Knob("remask_below", 0.2, 0.0, 1.0, "remask: revealed cells whose own token falls below this "
-                    "probability return to the mask", integer=False)
+REMASK_BELOW = Knob("remask_below", 0.2, 0.0, 1.0, "remask: revealed cells of the block committed with less "
+                    "confidence than this may return to the mask", integer=False)
 ADAPTIVE_BLOCK = Knob("adaptive_block", "off", 0, 0, "AdaBlock-style: end each block after a confident delimiter",
                       integer=False, choices=("off", "on"))
 DELIMITER_THRESHOLD = Knob("delimiter_threshold", 0.3, 0.0, 1.0, "adaptive blocks: confidence a delimiter "

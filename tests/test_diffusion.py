@@ -25,7 +25,7 @@ def view(conf, masked=None, block=None, gap=None, ent=None, own=None, steps_left
         masked=masked, eligible=masked & in_block, proposal=np.arange(n, dtype=np.int64), confidence=conf,
         top2_gap=np.asarray(gap if gap is not None else conf / 2, np.float32),
         entropy=np.asarray(ent if ent is not None else 1 - conf, np.float32),
-        own_prob=np.asarray(own if own is not None else np.full(n, np.nan), np.float32),
+        commit_conf=np.asarray(own if own is not None else np.full(n, np.nan), np.float32),
         revisable=np.asarray(revisable if revisable is not None else ~masked & in_block, bool),
         steps_left=steps_left, progress=progress)
 
@@ -86,7 +86,7 @@ def test_prophet_goes_all_in_only_when_the_gap_passes_its_staged_threshold():
     assert late.signal == pytest.approx(np.log(100), rel=1e-4) and late.threshold == 2.5
 
 
-def test_remask_returns_weak_revealed_cells_but_fewer_than_it_reveals():
+def test_remask_returns_cells_committed_weakly_but_fewer_than_it_reveals():
     masked = [1, 1, 1, 1, 0, 0, 0]
     own = [np.nan] * 4 + [0.05, 0.5, 0.01]
     v = view([0.9, 0.8, 0.7, 0.1, 0, 0, 0], masked=masked, own=own, steps_left=2)

@@ -88,6 +88,7 @@ class DiffusionDecoder:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         L = config.gen_length
         self.canvas = np.full(L, -1, dtype=np.int64)
+        self.commit_conf = np.full(L, np.nan, dtype=np.float32)  # each revealed cell's confidence when committed
         self.block, self.start = 0, 0
         self.end = min(L, config.block_size)
         self.block_started = True  # the active block has not been scored yet
@@ -212,17 +213,15 @@ class DiffusionDecoder:
         log_norm = stats.logsumexp
         scaled = logits.float() / temperature
         prop_prob = (scaled.gather(1, proposal[:, None])[:, 0] - log_norm).exp()
-        canvas_dev = torch.from_numpy(np.where(self.canvas[cells] >= 0, self.canvas[cells], 0)).to(self.device)
-        own = (scaled.gather(1, canvas_dev[:, None])[:, 0] - log_norm).exp()
         if self.record:
             top = (scaled - log_norm[:, None]).exp().topk(min(TOPK_RECORDED, logits.shape[-1]), dim=-1)
         # one transfer of everything the schedule and the record need
-        host = [t.cpu().numpy() for t in (proposal, prop_prob, stats.top2_gap, stats.entropy, own)]
+        host = [t.cpu().numpy() for t in (proposal, prop_prob, stats.top2_gap, stats.entropy)]
         t1 = time.perf_counter()
 
         proposal_c = np.full(L, -1, dtype=np.int64)
-        conf, gap, ent, own_p = (np.full(L, np.nan, dtype=np.float32) for _ in range(4))
-        proposal_c[cells], conf[cells], gap[cells], ent[cells], own_p[cells] = host
+        conf, gap, ent = (np.full(L, np.nan, dtype=np.float32) for _ in range(3))
+        proposal_c[cells], conf[cells], gap[cells], ent[cells] = host
         rule_prefix = ""
         if adapting:
             self.end = self._adapt_block(proposal_c, conf)
@@ -232,16 +231,17 @@ class DiffusionDecoder:
         in_block = np.zeros(L, dtype=bool)
         in_block[self.start:self.end] = True
         scored = proposal_c >= 0
-        own_p[masked] = np.nan
         view = CellView(
             masked=masked, eligible=masked & in_block & scored, proposal=proposal_c, confidence=conf,
-            top2_gap=gap, entropy=ent, own_prob=own_p, revisable=~masked & in_block & scored,
+            top2_gap=gap, entropy=ent, commit_conf=self.commit_conf.copy(), revisable=~masked & in_block,
             steps_left=max(1, self._budget() - self.block_steps), progress=float(np.mean(~masked)),
         )
         sel = select(cfg.schedule, view, cfg.params, self.rng)
         before = self.canvas.copy()
         self.canvas[sel.reveal] = proposal_c[sel.reveal]
         self.canvas[sel.remask] = -1
+        self.commit_conf[sel.reveal] = conf[sel.reveal]
+        self.commit_conf[sel.remask] = np.nan
         state = np.where(before >= 0, KEPT, MASKED).astype(np.int8)
         state[sel.reveal] = REVEALED
         state[sel.remask] = REMASKED

@@ -31,8 +31,8 @@ SCHEDULE_HELP = {
     "prophet": "Prophet: low-confidence steps until the mean top-2 logit gap of the remaining cells passes a "
                "threshold that loosens with progress (×1.5, ×1, ×0.5 by thirds), then reveal every scored cell "
                "at once ('all-in')",
-    "remask": "low-confidence steps that may also remask revealed cells of the block whose own token fell below "
-              "a probability floor (RCR-style), always fewer than it reveals",
+    "remask": "low-confidence steps that may also remask revealed cells of the block that were committed with a "
+              "confidence below a floor (RCR-style), weakest first, always fewer than it reveals",
 }
 
 
@@ -46,7 +46,10 @@ class CellView:
     confidence: np.ndarray  # float32 probability of the proposal
     top2_gap: np.ndarray  # float32 p1 - p2
     entropy: np.ndarray  # float32 nats
-    own_prob: np.ndarray  # float32 probability the model now gives a revealed cell's own token (NaN: not scored)
+    # float32 the confidence a revealed cell had when it was committed (NaN: masked). Masked-diffusion models
+    # are trained on masked cells only, so re-scoring a revealed cell's own token means nothing; the
+    # commit-time confidence is what RCR-style remasking tracks.
+    commit_conf: np.ndarray
     revisable: np.ndarray  # bool: revealed cells of the active block that a remasking schedule may remask
     steps_left: int  # steps left in the active block's budget, this one included (>= 1)
     progress: float  # share of the canvas revealed before this step, in [0, 1]
@@ -65,7 +68,7 @@ class Selection:
 class ScheduleParams:
     threshold: float = 0.9  # threshold: confidence a cell needs to be revealed in parallel
     prophet_gap: float = 5.0  # prophet: mean top-1 minus top-2 logit gap that triggers all-in, mid-run
-    remask_below: float = 0.2  # remask: revealed cells whose own token falls below this are remasked
+    remask_below: float = 0.2  # remask: revealed cells committed with less confidence than this may be remasked
 
 
 def per_step_count(n_eligible: int, steps_left: int) -> int:
@@ -131,13 +134,13 @@ def select(name: str, view: CellView, params: ScheduleParams, rng: np.random.Gen
         reveal = _top(eligible, conf, k)
         remask = empty
         if view.steps_left > 1 and reveal.size > 1:
-            weak = np.flatnonzero(view.revisable & (view.own_prob < params.remask_below))
+            weak = np.flatnonzero(view.revisable & (view.commit_conf < params.remask_below))
             if weak.size:
                 # the weakest first, and always fewer than revealed so the canvas still fills up
-                weak = weak[np.argsort(view.own_prob[weak], kind="stable")][: reveal.size - 1]
+                weak = weak[np.argsort(view.commit_conf[weak], kind="stable")][: reveal.size - 1]
                 remask = np.sort(weak)
         rule = f"top-{k} by confidence" + (f", remask {remask.size} below {params.remask_below:.2f}" if remask.size else "")
-        own = view.own_prob[view.revisable]
+        own = view.commit_conf[view.revisable]
         weakest = float(np.min(own[np.isfinite(own)])) if np.isfinite(own).any() else math.nan
         return Selection(reveal, remask, rule, params.remask_below, weakest)
     raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")
