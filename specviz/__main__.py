@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "of an AR model, and report steps and tokens per forward side by side.",
     )
     _add_lattice(lattice)
+    train = sub.add_parser(
+        "train",
+        help="train the embedded model's drafters (Medusa heads, EAGLE-style drafter, distilled early exit)",
+        description="Self-distillation: the embedded model answers the project's own prompt set (not Spec-Bench), "
+                    "its features are recorded, and the drafters are trained on them and written, with a manifest, "
+                    "to assets/drafters/ (or --out). Runs on CPU or CUDA.",
+    )
+    from .train.pipeline import add_arguments as _add_train
+
+    _add_train(train)
     for p in (run, bench, lattice):
         p.add_argument("--kernels", choices=("auto", "triton", "reference"), default=None,
                        help="kernel backend: auto (Triton on CUDA, else the PyTorch reference), or force one")
@@ -279,6 +289,10 @@ def main(argv=None) -> int:
             return cmd_run(args)
         if args.command == "lattice":
             return cmd_lattice(args)
+        if args.command == "train":
+            from .train.pipeline import run as cmd_train
+
+            return cmd_train(args)
         return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -19,6 +19,7 @@ from .models import LoadedModel, ModelLoadError, ModelStore, check_tokenizers_ma
 from .decoding.retrieval import SuffixArray, corpus_tokens
 from .decoding.shapes import parse_shape
 from .models.loading import is_embedded
+from .models.trained import load_hub_head, shipped_drafters
 
 SHIPPED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "assets" / "corpus"
 MAX_CORPUS_BYTES = 50 << 20
@@ -31,11 +32,15 @@ class PreparedRun:
     target: LoadedModel
     draft: LoadedModel | None
     datastores: dict = field(default_factory=dict)
+    trained: object = None  # the trained drafter module (Medusa heads, EAGLE drafter, distilled exit)
+    trained_source: str | None = None
 
     @property
     def draft_id(self) -> str | None:
         if self.draft is not None:
             return self.draft.model_id
+        if self.trained_source:
+            return self.trained_source
         if self.method.uses_draft_model and "exit_layer" in self.config.knobs:
             return f"self:first-{self.config.knobs['exit_layer']}-layers"
         return None
@@ -43,7 +48,7 @@ class PreparedRun:
     def decoder(self, prompt_ids, record: bool = True) -> SpeculativeDecoder:
         drafter = self.method.build(
             self.target.model, self.draft.model if self.draft else None, self.config.knobs, self.config.sampling,
-            self.datastores,
+            self.datastores, trained=self.trained,
         )
         return SpeculativeDecoder(
             self.target.model,
@@ -87,11 +92,14 @@ def prepare_run(
     sampling = SamplingConfig.checked(temperature, top_p, seed)
     config = RunConfig(m.name, MAX_NEW_TOKENS.check(max_new_tokens), sampling, knob_values)
     draft_id = (draft_id or "").strip() or None
-    if draft_id and not m.uses_draft_model:
+    if draft_id and not (m.uses_draft_model or m.uses_trained):
         raise ConfigError(f"method {m.name!r} does not use a draft model; clear the draft model field")
     target = store.get(target_id)
     draft = None
-    if draft_id:
+    trained, trained_source = None, None
+    if m.uses_trained:
+        trained, trained_source = trained_drafter(target, m.uses_trained, draft_id)
+    elif draft_id:
         if is_embedded(draft_id) and is_embedded(target_id):
             raise ConfigError("the draft model is the target itself; leave it empty to use the early-exit self-draft")
         draft = store.get(draft_id)
@@ -111,7 +119,28 @@ def prepare_run(
         except ValueError as err:
             raise ConfigError(str(err)) from None
     datastores = load_datastores(target, knob_values["corpus"]) if m.uses_corpus else {}
-    return PreparedRun(m, config, target, draft, datastores)
+    return PreparedRun(m, config, target, draft, datastores, trained, trained_source)
+
+
+_HUB_HEADS: OrderedDict = OrderedDict()
+_HUB_HEADS_LOCK = threading.Lock()
+
+
+def trained_drafter(target: LoadedModel, kind: str, head_id: str | None) -> tuple:
+    """(module, label): the shipped drafter of this kind for the target, or a Hub / local head checkpoint."""
+    if not head_id:
+        found = shipped_drafters(target.model_id, target.model)
+        return found.get(kind), f"trained:{kind} ({Path(found.source).name})"
+    if kind == "exit":
+        raise ConfigError("the distilled early exit is a shipped drafter only; clear the head field")
+    key = (target.model_id, kind, head_id)
+    with _HUB_HEADS_LOCK:
+        if key not in _HUB_HEADS:
+            _HUB_HEADS[key] = load_hub_head(head_id, kind, target.model)
+            while len(_HUB_HEADS) > 4:
+                _HUB_HEADS.popitem(last=False)
+        _HUB_HEADS.move_to_end(key)
+        return _HUB_HEADS[key], f"{kind}-head:{head_id}"
 
 
 _DATASTORES: OrderedDict = OrderedDict()

@@ -150,3 +150,36 @@ def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:
     if leftover:
         raise ValueError(f"early-exit self-draft could not share {leftover[:3]} with the target")
     return draft.eval()
+
+
+class FeatureTap:
+    """Catches the target's final features (the output of its last norm, which its LM head reads)
+    during the forwards it wraps, for drafters that read them: `with tap: target(...)`, then `take()`."""
+
+    def __init__(self, target: nn.Module):
+        norm = getattr(getattr(target, "model", None), "norm", None)
+        if norm is None:
+            raise ValueError(
+                f"this drafter reads the target's final features, which needs a model laid out as model.norm + "
+                f"lm_head; {type(target).__name__} is laid out differently"
+            )
+        self.norm = norm
+        self.value = None
+        self._hook = None
+
+    def __enter__(self):
+        self._hook = self.norm.register_forward_hook(self._grab)
+        return self
+
+    def __exit__(self, *exc):
+        self._hook.remove()
+        self._hook = None
+
+    def _grab(self, module, args, output):
+        self.value = output
+
+    def take(self) -> torch.Tensor:
+        value, self.value = self.value, None
+        if value is None:
+            raise RuntimeError("the target's forward did not pass through its final norm")
+        return value

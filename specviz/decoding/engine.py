@@ -11,6 +11,7 @@ or the decisions, so the tokens are identical either way (tested).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
@@ -24,7 +25,7 @@ from ..models import attention
 from ..models.cache import SlabCache
 from ..trace import SpecStep, DraftTree, Trace
 from . import kv
-from .drafters import Context, Draft
+from .drafters import Context, Draft, FeatureTap
 from .sampling import processed_probs
 from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs
 from .verify import verify_tree
@@ -68,6 +69,8 @@ class SpeculativeDecoder:
         self.cache = None
         self.prefill_ms = 0.0
         self.lossless = True
+        # trained drafters (Medusa, EAGLE) read the target's final features of the committed tokens
+        self.tap = FeatureTap(target) if getattr(drafter, "reads_target_features", False) else None
 
     @property
     def backend(self) -> str:
@@ -94,7 +97,10 @@ class SpeculativeDecoder:
         self.drafter.reset(self.prompt_ids)
         if self.prompt_ids.shape[0] > 1:
             ids = torch.from_numpy(self.prompt_ids[:-1]).to(self.device).unsqueeze(0)
-            self.target(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            with self._tapped():
+                self.target(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            if self.tap is not None:
+                self.drafter.on_target_features(self.tap.take()[0])
         self.prefill_ms = (time.perf_counter() - t0) * 1000
 
     @torch.inference_mode()
@@ -116,9 +122,13 @@ class SpeculativeDecoder:
         root = ctx.ids[-1:]
         tokens = torch.cat([root, draft.token_ids])
         parent = np.concatenate([[-1], draft.parent]).astype(np.int64)
-        logits = self._score(tokens, parent, root_pos)
+        with self._tapped():
+            logits = self._score(tokens, parent, root_pos)
         verdict, target_probs = self._select(tokens, parent, logits, draft)
         kv.keep_path(self.cache, root_pos, verdict.accepted_path)
+        if self.tap is not None:
+            # the root's and the accepted nodes' features: the positions this step commits before the bonus
+            self.drafter.on_target_features(self.tap.take()[0, [0, *verdict.accepted_path]])
         if hasattr(self.drafter, "on_scored"):
             # drafters that reuse the target's own predictions (Jacobi) read them here
             self.drafter.on_scored(logits, verdict)
@@ -140,6 +150,9 @@ class SpeculativeDecoder:
         record = self._record(root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, t1 - t0, t2 - t1)
         self.n_steps += 1
         return record
+
+    def _tapped(self):
+        return self.tap if self.tap is not None else contextlib.nullcontext()
 
     def _score(self, tokens: torch.Tensor, parent: np.ndarray, prefix_len: int) -> torch.Tensor:
         """One target forward over the whole tree; returns [N, V] logits."""

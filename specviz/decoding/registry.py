@@ -14,7 +14,9 @@ from .drafters import NoDrafter, PromptLookupDrafter, early_exit_model
 from .jacobi import JacobiDrafter
 from .retrieval import NgramTreeDrafter, RetrievalDrafter
 from .shapes import chain
+from .trained_drafters import FeatureTreeDrafter, MedusaDrafter
 from .tree_drafters import DynamicShape, GraftDrafter, ModelTreeDrafter, StaticShape
+from ..models.trained_heads import distilled_exit_model
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,18 @@ class Method:
     uses_draft_model: bool = False
     uses_corpus: bool = False
     lossless: bool = True
+    # a trained drafter kind ("medusa", "eagle", "exit") this method needs; its draft field is a head id
+    uses_trained: str | None = None
+    # knob defaults of this method where they differ from the knob's own (EAGLE-2's 60-node tree)
+    defaults: tuple = ()
+
+    def default(self, knob: Knob):
+        return dict(self.defaults).get(knob.name, knob.default)
 
     def check_knobs(self, values: dict) -> dict:
         out = {}
         for knob in self.knobs:
-            out[knob.name] = knob.check(values.get(knob.name, knob.default))
+            out[knob.name] = knob.check(values.get(knob.name, self.default(knob)))
         unknown = set(values) - {k.name for k in self.knobs}
         if unknown:
             raise ConfigError(f"method {self.name!r} has no knob(s) {sorted(unknown)}")
@@ -51,46 +60,61 @@ def _retriever(knobs, datastores) -> RetrievalDrafter:
     return RetrievalDrafter(datastores or {}, use_context, knobs["ngram"], knobs["depth"], knobs["budget"])
 
 
-def _build_ar(target, draft_model, knobs, sampling: SamplingConfig, datastores=None):
+def _build_medusa(target, draft_model, knobs, sampling, datastores=None, trained=None):
+    return MedusaDrafter(trained, target.lm_head, StaticShape(knobs["preset"]), sampling)
+
+
+def _build_eagle(target, draft_model, knobs, sampling, datastores=None, trained=None):
+    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
+    return FeatureTreeDrafter(trained, target.model.embed_tokens, target.lm_head, shape, sampling)
+
+
+def _build_exit_distilled(target, draft_model, knobs, sampling, datastores=None, trained=None):
+    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
+    return ModelTreeDrafter(distilled_exit_model(target, trained), shape, sampling,
+                            f"distilled-exit-L{trained.exit_layer}")
+
+
+def _build_ar(target, draft_model, knobs, sampling: SamplingConfig, datastores=None, trained=None):
     return NoDrafter()
 
 
-def _build_sps(target, draft_model, knobs, sampling, datastores=None):
+def _build_sps(target, draft_model, knobs, sampling, datastores=None, trained=None):
     model, source = _drafting_model(target, draft_model, knobs)
     return ModelTreeDrafter(model, StaticShape(chain(knobs["draft_len"])), sampling, source)
 
 
-def _build_static(target, draft_model, knobs, sampling, datastores=None):
+def _build_static(target, draft_model, knobs, sampling, datastores=None, trained=None):
     model, source = _drafting_model(target, draft_model, knobs)
     return ModelTreeDrafter(model, StaticShape(knobs["preset"]), sampling, source)
 
 
-def _build_dynamic(target, draft_model, knobs, sampling, datastores=None):
+def _build_dynamic(target, draft_model, knobs, sampling, datastores=None, trained=None):
     model, source = _drafting_model(target, draft_model, knobs)
     shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
     return ModelTreeDrafter(model, shape, sampling, source)
 
 
-def _build_prompt_lookup(target, draft_model, knobs, sampling, datastores=None):
+def _build_prompt_lookup(target, draft_model, knobs, sampling, datastores=None, trained=None):
     return PromptLookupDrafter(knobs["ngram"], knobs["draft_len"])
 
 
-def _build_ngram_tree(target, draft_model, knobs, sampling, datastores=None):
+def _build_ngram_tree(target, draft_model, knobs, sampling, datastores=None, trained=None):
     return NgramTreeDrafter(knobs["ngram"], knobs["depth"], knobs["budget"])
 
 
-def _build_retrieval(target, draft_model, knobs, sampling, datastores=None):
+def _build_retrieval(target, draft_model, knobs, sampling, datastores=None, trained=None):
     return _retriever(knobs, datastores)
 
 
-def _build_graft(target, draft_model, knobs, sampling, datastores=None):
+def _build_graft(target, draft_model, knobs, sampling, datastores=None, trained=None):
     model, source = _drafting_model(target, draft_model, knobs)
     shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
     return GraftDrafter(ModelTreeDrafter(model, shape, sampling, source), _retriever(knobs, datastores),
                         knobs["prune_prob"])
 
 
-def _build_jacobi(target, draft_model, knobs, sampling, datastores=None):
+def _build_jacobi(target, draft_model, knobs, sampling, datastores=None, trained=None):
     return JacobiDrafter(knobs["window"])
 
 
@@ -173,6 +197,37 @@ METHODS = {
             "match its predictions have converged and are committed. The Diffusion tab shows it as a lattice.",
             (JACOBI_WINDOW,),
             _build_jacobi,
+        ),
+        Method(
+            "eagle",
+            "EAGLE-style drafter, dynamic tree (trained)",
+            "A trained one-layer drafter reads the target's own features and predicts the next feature, "
+            "autoregressively; the target's LM head turns each into draft tokens, grown into an EAGLE-2 "
+            "dynamic tree. Shipped for the embedded model; for a Hub target give an EAGLE head id.",
+            (TREE_DEPTH, TOP_K, BUDGET),
+            _build_eagle,
+            uses_trained="eagle",
+            defaults=(("depth", 6), ("top_k", 8), ("budget", 60)),
+        ),
+        Method(
+            "medusa",
+            "Medusa heads, static tree (trained)",
+            "K trained heads read the target's last feature; head k guesses the token k+1 ahead, and the "
+            "static tree takes each head's top choices. Shipped for the embedded model; for a Hub target "
+            "give a Medusa head id.",
+            (TREE_PRESET,),
+            _build_medusa,
+            uses_trained="medusa",
+        ),
+        Method(
+            "exit_distilled",
+            "Distilled early exit, dynamic tree (trained)",
+            "The target's first layers with a fine-tuned top layer and exit norm, trained on the target's own "
+            "outputs (LayerSkip / FastDraft style), drafting a dynamic tree. Shipped for the embedded model.",
+            (TREE_DEPTH, TOP_K, BUDGET),
+            _build_exit_distilled,
+            uses_trained="exit",
+            defaults=(("depth", 6), ("top_k", 4), ("budget", 24)),
         ),
     )
 }

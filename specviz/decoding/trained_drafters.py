@@ -1,0 +1,166 @@
+"""Drafters driven by trained heads that read the target's own features.
+
+- `MedusaDrafter`: the K heads read the feature of the last token the target scored (the one
+  before the root) and fill a static tree: the node with rank path (r1, .., rd) holds head d's
+  r_d-th most likely token. The heads are independent of each other, so every node's token is a
+  fixed function of one feature: verification treats them as point masses (lossless under
+  sampling too).
+- `FeatureTreeDrafter`: the EAGLE-style drafter predicts the next feature from (token, feature)
+  pairs and grows an EAGLE-2 dynamic tree (or any shape) through the same expansion loop as the
+  model drafters; only the cache differs (`FeatureDraftKV`).
+
+Both receive the target's features through `on_target_features` (the engine's `FeatureTap`):
+after prefill the prompt's (all but the root), after each step the root's and the accepted
+nodes'. So the store always covers every committed position before the current root.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import SamplingConfig
+from ..models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads
+from .drafters import Context, Draft
+from .sampling import processed_probs
+from .tree_drafters import Expansion, ModelTreeDrafter, StaticShape
+
+
+class MedusaDrafter:
+    reads_target_features = True
+
+    def __init__(self, heads: MedusaHeads, lm_head, shape: StaticShape, sampling: SamplingConfig, name: str = "medusa"):
+        self.heads, self.lm_head, self.shape, self.sampling, self.name = heads, lm_head, shape, sampling, name
+        self.last_feature = None
+
+    def set_shape(self, knobs: dict) -> None:
+        self.shape.set_knobs(knobs)
+
+    def reset(self, prompt_ids: np.ndarray) -> None:
+        self.last_feature = None
+
+    def on_target_features(self, features: torch.Tensor) -> None:
+        if features.shape[0]:
+            self.last_feature = features[-1]
+
+    @torch.inference_mode()
+    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
+        depth = min(self.heads.n_heads, max_depth)
+        paths = [p for p in self.shape.paths if len(p) <= depth]
+        if self.last_feature is None or not paths:
+            return Draft.empty(ctx.ids.device)
+        probs = processed_probs(self.heads(self.last_feature.to(self.heads_dtype), self.lm_head), self.sampling)  # [K, V]
+        # each depth's candidates: its head's most likely tokens, as many as the shape's widest rank
+        need = {}
+        for p in paths:
+            need[len(p)] = max(need.get(len(p), 0), p[-1] + 1)
+        top = {d: probs[d - 1].topk(k) for d, k in need.items()}
+        index = {(): 0}
+        tokens, parent, draft_p = [], [], []
+        for p in paths:  # normalised: parents come first
+            cand = top[len(p)]
+            tokens.append(int(cand.indices[p[-1]]))
+            draft_p.append(float(cand.values[p[-1]]))
+            parent.append(index[p[:-1]])
+            index[p] = len(tokens)
+        device = ctx.ids.device
+        return Draft(torch.tensor(tokens, dtype=torch.long, device=device), np.asarray(parent, dtype=np.int64),
+                     torch.tensor(draft_p, device=device), None, (self.name,) * len(tokens), forwards=1)
+
+    @property
+    def heads_dtype(self):
+        return next(self.heads.parameters()).dtype
+
+    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+        pass
+
+
+class FeatureDraftKV:
+    """The feature drafter's cache, with the interface of `DraftKV` so the expansion loop drives it.
+
+    Committed entry j is (embed(token_{j+1}), feature_j) with the target's true feature, at
+    position j; entry context_len - 1 pairs the feature before the root with the root. Tree
+    nodes ("slots") follow, each paired with its parent's *predicted* feature. After a step the
+    slots are dropped rather than kept: the accepted tokens are re-entered with the target's true
+    features by the next catch-up (as EAGLE does), in the same forward as the bonus token."""
+
+    def __init__(self, drafter: FeatureDrafter, embed, lm_head):
+        self.drafter, self.embed, self.lm_head = drafter, embed, lm_head
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache = DraftKVCache()
+        self.features = None  # [n, H] the target's features of committed positions 0..n-1
+        self.n_cached = self.context_len = 0
+        self.slot_parent, self.slot_depth, self.slot_feature = [], [], []
+        self.root_feature = None
+
+    def add_features(self, features: torch.Tensor) -> None:
+        f = features.to(self.dtype)
+        self.features = f if self.features is None else torch.cat([self.features, f])
+
+    @property
+    def dtype(self):
+        return next(self.drafter.parameters()).dtype
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.features is None else self.features.shape[0]
+
+    def _run(self, tokens, feats, positions, allowed):
+        out = self.drafter(self.embed(tokens).to(self.dtype)[None], feats[None], positions[None], allowed, self.cache)[0]
+        return out, self.lm_head(out.to(self.lm_head.weight.dtype))
+
+    def catch_up(self, ids: torch.Tensor) -> torch.Tensor:
+        n_entries = int(ids.shape[0]) - 1
+        if self.n_features < n_entries:
+            raise RuntimeError(f"the feature drafter has {self.n_features} target features for {n_entries} entries")
+        self.cache.keep(torch.arange(self.n_cached, device=ids.device))  # drop last step's slots
+        new = torch.arange(self.n_cached, n_entries, device=ids.device)
+        q = new.shape[0]
+        allowed = torch.ones((q, self.n_cached + q), dtype=torch.bool, device=ids.device)
+        allowed[:, self.n_cached :] = torch.tril(allowed[:, self.n_cached :])
+        out, logits = self._run(ids[new + 1], self.features[new], new, allowed)
+        self.root_feature = out[-1]
+        self.context_len = self.n_cached = n_entries
+        self.slot_parent, self.slot_depth, self.slot_feature = [], [], []
+        return logits[-1]
+
+    def forward(self, tokens: torch.Tensor, parent_slots: list) -> torch.Tensor:
+        q, n_slots = len(parent_slots), len(self.slot_parent)
+        depths = [1 if p < 0 else self.slot_depth[p] + 1 for p in parent_slots]
+        allowed = np.zeros((q, self.context_len + n_slots + q), dtype=bool)
+        allowed[:, : self.context_len] = True
+        for i, p in enumerate(parent_slots):
+            allowed[i, self.context_len + n_slots + i] = True
+            while p >= 0:
+                allowed[i, self.context_len + p] = True
+                p = self.slot_parent[p]
+        feats = torch.stack([self.root_feature if p < 0 else self.slot_feature[p] for p in parent_slots])
+        positions = torch.tensor([self.context_len - 1 + d for d in depths], device=tokens.device)
+        out, logits = self._run(tokens, feats, positions, torch.from_numpy(allowed).to(tokens.device))
+        self.slot_parent += list(parent_slots)
+        self.slot_depth += depths
+        self.slot_feature += list(out)
+        return logits
+
+    def keep(self, accepted_slots: list) -> None:
+        # committed entries only; see the class doc
+        self.cache.keep(torch.arange(self.n_cached, device=self.features.device))
+
+
+class FeatureTreeDrafter(ModelTreeDrafter):
+    reads_target_features = True
+
+    def __init__(self, drafter: FeatureDrafter, embed, lm_head, shape, sampling: SamplingConfig, source: str = "eagle"):
+        super().__init__(drafter, shape, sampling, source)
+        self.kv = FeatureDraftKV(drafter, embed, lm_head)
+
+    def on_target_features(self, features: torch.Tensor) -> None:
+        self.kv.add_features(features)
+
+    def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
+        if ctx.ids.shape[0] < 2:  # a one-token prompt: no (feature, token) pair to start from yet
+            self._exp = Expansion()
+            self._chosen = []
+            return Draft.empty(ctx.ids.device)
+        return super().propose(ctx, max_depth, generator)

@@ -1,0 +1,158 @@
+"""`python -m specviz train`: self-distillation data -> target features -> drafters -> assets + manifest.
+
+Runs on a CPU or a CUDA GPU alike (the device only changes speed); the shipped drafters were
+made by the command recorded in their manifest.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..models.loading import cache_dir, load_embedded
+from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter
+from .data import generate_answers, load_sequences, record_features, save_sequences
+from .prompts import build_prompt_set
+from .train import train_eagle, train_exit, train_medusa
+
+KINDS = ("medusa", "eagle", "exit")
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def self_distillation_data(target, tokenizer, n_prompts: int | None, max_new_tokens: int, seed: int, log=print) -> tuple:
+    """The embedded model's greedy answers to the prompt set, cached by (size, length, seed)."""
+    prompts = build_prompt_set(seed=seed)
+    if n_prompts:
+        prompts = prompts[:n_prompts]
+    path = cache_dir() / "train" / f"selfdistill-n{len(prompts)}-t{max_new_tokens}-s{seed}.jsonl"
+    if path.exists():
+        seqs, provenance = load_sequences(path)
+        log(f"[data] reusing {path} ({len(seqs)} sequences)")
+        return seqs, provenance
+    t0 = time.perf_counter()
+    seqs = generate_answers(target, tokenizer, prompts, max_new_tokens, batch_size=48, log=log)
+    provenance = {
+        "prompts": f"specviz.train.prompts.build_prompt_set(seed={seed}): {len(prompts)} prompts, our own templates "
+                   "and word lists plus the 120 hand-written prompts of assets/prompts; summarisation passages are "
+                   "the embedded model's own answers (assets/corpus). No Spec-Bench text.",
+        "categories": sorted({p["category"] for p in prompts}),
+        "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "decoding": "greedy, batched (left padding)",
+        "generated_by": EMBEDDED_MODEL_ID, "seconds": round(time.perf_counter() - t0, 1),
+    }
+    save_sequences(seqs, path, provenance)
+    return seqs, provenance
+
+
+def run(args) -> int:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          args.device if args.device != "auto" else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kinds = KINDS if args.drafters == "all" else tuple(k.strip() for k in args.drafters.split(","))
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown drafter(s) {bad}; choose from {', '.join(KINDS)} or 'all'")
+    out = Path(args.out) if args.out else SHIPPED[EMBEDDED_MODEL_ID]
+    t_all = time.perf_counter()
+    loaded = load_embedded(device, torch.float32)
+    target = loaded.model.requires_grad_(False)
+    seqs, provenance = self_distillation_data(target, loaded.tokenizer, args.prompts, args.max_new_tokens, args.seed)
+    t0 = time.perf_counter()
+    feats = record_features(target, seqs, args.exit_layer if "exit" in kinds else None)
+    n_answer = int(sum(len(s.answer_ids) for s in seqs))
+    print(f"[features] {feats.tokens.shape[0]} tokens ({n_answer} answer tokens) in {time.perf_counter() - t0:.0f} s")
+    feats = _to_device(feats, device)
+
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update({
+        "target": EMBEDDED_MODEL_ID,
+        "data": {**provenance, "n_sequences": len(seqs), "n_tokens": int(feats.tokens.shape[0]),
+                 "n_answer_tokens": n_answer, "features": "final hidden state after the last norm (fp32 in memory)"},
+        "seed": args.seed,
+        "hardware": hardware(device),
+        "command": "python -m specviz train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["train"]
+        else "python -m specviz train " + " ".join(_args_to_cli(args)),
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": torch.__version__,
+    })
+    drafters = manifest.setdefault("drafters", {})
+    for kind in kinds:
+        if kind == "medusa":
+            module, stats = train_medusa(target, feats, n_heads=args.medusa_heads, epochs=args.medusa_epochs, seed=args.seed)
+            recipe = {"heads": args.medusa_heads, "epochs": args.medusa_epochs, "lr": 1e-3, "batch_positions": 1024,
+                      "loss": "soft CE to the target's distribution at t+k over the data's tokens, head k weighted 0.8^(k-1)"}
+        elif kind == "eagle":
+            module, stats = train_eagle(target, feats, epochs=args.eagle_epochs, seed=args.seed)
+            recipe = {"epochs": args.eagle_epochs, "lr": 5e-4, "sequences_per_batch": 8, "input_noise": 0.1,
+                      "loss": "smooth-L1 on features (scaled by their std) + 0.1 x soft CE of lm_head(predicted feature)"}
+        else:
+            module, stats = train_exit(target, feats, args.exit_layer, n_trained=1, epochs=args.exit_epochs, seed=args.seed)
+            recipe = {"exit_layer": args.exit_layer, "trained_layers": 1, "epochs": args.exit_epochs, "lr": 2e-4,
+                      "sequences_per_batch": 8, "loss": "soft CE to the target's distribution at the same position"}
+        entry = save_drafter(out, kind, module.cpu())
+        entry.update({"recipe": recipe, "training": stats.to_dict()})
+        drafters[kind] = entry
+        print(f"[{kind}] {entry['parameters']:,} parameters, {entry['bytes'] / 1e6:.1f} MB, "
+              f"{stats.seconds:.0f} s, held-out top-1 agreement {stats.top1}")
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    manifest["total_bytes"] = sum(e["bytes"] for e in drafters.values())
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    problems = check_manifest(out)
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    print(f"wrote {out} ({manifest['total_bytes'] / 1e6:.1f} MB) in {manifest['total_seconds']:.0f} s")
+    return 0
+
+
+def _to_device(feats, device):
+    if device.type == "cpu":
+        # training reads features in fp32; convert once
+        feats.final = feats.final.float()
+        if feats.exit_input is not None:
+            feats.exit_input = feats.exit_input.float()
+        return feats
+    feats.tokens, feats.final = feats.tokens.to(device), feats.final.to(device).float()
+    if feats.exit_input is not None:
+        feats.exit_input = feats.exit_input.to(device).float()
+    return feats
+
+
+def _args_to_cli(args) -> list:
+    return [f"--drafters {args.drafters}", f"--prompts {args.prompts or 'all'}", f"--max-new-tokens {args.max_new_tokens}",
+            f"--seed {args.seed}", f"--medusa-epochs {args.medusa_epochs}", f"--eagle-epochs {args.eagle_epochs}",
+            f"--exit-epochs {args.exit_epochs}", f"--exit-layer {args.exit_layer}"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--drafters", default="all", help="comma-separated: medusa, eagle, exit (default all)")
+    p.add_argument("--out", default=None, help="output directory (default: the shipped assets/drafters/… directory)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--prompts", type=int, default=None, help="use only the first N prompts of the set")
+    p.add_argument("--max-new-tokens", type=int, default=192, help="answer length for self-distillation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--medusa-heads", type=int, default=4)
+    p.add_argument("--medusa-epochs", type=float, default=2.0)
+    p.add_argument("--eagle-epochs", type=float, default=4.0)
+    p.add_argument("--exit-epochs", type=float, default=1.0)
+    p.add_argument("--exit-layer", type=int, default=8, help="layers kept by the distilled early exit (its top one is trained)")

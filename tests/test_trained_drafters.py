@@ -1,0 +1,231 @@
+"""Trained drafters: shapes, lossless decoding, the feature drafter's cache, training, the shipped
+manifest, and Hub head formats."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from specviz.config import RunConfig, SamplingConfig
+from specviz.decoding.engine import decode
+from specviz.decoding.registry import get_method
+from specviz.decoding.trained_drafters import FeatureDraftKV
+from specviz.models import ModelLoadError
+from specviz.models.trained import (SHIPPED, available_kinds, check_manifest, fresh_drafter, load_head_directory,
+                                    load_hub_head, save_drafter)
+from specviz.models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads, distilled_exit_model
+from specviz.trace import check_invariants
+
+from .conftest import PROMPTS, greedy_reference
+
+TRAINED = {"medusa": "medusa", "eagle": "eagle", "exit_distilled": "exit"}
+KNOBS = {"medusa": {"preset": "medusa-like-26"}, "eagle": {"depth": 4, "top_k": 3, "budget": 12},
+         "exit_distilled": {"depth": 3, "top_k": 2, "budget": 6}}
+
+
+def _fresh(name, model, seed=1):
+    return fresh_drafter(TRAINED[name], model, seed=seed, jitter=0.05, exit_layer=2)
+
+
+@pytest.mark.parametrize("name", list(TRAINED))
+@pytest.mark.parametrize("prompt", range(len(PROMPTS)))
+def test_fresh_trained_drafters_match_greedy_on_tiny_model(tiny, name, prompt):
+    m = get_method(name)
+    knobs = m.check_knobs(KNOBS[name])
+    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=_fresh(name, tiny))
+    tr = decode(tiny, drafter, PROMPTS[prompt], RunConfig(name, 40, SamplingConfig(), knobs))
+    check_invariants(tr, max_new_tokens=40)
+    assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[prompt], 40).tolist()
+    assert sum(s.n_drafted for s in tr.steps) > 0
+    assert {src for s in tr.steps for src in s.tree.source[1:]} <= {"medusa", "eagle", "distilled-exit-L2"}
+
+
+def test_shapes(tiny):
+    h, v = tiny.config.hidden_size, tiny.config.vocab_size
+    heads = fresh_drafter("medusa", tiny)
+    assert heads(torch.zeros(3, h), tiny.lm_head).shape == (4, 3, v)
+    eagle = fresh_drafter("eagle", tiny)
+    out = eagle(torch.zeros(2, 5, h), torch.zeros(2, 5, h), torch.arange(5).expand(2, 5))
+    assert out.shape == (2, 5, h)
+    draft = distilled_exit_model(tiny, fresh_drafter("exit", tiny, exit_layer=2))
+    assert len(draft.model.layers) == 2 and draft.model.layers[0] is tiny.model.layers[0]
+    assert draft.model.layers[1] is not tiny.model.layers[1]  # the trained copy
+    assert draft(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, v)
+
+
+def test_fresh_medusa_head_guesses_the_targets_own_next_token(tiny):
+    """Zero-initialised residual: an untrained head is the target's LM head on the same feature."""
+    heads = MedusaHeads(tiny.config.hidden_size, 2)
+    f = torch.randn(4, tiny.config.hidden_size)
+    assert torch.allclose(heads(f, tiny.lm_head)[1], tiny.lm_head(f))
+
+
+def test_feature_drafter_cache_equals_full_recompute(tiny):
+    """Entering (token, feature) pairs in pieces through the cache gives the causal full-sequence result."""
+    eagle = fresh_drafter("eagle", tiny, jitter=0.05)
+    embed, h = tiny.model.embed_tokens, tiny.config.hidden_size
+    ids = torch.tensor([5, 9, 14, 3, 77, 41, 8])
+    feats = torch.randn(len(ids) - 1, h)
+    full = eagle(embed(ids[1:])[None], feats[None], torch.arange(len(ids) - 1)[None])[0]
+    kv = FeatureDraftKV(eagle, embed, tiny.lm_head)
+    kv.add_features(feats[:3])
+    kv.catch_up(ids[:4])
+    assert torch.allclose(kv.root_feature, full[2], atol=1e-5)
+    # a tree step in between must not leak into the committed entries
+    kv.forward(torch.tensor([11, 12]), [-1, -1])
+    kv.keep([0])
+    kv.add_features(feats[3:])
+    kv.catch_up(ids)
+    assert torch.allclose(kv.root_feature, full[-1], atol=1e-5)
+    assert len(kv.cache) == len(ids) - 1
+
+
+def test_feature_drafter_tree_node_sees_only_its_ancestors(tiny):
+    eagle = fresh_drafter("eagle", tiny, jitter=0.05)
+    kv = FeatureDraftKV(eagle, tiny.model.embed_tokens, tiny.lm_head)
+    kv.add_features(torch.randn(4, tiny.config.hidden_size))
+    kv.catch_up(torch.tensor([1, 2, 3, 4, 5]))
+    a = kv.forward(torch.tensor([20, 21]), [-1, -1])  # two siblings
+    b = kv.forward(torch.tensor([30]), [0])  # child of the first
+    kv2 = FeatureDraftKV(eagle, tiny.model.embed_tokens, tiny.lm_head)
+    kv2.add_features(kv.features.clone())
+    kv2.catch_up(torch.tensor([1, 2, 3, 4, 5]))
+    a2 = kv2.forward(torch.tensor([20]), [-1])
+    b2 = kv2.forward(torch.tensor([30]), [0])
+    assert torch.allclose(a[0], a2[0], atol=1e-5) and torch.allclose(b, b2, atol=1e-5)
+
+
+# ---------------------------------------------------------------- training
+def _tiny_features(tiny, n_seq=24, length=40, seed=0):
+    from specviz.train.data import Sequence, record_features
+
+    g = torch.Generator().manual_seed(seed)
+    seqs = []
+    for i in range(n_seq):
+        # a repetitive language the heads can learn: a random 4-token motif repeated
+        motif = torch.randint(3, tiny.config.vocab_size, (4,), generator=g).tolist()
+        ids = (motif * (length // 4 + 1))[:length]
+        seqs.append(Sequence(f"s{i}", "test", ids[:8], ids[8:]))
+    return record_features(tiny, seqs, exit_layer=2, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("kind", ["medusa", "eagle", "exit"])
+def test_a_few_training_steps_lower_the_loss(tiny, kind):
+    from specviz.train.train import train_eagle, train_exit, train_medusa
+
+    feats = _tiny_features(tiny)
+    feats.final, feats.exit_input = feats.final.float(), feats.exit_input.float()
+    quiet = lambda *_: None  # noqa: E731
+    if kind == "medusa":
+        module, stats = train_medusa(tiny, feats, n_heads=3, epochs=8, lr=1e-2, batch=128, log=quiet)
+    elif kind == "eagle":
+        module, stats = train_eagle(tiny, feats, epochs=5, lr=3e-3, per_batch=4, log=quiet)
+    else:
+        module, stats = train_exit(tiny, feats, exit_layer=2, epochs=3, lr=3e-3, per_batch=4, log=quiet)
+    first = np.mean([l for _, l in stats.losses[:2]])
+    assert stats.steps >= 10
+    assert stats.last_loss < 0.8 * first, stats.losses
+    assert not any(p.requires_grad for p in module.parameters()) or module.training is False
+
+
+# ---------------------------------------------------------------- shipped assets
+def test_shipped_manifest_matches_the_files():
+    directory = SHIPPED["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert check_manifest(directory) == []
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert set(manifest["drafters"]) == {"medusa", "eagle", "exit"}
+    assert manifest["total_bytes"] == sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+    assert manifest["total_bytes"] <= 25 * 10**6
+    for key in ("data", "seed", "hardware", "command", "total_seconds"):
+        assert key in manifest
+    assert manifest["command"].startswith("python -m specviz train")
+    assert "Spec-Bench" in manifest["data"]["prompts"]  # says it is not Spec-Bench
+    for entry in manifest["drafters"].values():
+        assert entry["dtype"] == "float16" and entry["training"]["seconds"] > 0 and entry["recipe"]
+    assert available_kinds(None) == {"medusa", "eagle", "exit"}
+
+
+def test_save_and_check_manifest_round_trip(tiny, tmp_path):
+    entry = save_drafter(tmp_path, "eagle", fresh_drafter("eagle", tiny, jitter=0.05))
+    (tmp_path / "manifest.json").write_text(json.dumps({"drafters": {"eagle": entry}}))
+    assert check_manifest(tmp_path) == []
+    (tmp_path / "eagle.safetensors").write_bytes(b"x" + (tmp_path / "eagle.safetensors").read_bytes()[1:])
+    assert "does not match" in check_manifest(tmp_path)[0]
+    (tmp_path / "stray.safetensors").write_bytes(b"")
+    assert any("not in the manifest" in p for p in check_manifest(tmp_path))
+
+
+# ---------------------------------------------------------------- Hub head formats
+def _hub_eagle_dir(tiny, path):
+    from safetensors.torch import save_file
+
+    from specviz.models.trained import eagle_to_hub
+
+    eagle = fresh_drafter("eagle", tiny, jitter=0.05)
+    c = tiny.config
+    path.mkdir()
+    state = eagle_to_hub({k: v.contiguous() for k, v in eagle.state_dict().items()})
+    state["embed_tokens.weight"] = tiny.model.embed_tokens.weight.detach().clone()  # EAGLE-1 files carry a copy
+    save_file(state, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({
+        "hidden_size": c.hidden_size, "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads, "intermediate_size": c.intermediate_size,
+        "rope_theta": eagle.rope_theta, "rms_norm_eps": c.rms_norm_eps}))
+    return eagle
+
+
+def test_hub_eagle_checkpoint_loads_and_drafts_identically(tiny, tmp_path):
+    eagle = _hub_eagle_dir(tiny, tmp_path / "eagle")
+    loaded = load_hub_head(str(tmp_path / "eagle"), "eagle", tiny)
+    x = torch.randn(1, 4, tiny.config.hidden_size)
+    pos = torch.arange(4)[None]
+    assert torch.allclose(loaded(x, x, pos), eagle(x, x, pos), atol=1e-6)
+
+
+def test_hub_medusa_checkpoint_with_its_own_lm_heads(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    h, v = tiny.config.hidden_size, tiny.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for i in range(3):
+        state[f"{i}.0.linear.weight"] = torch.randn(h, h, generator=g) * 0.1
+        state[f"{i}.0.linear.bias"] = torch.zeros(h)
+        state[f"{i}.1.weight"] = torch.randn(v, h, generator=g)
+    (tmp_path / "m").mkdir()
+    save_file(state, str(tmp_path / "m" / "medusa_lm_head.safetensors"))
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"medusa_num_heads": 3, "medusa_num_layers": 1,
+                                                            "hidden_size": h}))
+    heads = load_head_directory(tmp_path / "m", "medusa", tiny)
+    f = torch.randn(h)
+    x = f + torch.nn.functional.silu(state["1.0.linear.weight"] @ f)
+    assert torch.allclose(heads(f, tiny.lm_head)[1], state["1.1.weight"] @ x, atol=1e-4)
+    # and they decode losslessly through the method
+    m = get_method("medusa")
+    knobs = m.check_knobs({"preset": "binary-14"})
+    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), trained=heads), PROMPTS[0],
+                RunConfig("medusa", 30, SamplingConfig(), knobs))
+    assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], 30).tolist()
+
+
+def test_hub_head_errors_are_clear(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        load_hub_head("yuhuili/EAGLE-LLaMA3-Instruct-8B", "eagle", tiny)
+    (tmp_path / "e3").mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"midlayer.self_attn.q_proj.weight": torch.zeros(2, 2), "d2t": torch.zeros(2)}, str(tmp_path / "e3" / "model.safetensors"))
+    (tmp_path / "e3" / "config.json").write_text(json.dumps({"hidden_size": 32, "num_attention_heads": 4,
+                                                             "intermediate_size": 64}))
+    with pytest.raises(ModelLoadError, match="EAGLE-3"):
+        load_hub_head(str(tmp_path / "e3"), "eagle", tiny)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_hub_head(str(tmp_path / "none"), "eagle", tiny)
+    eagle_dir = tmp_path / "big"
+    _hub_eagle_dir(tiny, eagle_dir)
+    cfg = json.loads((eagle_dir / "config.json").read_text())
+    (eagle_dir / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
+    with pytest.raises(ModelLoadError, match="does not fit|another model"):
+        load_hub_head(str(eagle_dir), "eagle", tiny)
