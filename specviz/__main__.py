@@ -30,6 +30,8 @@ def _fmt_default(knob) -> str:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="Hugging Face id or local path of the target (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--draft", default=None, help="draft model id for the model-drafted methods (default: early-exit self-draft of the target)")
+    p.add_argument("--head", default=None, help="EAGLE or Medusa head checkpoint (Hub id or local directory) for the "
+                                                "trained methods on a Hub target (default: the shipped drafters of the embedded model)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--questions", help="Spec-Bench style .jsonl file (the first of `turns` is the prompt)")
@@ -206,7 +208,8 @@ def cmd_run(args) -> int:
     method = METHODS[args.method]
     questions = _questions(args)
     prepared = prepare_run(
-        ModelStore(), args.method, args.target, args.draft, _knobs(args, method), args.max_new_tokens,
+        ModelStore(), args.method, args.target, args.head if method.uses_trained else args.draft, _knobs(args, method),
+        args.max_new_tokens,
         args.temperature, args.top_p, args.seed,
     )
     results = run_questions(prepared, questions, record=args.trace_out is not None)
@@ -260,7 +263,8 @@ def cmd_bench(args) -> int:
     questions = _questions(args)
     store = ModelStore()
     prepared = {
-        n: prepare_run(store, n, args.target, args.draft if METHODS[n].uses_draft_model else None,
+        n: prepare_run(store, n, args.target, args.head if METHODS[n].uses_trained else
+                       args.draft if METHODS[n].uses_draft_model else None,
                        _knobs(args, METHODS[n]), args.max_new_tokens, args.temperature, args.top_p, args.seed)
         for n in names
     }
@@ -282,7 +286,7 @@ def main(argv=None) -> int:
     from .models import ModelLoadError
 
     args = build_parser().parse_args(argv)
-    if args.kernels:
+    if getattr(args, "kernels", None):
         set_backend(args.kernels)
     try:
         if args.command == "run":

@@ -213,6 +213,10 @@ def what_if(prepared: PreparedRun, prompt_ids, output_ids) -> list:
         raise ConfigError("nothing was generated yet: run or step first")
     if prepared.draft is not None:
         model, label = prepared.draft.model, "draft model"
+    elif prepared.method.uses_trained == "exit":
+        from .models.trained_heads import distilled_exit_model
+
+        model, label = distilled_exit_model(prepared.target.model, prepared.trained), "distilled exit"
     else:
         n_layers = getattr(prepared.target.model.config, "num_hidden_layers", 2)
         k = min(int(prepared.config.knobs.get("exit_layer", EXIT_LAYER.default)), n_layers - 1)

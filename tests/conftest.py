@@ -67,6 +67,16 @@ TINY_STORE = {"retrieval:shipped": SuffixArray(corpus_tokens(
     [np.random.default_rng(1).integers(0, 96, 400).tolist(), [17, 4, 17, 9, 22, 4, 17, 4, 17], [50, 51, 52, 53, 54]]))}
 
 
+def tiny_trained(method, model):
+    """A fresh (untrained, jittered) drafter for methods that need trained weights: still lossless."""
+    from specviz.models.trained import fresh_drafter
+
+    if not method.uses_trained:
+        return None
+    return fresh_drafter(method.uses_trained, model, seed=1, jitter=0.05,
+                         exit_layer=min(2, model.config.num_hidden_layers - 1))
+
+
 def tiny_knobs(method):
     names = {k.name for k in method.knobs}
     knobs = {"exit_layer": 2} if "exit_layer" in names else {}

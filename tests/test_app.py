@@ -72,6 +72,9 @@ def test_run_through_gradio_client(client, embedded):
         ({"seed": -1}, "seed=-1 is out of range"),
         ({"target": "no-such-org/no-such-model-xyz"}, "cannot load 'no-such-org/no-such-model-xyz'"),
         ({"draft": "no-such-org/draft"}, "cannot load 'no-such-org/draft'"),
+        # a Hub head for a trained method, offline
+        ({"method": "eagle", "draft": "yuhuili/EAGLE-Vicuna-7B-v1.3"}, "Hub is unreachable"),
+        ({"method": "exit_distilled", "draft": "some/head"}, "shipped drafter only"),
     ],
 )
 def test_bad_input_gets_a_clear_message(client, kwargs, message):
@@ -164,3 +167,15 @@ def test_retrieval_from_a_user_corpus_file(client, tmp_path):
     sources = out[-1]["config"]["knobs"]["corpus"]
     assert sources == str(corpus)
     assert out[-1]["speedup_vs_ar"]["matches_ar"] is True
+
+
+@pytest.mark.parametrize("method,knobs", [("eagle", {"depth": 6, "top_k": 8, "budget": 60}),
+                                          ("medusa", {"preset": "medusa-like-26"}),
+                                          ("exit_distilled", {"depth": 6, "top_k": 4, "budget": 24})])
+def test_trained_drafters_run_in_the_app(client, method, knobs):
+    """The shipped drafters load with the embedded model and decode exactly like plain greedy."""
+    summary = client.predict(*_args(method=method, max_new=24, **knobs), api_name="/run")[-1]
+    assert summary["method"] == method
+    assert summary["draft"].startswith(f"trained:{ {'exit_distilled': 'exit'}.get(method, method)}")
+    assert summary["speedup_vs_ar"]["matches_ar"] is True
+    assert summary["summary"]["drafted"] > 0

@@ -15,7 +15,7 @@ from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
 from specviz.trace import check_invariants
 
-from .conftest import PROMPTS, TINY_STORE, greedy_reference, tiny_knobs
+from .conftest import PROMPTS, TINY_STORE, greedy_reference, tiny_knobs, tiny_trained
 
 N_NEW = 40
 
@@ -85,7 +85,7 @@ def test_every_method_matches_greedy_on_tiny_model(tiny, name, prompt):
     p = PROMPTS[prompt]
     m = get_method(name)
     knobs = m.check_knobs(tiny_knobs(m))
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE)
+    drafter = m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE, trained=tiny_trained(m, tiny))
     tr = decode(tiny, drafter, p, RunConfig(name, N_NEW, SamplingConfig(), knobs))
     check_invariants(tr, max_new_tokens=N_NEW)
     assert tr.output_ids.tolist() == greedy_reference(tiny, p, N_NEW).tolist()
@@ -123,13 +123,16 @@ def embedded_references(embedded):
 
 @pytest.mark.parametrize("name", [m for m in METHODS if m != "ar"])
 def test_every_method_matches_greedy_on_embedded_model(embedded, embedded_references, name):
+    from specviz.models.trained import shipped_drafters
     from specviz.runner import load_datastores
 
     m = get_method(name)
     knobs = m.check_knobs({})
     stores = load_datastores(embedded, knobs["corpus"]) if m.uses_corpus else {}
+    # the trained methods run on the drafters shipped in assets/drafters
+    trained = shipped_drafters(embedded.model_id, embedded.model).get(m.uses_trained) if m.uses_trained else None
     for text, p, ref in embedded_references:
-        drafter = m.build(embedded.model, None, knobs, SamplingConfig(), stores)
+        drafter = m.build(embedded.model, None, knobs, SamplingConfig(), stores, trained=trained)
         tr = decode(embedded.model, drafter, p, RunConfig(name, 32, SamplingConfig(), knobs), eos_ids=embedded.eos_ids)
         check_invariants(tr, eos_ids=embedded.eos_ids, max_new_tokens=32)
         assert tr.output_ids.tolist() == ref, text

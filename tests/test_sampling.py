@@ -13,6 +13,8 @@ from specviz.decoding.sampling import processed_probs, top_p_filter
 from specviz.decoding.sampling import sample_without_replacement, without_replacement_proposal
 from specviz.decoding.verify import stochastic_tree_verify
 
+from .conftest import tiny_trained
+
 V = 4
 
 
@@ -143,7 +145,8 @@ def test_multi_draft_tree_verification_follows_the_target(k, mode):
         assert accepted_first / n > single + 0.05
 
 
-@pytest.mark.parametrize("method", ["sps", "prompt_lookup", "static_tree", "dynamic_tree", "ngram_tree", "graft", "jacobi"])
+@pytest.mark.parametrize("method", ["sps", "prompt_lookup", "static_tree", "dynamic_tree", "ngram_tree", "graft", "jacobi",
+                                    "eagle", "medusa", "exit_distilled"])
 def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
     """Joint law of the first two generated tokens of a tiny random model, exact vs speculative sampling."""
     from specviz.models import tiny_random_llama
@@ -167,17 +170,22 @@ def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
         "ngram_tree": {"ngram": 2, "depth": 3, "budget": 8},
         "graft": {"exit_layer": 1, "depth": 3, "top_k": 2, "budget": 8, "corpus": "context", "ngram": 2},
         "jacobi": {"window": 3},
+        "eagle": {"depth": 3, "top_k": 3, "budget": 10},
+        "medusa": {"preset": "binary-14"},
+        "exit_distilled": {"depth": 3, "top_k": 2, "budget": 8},
     }[method])
+    # the trained methods run on fresh jittered drafters: sampling must be lossless whatever the weights
+    trained = tiny_trained(m, model)
     n = 2000
     counts = np.zeros((vocab, vocab))
     for seed in range(n):
         s = SamplingConfig(1.0, 1.0, seed)
-        tr = decode(model, m.build(model, None, knobs, s), prompt, RunConfig(method, 2, s, knobs), record=False)
+        tr = decode(model, m.build(model, None, knobs, s, trained=trained), prompt, RunConfig(method, 2, s, knobs), record=False)
         a, b = tr.output_ids.tolist()
         counts[a, b] += 1
     freq = counts / n
     sigma = np.sqrt(exact * (1 - exact) / n)
     assert np.all(np.abs(freq - exact) < 4.5 * sigma + 2e-3), np.abs(freq - exact).max()
     # the drafts must actually have been tried and sometimes rejected for this to mean anything
-    tr = decode(model, m.build(model, None, knobs, sampling), prompt, RunConfig(method, 30, sampling, knobs))
+    tr = decode(model, m.build(model, None, knobs, sampling, trained=trained), prompt, RunConfig(method, 30, sampling, knobs))
     assert sum(s.n_drafted for s in tr.steps) > 0

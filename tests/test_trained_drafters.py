@@ -13,7 +13,7 @@ from specviz.decoding.trained_drafters import FeatureDraftKV
 from specviz.models import ModelLoadError
 from specviz.models.trained import (SHIPPED, available_kinds, check_manifest, fresh_drafter, load_head_directory,
                                     load_hub_head, save_drafter)
-from specviz.models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads, distilled_exit_model
+from specviz.models.trained_heads import MedusaHeads, distilled_exit_model
 from specviz.trace import check_invariants
 
 from .conftest import PROMPTS, greedy_reference
@@ -229,3 +229,22 @@ def test_hub_head_errors_are_clear(tiny, tmp_path, monkeypatch):
     (eagle_dir / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
     with pytest.raises(ModelLoadError, match="does not fit|another model"):
         load_hub_head(str(eagle_dir), "eagle", tiny)
+
+
+def test_missing_drafters_are_reported_clearly(tmp_path, monkeypatch, embedded):
+    """Without shipped weights the method list says 'not installed' and a run says what to do."""
+    from specviz.models import ModelStore
+    from specviz.models import trained
+    from specviz.runner import prepare_run
+    from specviz.ui import speculative
+
+    monkeypatch.setitem(trained.SHIPPED, embedded.model_id, tmp_path / "nothing-here")
+    monkeypatch.setattr(trained, "_CACHE", {})
+    assert trained.available_kinds(None) == set()
+    assert "not installed" in speculative._method_label(get_method("eagle"))
+    assert "Not installed" in speculative._method_info("medusa")
+    store = ModelStore(loader=lambda _id: embedded)
+    with pytest.raises(ModelLoadError, match="has no shipped EAGLE-style feature drafter"):
+        prepare_run(store, "eagle")
+    # the other methods are unaffected
+    assert prepare_run(store, "sps").method.name == "sps"

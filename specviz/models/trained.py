@@ -48,10 +48,10 @@ class TrainedDrafters:
 
 def missing_message(kind: str, target_id: str) -> str:
     if is_embedded(target_id):
-        return (f"no trained {KIND_LABELS[kind]} are shipped for the embedded model in {SHIPPED[EMBEDDED_MODEL_ID]}; "
-                f"rebuild them with `python -m specviz train` (see the manifest's command)")
-    return (f"no trained {KIND_LABELS[kind]} for {target_id!r}: give a Hub head id in the draft/head field "
-            f"(an EAGLE or Medusa checkpoint trained for this target)")
+        return (f"the embedded model has no shipped {KIND_LABELS[kind]} (looked in {SHIPPED[EMBEDDED_MODEL_ID]}); "
+                f"rebuild them with `python -m specviz train`, or pick another method")
+    return (f"{target_id!r} has no shipped {KIND_LABELS[kind]}: give a head checkpoint (Hub id or local directory) "
+            f"trained for this target in the trained-head field")
 
 
 def sha256(path: Path) -> str:

@@ -14,6 +14,7 @@ import gradio as gr
 from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, SHAPE_KNOBS, TEMPERATURE, TOP_P, ConfigError
 from ..decoding.registry import METHODS, knob_table
 from ..models import ModelLoadError, ModelStore
+from ..models.trained import available_kinds
 from ..runner import prepare_run, what_if
 from ..textio import check_prompt_fits, encode_prompt
 from ..viz.whatif import whatif_figure, whatif_table_html
@@ -44,14 +45,35 @@ def _method_info(name: str) -> str:
     m = METHODS.get(name)
     if m is None:
         return ""
-    return f"**{m.label}** — {m.summary} *({'lossless' if m.lossless else 'lossy'})*"
+    info = f"**{m.label}** — {m.summary} *({'lossless' if m.lossless else 'lossy'})*"
+    if m.uses_trained:
+        if m.uses_trained in available_kinds(None):
+            info += " Uses the drafter shipped for the embedded model (its training recipe is in assets/drafters/)."
+        else:
+            info += (" ⚠ **Not installed:** no trained drafter of this kind is shipped for the embedded model; "
+                     "rebuild it with `python -m specviz train`, or give a head checkpoint for a Hub target.")
+    return info
+
+
+def _method_label(m) -> str:
+    if m.uses_trained and m.uses_trained not in available_kinds(None):
+        return f"{m.label} — not installed"
+    return m.label
+
+
+DRAFT_FIELD = {"label": "Draft model", "info": "empty = early-exit self-draft of the target; else an id sharing the target's tokenizer"}
+HEAD_FIELD = {"label": "Trained head (EAGLE / Medusa checkpoint)",
+              "info": "empty = the drafter shipped for the embedded model; for a Hub target, a head id or local directory"}
 
 
 def _knob_visibility(name: str):
+    """Show the method's knobs at its own defaults (EAGLE opens on its 60-node tree), and its draft field."""
     m = METHODS.get(name)
     used = {k.name for k in m.knobs} if m else set()
-    updates = [gr.update(visible=k.name in used) for k in KNOBS]
-    return [_method_info(name), *updates, gr.update(visible=bool(m and m.uses_draft_model))]
+    updates = [gr.update(visible=True, value=m.default(k)) if k.name in used else gr.update(visible=False) for k in KNOBS]
+    field = HEAD_FIELD if m and m.uses_trained else DRAFT_FIELD
+    draft = gr.update(visible=bool(m and (m.uses_draft_model or m.uses_trained)), **field)
+    return [_method_info(name), *updates, draft]
 
 
 class SpeculativeTab:
@@ -81,7 +103,7 @@ class SpeculativeTab:
         knobs = dict(knob_items)
         if not prompt or not str(prompt).strip():
             raise ConfigError("the prompt is empty: type a question or pick an example")
-        prepared = prepare_run(self.store, method, target or None, draft if m.uses_draft_model else None,
+        prepared = prepare_run(self.store, method, target or None, draft if (m.uses_draft_model or m.uses_trained) else None,
                                knobs, max_new, temperature, top_p, seed)
         ids = encode_prompt(prepared.target.tokenizer, prompt)
         check_prompt_fits(len(ids), prepared.config.max_new_tokens, prepared.target.max_positions)
@@ -189,7 +211,7 @@ class SpeculativeTab:
             with gr.Column(scale=1, min_width=320):
                 prompt = gr.Textbox(label="Prompt", lines=4, value=examples[0]["prompt"] if examples else "",
                                     placeholder="Ask the model something…", elem_id="sv-prompt")
-                method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value=DEFAULT_METHOD,
+                method = gr.Dropdown([(_method_label(m), m.name) for m in METHODS.values()], value=DEFAULT_METHOD,
                                      label="Method", elem_id="sv-method")
                 method_info = gr.Markdown(_method_info(DEFAULT_METHOD))
                 default_knobs = {k.name for k in METHODS[DEFAULT_METHOD].knobs}
@@ -203,8 +225,7 @@ class SpeculativeTab:
                 with gr.Accordion("Models", open=False):
                     target = gr.Textbox(value=EMBEDDED_MODEL_ID, label="Target model",
                                         info="the embedded model, or any Hugging Face causal LM id / local path")
-                    draft = gr.Textbox(value="", label="Draft model",
-                                       info="empty = early-exit self-draft of the target; else an id sharing the target's tokenizer")
+                    draft = gr.Textbox(value="", **DRAFT_FIELD)
                 run_btn, step_btn, pause_btn, reset_btn = run_buttons("sv")
                 if examples:
                     gr.Examples([[e["prompt"], e["method"]] for e in examples], [prompt, method], label="Examples")
