@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_methods_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("what", nargs="?", choices=("methods", "kernels"), default="methods",
+    bench.add_argument("what", nargs="?", choices=("methods", "kernels", "tau"), default="methods",
                        help="methods: decode questions with each method (default); kernels: each kernel against "
-                            "its reference, and the target's verify cost against tree size")
+                            "its reference, and the target's verify cost against tree size; tau: greedy tau only, "
+                            "replayed against AR's output without verify forwards (fast, no speed)")
     bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods; ar is always included")
     bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() (static cache) baseline")
     bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
@@ -282,6 +283,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bench_tau(args) -> int:
+    from .bench.spec_bench import replay_taus
+    from .models import ModelStore
+    from .runner import prepare_run
+
+    if args.temperature != 0:
+        raise ConfigError("bench tau replays greedy runs: use temperature 0")
+    names = ["ar"] + [n.strip() for n in args.methods.split(",") if n.strip() and n.strip() != "ar"]
+    for n in names:
+        if n not in METHODS:
+            raise ConfigError(f"unknown method {n!r}; choose from {', '.join(METHODS)}")
+    store = ModelStore()
+    questions = _questions(args)
+    prepared = {
+        n: prepare_run(store, n, args.target, args.head if METHODS[n].uses_trained else
+                       args.draft if METHODS[n].uses_draft_model else None,
+                       _knobs(args, METHODS[n]), args.max_new_tokens, 0.0, 1.0, args.seed)
+        for n in names
+    }
+    t0 = time.perf_counter()
+    report = replay_taus(prepared, questions)
+    print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, greedy, replayed against AR's output "
+          f"({time.perf_counter() - t0:.0f}s; no speed measured: use `bench` for that)")
+    print(f"{'method':<16}{'tau':>7}{'nodes/step':>12}{'steps':>8}{'tokens':>8}")
+    for n, r in report.items():
+        print(f"{n:<16}{r['tau']:>7.3f}{r['nodes_per_step']:>12.1f}{r['steps']:>8}{r['tokens']:>8}")
+    return 0
+
+
 def main(argv=None) -> int:
     from .models import ModelLoadError
 
@@ -297,6 +327,8 @@ def main(argv=None) -> int:
             from .train.pipeline import run as cmd_train
 
             return cmd_train(args)
+        if args.what == "tau":
+            return cmd_bench_tau(args)
         return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -76,3 +76,18 @@ def test_lattice_jacobi_checks_itself_against_ar(embedded, capsys):
 def test_lattice_refuses_remote_code_without_the_flag(capsys):
     assert main(["lattice", "--model", "Dream-org/Dream-v0-Instruct-7B", "--prompt", "hi"]) == 2
     assert "trust remote code" in capsys.readouterr().err
+
+
+def test_bench_tau_replays_the_trained_drafters(embedded, capsys):
+    rc = main(["bench", "tau", "--methods", "eagle,medusa,prompt_lookup", "--prompt",
+               "Repeat after me: red, green, blue, red, green, blue.", "--max-new-tokens", "24"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+            if line.split() and line.split()[0] in ("eagle", "medusa", "prompt_lookup")}
+    assert set(rows) == {"eagle", "medusa", "prompt_lookup"} and all(t >= 1.0 for t in rows.values())
+
+
+def test_train_cli_refuses_unknown_drafters(capsys):
+    assert main(["train", "--drafters", "hydra"]) == 2
+    assert "unknown drafter" in capsys.readouterr().err

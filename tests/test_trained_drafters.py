@@ -248,3 +248,24 @@ def test_missing_drafters_are_reported_clearly(tmp_path, monkeypatch, embedded):
         prepare_run(store, "eagle")
     # the other methods are unaffected
     assert prepare_run(store, "sps").method.name == "sps"
+
+
+@pytest.mark.parametrize("name", list(TRAINED))
+def test_replayed_tau_equals_the_engines(tiny, name):
+    """`bench tau` replays drafters against AR's output; its step count must match a real run."""
+    from specviz.decoding.drafters import FeatureTap
+    from specviz.decoding.whatif import replay_builder
+
+    m = get_method(name)
+    knobs = m.check_knobs(KNOBS[name])
+    trained = _fresh(name, tiny)
+    prompt = PROMPTS[1]
+    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), trained=trained), prompt,
+                RunConfig(name, 40, SamplingConfig(), knobs))
+    tap = FeatureTap(tiny)
+    with tap, torch.no_grad():
+        tiny(torch.tensor([list(prompt) + tr.output_ids.tolist()]))
+    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=trained)
+    features = tap.take()[0] if getattr(drafter, "reads_target_features", False) else None
+    steps, _ = replay_builder(drafter, prompt, tr.output_ids, features)
+    assert steps == len(tr.steps)

@@ -148,3 +148,40 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static
             "matches_ar": t["match"],
         }
     return report
+
+
+def replay_taus(prepared_runs: dict, questions: list) -> dict:
+    """Greedy τ of each method without verify forwards: AR decodes each prompt once, one target
+    forward records its features, and every drafter is replayed against that output (see
+    decoding/whatif.py). Exact up to float ties; it measures no speed, only τ, so training runs
+    can be compared quickly. `bench` (methods) is the real, timed measurement."""
+    import torch
+
+    from ..decoding.drafters import FeatureTap
+    from ..decoding.whatif import replay_builder
+
+    ar = prepared_runs["ar"]
+    tok, model = ar.target.tokenizer, ar.target.model
+    totals = {n: {"tokens": 0, "steps": 0, "nodes": 0.0} for n in prepared_runs if n != "ar"}
+    for q in questions:
+        ids = encode_prompt(tok, q["prompt"])
+        out, _, _, _ = run_one(ar, ids)
+        if not out:
+            continue
+        tap = FeatureTap(model)
+        with tap, torch.inference_mode():
+            model(input_ids=torch.tensor([ids + out], device=next(model.parameters()).device))
+        features = tap.take()[0]
+        for name, t in totals.items():
+            prepared = prepared_runs[name]
+            drafter = prepared.method.build(model, prepared.draft.model if prepared.draft else None,
+                                            prepared.config.knobs, prepared.config.sampling, prepared.datastores,
+                                            trained=prepared.trained)
+            with torch.inference_mode():
+                steps, nodes = replay_builder(drafter, ids, out, features if getattr(
+                    drafter, "reads_target_features", False) else None)
+            t["tokens"] += len(out)
+            t["steps"] += steps
+            t["nodes"] += nodes * steps
+    return {n: {"tau": t["tokens"] / max(t["steps"], 1), "nodes_per_step": t["nodes"] / max(t["steps"], 1),
+                "steps": t["steps"], "tokens": t["tokens"]} for n, t in totals.items()}

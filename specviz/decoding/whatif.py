@@ -71,23 +71,36 @@ def replay_static(paths, ranks: np.ndarray) -> tuple:
     return steps, nodes / max(steps, 1)
 
 
-def replay_builder(drafter, prompt_ids, output_ids) -> tuple:
-    """(steps, mean drafted nodes per step) for a deterministic drafter re-run on each true prefix."""
+def replay_builder(drafter, prompt_ids, output_ids, features: torch.Tensor | None = None) -> tuple:
+    """(steps, mean drafted nodes per step) for a drafter re-run on each true prefix.
+
+    Stateful drafters (a model tree's cache, a feature drafter) are told what each replayed step
+    committed, as the engine would tell them; feature-reading drafters also get the target's
+    `features` [len(prompt) + len(output), H] of the committed positions (one target forward over
+    prompt + output gives them all, equal to the tree passes' up to float rounding)."""
     ids = np.concatenate([np.asarray(prompt_ids), np.asarray(output_ids)]).astype(np.int64)
     p, n = len(prompt_ids), len(output_ids)
+    device = features.device if features is not None else torch.device("cpu")
     drafter.reset(ids[:p])
+    if features is not None:
+        drafter.on_target_features(features[: p - 1])
     t, steps, nodes = 0, 0, 0
     while t < n:
         host = ids[: p + t]
-        draft = drafter.propose(Context(torch.from_numpy(host), host), n - t - 1, None)
+        draft = drafter.propose(Context(torch.from_numpy(host).to(device), host), n - t - 1, None)
         tokens, parent = draft.token_ids.tolist(), draft.parent.tolist()
         children: dict = {}
         for i, (tok, par) in enumerate(zip(tokens, parent)):
             children.setdefault((par, tok), i + 1)
-        node, accepted = 0, 0
-        while t + accepted < n and (node, int(ids[p + t + accepted])) in children:
-            node = children[(node, int(ids[p + t + accepted]))]
-            accepted += 1
+        node, path = 0, []
+        while t + len(path) < n and (node, int(ids[p + t + len(path)])) in children:
+            node = children[(node, int(ids[p + t + len(path)]))]
+            path.append(node)
+        accepted = len(path)
+        if features is not None:
+            root = p + t - 1
+            drafter.on_target_features(features[root : root + accepted + 1])
+        drafter.on_commit(path, accepted + 1)
         nodes += len(tokens)
         t += accepted + 1
         steps += 1

@@ -61,6 +61,19 @@ def self_distillation_data(target, tokenizer, n_prompts: int | None, max_new_tok
     return seqs, provenance
 
 
+def cached_features(target, seqs, exit_layer, tag: str):
+    """Record the features once per (data, exit layer); later runs (other epochs, other drafters) reuse them."""
+    from .data import Features
+
+    path = cache_dir() / "train" / f"features-{tag}-exit{exit_layer}.pt"
+    if path.exists():
+        print(f"[features] reusing {path}")
+        return Features(**torch.load(path, weights_only=False))
+    feats = record_features(target, seqs, exit_layer)
+    torch.save(feats.__dict__, path)
+    return feats
+
+
 def run(args) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
@@ -76,7 +89,8 @@ def run(args) -> int:
     target = loaded.model.requires_grad_(False)
     seqs, provenance = self_distillation_data(target, loaded.tokenizer, args.prompts, args.max_new_tokens, args.seed)
     t0 = time.perf_counter()
-    feats = record_features(target, seqs, args.exit_layer if "exit" in kinds else None)
+    feats = cached_features(target, seqs, args.exit_layer if "exit" in kinds else None,
+                            f"n{len(seqs)}-t{args.max_new_tokens}-s{args.seed}")
     n_answer = int(sum(len(s.answer_ids) for s in seqs))
     print(f"[features] {feats.tokens.shape[0]} tokens ({n_answer} answer tokens) in {time.perf_counter() - t0:.0f} s")
     feats = _to_device(feats, device)

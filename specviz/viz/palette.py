@@ -27,6 +27,10 @@ SOURCE_COLORS = {
     "retrieval:file": "#9333ea",
     "retrieval": "#be185d",  # several stores pooled
     "scripted": "#64748b",
+    # trained drafters
+    "eagle": "#16a34a",
+    "medusa": "#7c3aed",
+    "distilled-exit": "#0d9488",
 }
 DRAFT_COLOR = "#60a5fa"
 TARGET_COLOR = "#1e293b"
@@ -34,8 +38,8 @@ ACCEPT_PROB_COLOR = "#f59e0b"
 
 
 def source_color(source: str) -> str:
-    # early-exit drafters are named early-exit-L<k>
-    key = "early-exit" if source.startswith("early-exit") else source
+    # early-exit drafters are named early-exit-L<k>, distilled ones distilled-exit-L<k>
+    key = "early-exit" if source.startswith("early-exit") else "distilled-exit" if source.startswith("distilled-exit") else source
     return SOURCE_COLORS.get(key, "#64748b")
 
 
