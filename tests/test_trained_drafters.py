@@ -130,7 +130,9 @@ def test_a_few_training_steps_lower_the_loss(tiny, kind):
 
 # ---------------------------------------------------------------- shipped assets
 def test_shipped_manifest_matches_the_files():
-    directory = SHIPPED["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    from specviz.config import EMBEDDED_MODEL_ID
+
+    directory = SHIPPED[EMBEDDED_MODEL_ID]
     assert check_manifest(directory) == []
     manifest = json.loads((directory / "manifest.json").read_text())
     assert set(manifest["drafters"]) == {"medusa", "eagle", "exit"}
