@@ -22,7 +22,7 @@ from ..config import SamplingConfig
 from ..models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads
 from .drafters import Context, Draft
 from .sampling import processed_probs
-from .tree_drafters import Expansion, ModelTreeDrafter, StaticShape
+from .tree_drafters import Expansion, ModelTreeDrafter, StaticShape, slot_mask
 
 
 class MedusaDrafter:
@@ -126,15 +126,8 @@ class FeatureDraftKV:
         return logits[-1]
 
     def forward(self, tokens: torch.Tensor, parent_slots: list) -> torch.Tensor:
-        q, n_slots = len(parent_slots), len(self.slot_parent)
         depths = [1 if p < 0 else self.slot_depth[p] + 1 for p in parent_slots]
-        allowed = np.zeros((q, self.context_len + n_slots + q), dtype=bool)
-        allowed[:, : self.context_len] = True
-        for i, p in enumerate(parent_slots):
-            allowed[i, self.context_len + n_slots + i] = True
-            while p >= 0:
-                allowed[i, self.context_len + p] = True
-                p = self.slot_parent[p]
+        allowed = slot_mask(self.context_len, self.slot_parent, parent_slots)
         feats = torch.stack([self.root_feature if p < 0 else self.slot_feature[p] for p in parent_slots])
         positions = torch.tensor([self.context_len - 1 + d for d in depths], device=tokens.device)
         out, logits = self._run(tokens, feats, positions, torch.from_numpy(allowed).to(tokens.device))

@@ -36,6 +36,20 @@ from .shapes import chain, parse_shape
 from .trie import TokenTrie
 
 
+def slot_mask(context_len: int, slot_parent: list, parent_slots: list) -> np.ndarray:
+    """[q, context_len + n_slots + q] bool for q new tree nodes: each sees the committed context, its
+    ancestor slots (following `slot_parent`; -1 is the root) and itself."""
+    n_slots, q = len(slot_parent), len(parent_slots)
+    allowed = np.zeros((q, context_len + n_slots + q), dtype=bool)
+    allowed[:, :context_len] = True
+    for i, p in enumerate(parent_slots):
+        allowed[i, context_len + n_slots + i] = True
+        while p >= 0:
+            allowed[i, context_len + p] = True
+            p = slot_parent[p]
+    return allowed
+
+
 class DraftKV:
     """The drafter's cache: the committed context, then the tree nodes forwarded this step ("slots").
 
@@ -74,13 +88,7 @@ class DraftKV:
             out = self.model(input_ids=tokens.view(1, 1), past_key_values=self.cache, use_cache=True)
         else:
             total = self.context_len + n_slots + q
-            allowed = np.zeros((q, total), dtype=bool)
-            allowed[:, : self.context_len] = True
-            for i, p in enumerate(parent_slots):
-                allowed[i, self.context_len + n_slots + i] = True
-                while p >= 0:
-                    allowed[i, self.context_len + p] = True
-                    p = self.slot_parent[p]
+            allowed = slot_mask(self.context_len, self.slot_parent, parent_slots)
             device = tokens.device
             positions = torch.tensor([[self.context_len - 1 + d for d in depths]], device=device)
             if isinstance(self.cache, SlabCache):

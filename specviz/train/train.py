@@ -88,6 +88,29 @@ def _log_every(stats: TrainStats, step: int, loss: float, log, every: int, name:
         log(f"[train {name}] step {step + 1}/{total} loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)")
 
 
+def _fit_sequences(module, batch_loss, train_seqs: list, per_batch: int, epochs: float, lr: float, warmup: int,
+                   gen: torch.Generator, name: str, log) -> TrainStats:
+    """AdamW over length-bucketed batches of whole sequences, cosine schedule, clipped gradients."""
+    total = max(1, int(epochs * ((len(train_seqs) + per_batch - 1) // per_batch)))
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    stats, t0, step = TrainStats(), time.perf_counter(), 0
+    while step < total:
+        for batch in _batches(train_seqs, per_batch, gen):
+            if step >= total:
+                break
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(step, total, lr, warmup=warmup)
+            loss = batch_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            _log_every(stats, step, loss.item(), log, 25, name, t0, total)
+            step += 1
+    stats.steps, stats.seconds = total, time.perf_counter() - t0
+    return stats
+
+
 # ---------------------------------------------------------------- Medusa
 def _medusa_positions(seqs: list, k: int) -> torch.Tensor:
     """Global indices t whose head-k label (the token at t + 1 + k) is an answer token."""
@@ -184,29 +207,16 @@ def train_eagle(target, feats: Features, epochs: float = 4.0, lr: float = 5e-4, 
     train_seqs, held = split_heldout(feats, seed=seed)
     scale = float(feats.final.float().std())
     gen = torch.Generator().manual_seed(seed)
-    per_epoch = (len(train_seqs) + per_batch - 1) // per_batch
-    total = max(1, int(epochs * per_epoch))
-    opt = torch.optim.AdamW(drafter.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    stats, t0, step = TrainStats(), time.perf_counter(), 0
-    while step < total:
-        for batch in _batches(train_seqs, per_batch, gen):
-            if step >= total:
-                break
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, lr)
-            emb, fin, tgt, valid, answer, positions = _eagle_batch(feats, batch, embed)
-            fin_in = fin + (torch.rand(fin.shape, generator=gen) - 0.5) * (2 * noise * scale)
-            pred = drafter(emb, fin_in, positions)
-            reg = F.smooth_l1_loss(pred[valid] / scale, tgt[valid] / scale)
-            cls = soft_ce(vocab.logits(pred[answer]), vocab.target_probs(tgt[answer])) if answer.any() else pred.sum() * 0
-            loss = reg + cls_weight * cls
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
-            opt.step()
-            _log_every(stats, step, loss.item(), log, 25, "eagle", t0, total)
-            step += 1
-    stats.steps, stats.seconds = total, time.perf_counter() - t0
+
+    def batch_loss(batch):
+        emb, fin, tgt, valid, answer, positions = _eagle_batch(feats, batch, embed)
+        fin_in = fin + (torch.rand(fin.shape, generator=gen) - 0.5) * (2 * noise * scale)
+        pred = drafter(emb, fin_in, positions)
+        reg = F.smooth_l1_loss(pred[valid] / scale, tgt[valid] / scale)
+        cls = soft_ce(vocab.logits(pred[answer]), vocab.target_probs(tgt[answer])) if answer.any() else pred.sum() * 0
+        return reg + cls_weight * cls
+
+    stats = _fit_sequences(drafter, batch_loss, train_seqs, per_batch, epochs, lr, 50, gen, "eagle", log)
     stats.top1 = eagle_agreement(drafter, feats, held, embed, vocab)
     return drafter.eval(), stats
 
@@ -260,26 +270,13 @@ def train_exit(target, feats: Features, exit_layer: int, n_trained: int = 1, epo
     vocab = SubVocab(feats, target.lm_head.weight)
     train_seqs, held = split_heldout(feats, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    per_epoch = (len(train_seqs) + per_batch - 1) // per_batch
-    total = max(1, int(epochs * per_epoch))
-    opt = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    stats, t0, step = TrainStats(), time.perf_counter(), 0
-    while step < total:
-        for batch in _batches(train_seqs, per_batch, gen):
-            if step >= total:
-                break
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, lr, warmup=20)
-            x, fin, answer, positions = _exit_batch(feats, batch)
-            h = _exit_forward(trained, target, x, positions)
-            loss = soft_ce(vocab.logits(h[answer]), vocab.target_probs(fin[answer]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-            opt.step()
-            _log_every(stats, step, loss.item(), log, 25, "exit", t0, total)
-            step += 1
-    stats.steps, stats.seconds = total, time.perf_counter() - t0
+
+    def batch_loss(batch):
+        x, fin, answer, positions = _exit_batch(feats, batch)
+        h = _exit_forward(trained, target, x, positions)
+        return soft_ce(vocab.logits(h[answer]), vocab.target_probs(fin[answer]))
+
+    stats = _fit_sequences(trained, batch_loss, train_seqs, per_batch, epochs, lr, 20, gen, "exit", log)
     stats.top1 = exit_agreement(trained, target, feats, held, vocab)
     return trained.eval(), stats
 
