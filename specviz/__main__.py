@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="methods: decode questions with each method (default); kernels: each kernel against "
                             "its reference, and the target's verify cost against tree size; tau: greedy tau only, "
                             "replayed against AR's output without verify forwards (fast, no speed)")
-    bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods; ar is always included")
+    bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods, each optionally with knob overrides (eagle:budget=16:top_k=4); ar is always included")
     bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() (static cache) baseline")
     bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
     bench.add_argument("--full", action="store_true", help="bench kernels: also time the larger-model attention shapes")
@@ -251,64 +251,85 @@ def cmd_bench_kernels(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .bench.spec_bench import compare
+def method_entries(spec: str) -> list:
+    """`--methods` entries: a method name, optionally with knob overrides after colons, so one
+    run can compare settings side by side, e.g. `eagle,eagle:budget=16:top_k=4,eagle:draft_vocab=0`.
+    Returns [(label, method, overrides)], AR first."""
+    out, seen = [("ar", "ar", {})], {"ar"}
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry or entry in seen:
+            continue
+        name, *pairs = entry.split(":")
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        knobs = {}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or key not in {k.name for k in METHODS[name].knobs}:
+                raise ConfigError(f"{entry!r}: write knob overrides as {name}:knob=value with a knob of {name} "
+                                  f"({', '.join(k.name for k in METHODS[name].knobs) or 'none'})")
+            knobs[key] = value
+        out.append((entry, name, knobs))
+        seen.add(entry)
+    return out
+
+
+def _prepare_entries(args, temperature: float) -> dict:
     from .models import ModelStore
     from .runner import prepare_run
 
-    names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    for n in names:
-        if n not in METHODS:
-            raise ConfigError(f"unknown method {n!r}; choose from {', '.join(METHODS)}")
-    names = ["ar"] + [n for n in names if n != "ar"]
-    questions = _questions(args)
     store = ModelStore()
-    prepared = {
-        n: prepare_run(store, n, args.target, args.head if METHODS[n].uses_trained else
-                       args.draft if METHODS[n].uses_draft_model else None,
-                       _knobs(args, METHODS[n]), args.max_new_tokens, args.temperature, args.top_p, args.seed)
-        for n in names
-    }
+    prepared = {}
+    for label, name, overrides in method_entries(args.methods):
+        m = METHODS[name]
+        prepared[label] = prepare_run(store, name, args.target, args.head if m.uses_trained else
+                                      args.draft if m.uses_draft_model else None,
+                                      {**_knobs(args, m), **overrides}, args.max_new_tokens, temperature,
+                                      args.top_p, args.seed)
+    return prepared
+
+
+def cmd_bench(args) -> int:
+    from .bench.spec_bench import compare
+
+    questions = _questions(args)
+    prepared = _prepare_entries(args, args.temperature)
     t0 = time.perf_counter()
     report = compare(prepared, questions, hf_static=not args.no_hf and args.temperature == 0)
     print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, "
           f"target={prepared['ar'].target.model_id}, {time.perf_counter() - t0:.0f}s")
     print(f"kernels: {prepared['ar'].decoder([0]).backend}")
-    print(f"{'method':<16}{'tau':>7}{'tok/s':>9}{'ms/tok':>9}{'wall s':>9}{'speedup':>9}  greedy==AR")
+    w = max(16, max(len(n) for n in report) + 2)
+    print(f"{'method':<{w}}{'tau':>7}{'tok/s':>9}{'ms/tok':>9}{'wall s':>9}{'speedup':>9}  greedy==AR")
     for n, r in report.items():
         same = "-" if n == "ar" or args.temperature > 0 else ("yes" if r["matches_ar"] else "NO")
         tau = f"{r['tau']:>7.3f}" if r["target_forwards"] else f"{'-':>7}"
-        print(f"{n:<16}{tau}{r['tok_per_s']:>9.2f}{1000 / max(r['tok_per_s'], 1e-9):>9.2f}{r['wall_s']:>9.1f}"
+        print(f"{n:<{w}}{tau}{r['tok_per_s']:>9.2f}{1000 / max(r['tok_per_s'], 1e-9):>9.2f}{r['wall_s']:>9.1f}"
               f"{r['speedup_vs_ar']:>8.2f}x  {same}")
     return 0
 
 
 def cmd_bench_tau(args) -> int:
     from .bench.spec_bench import replay_taus
-    from .models import ModelStore
-    from .runner import prepare_run
 
     if args.temperature != 0:
         raise ConfigError("bench tau replays greedy runs: use temperature 0")
-    names = ["ar"] + [n.strip() for n in args.methods.split(",") if n.strip() and n.strip() != "ar"]
-    for n in names:
-        if n not in METHODS:
-            raise ConfigError(f"unknown method {n!r}; choose from {', '.join(METHODS)}")
-    store = ModelStore()
     questions = _questions(args)
-    prepared = {
-        n: prepare_run(store, n, args.target, args.head if METHODS[n].uses_trained else
-                       args.draft if METHODS[n].uses_draft_model else None,
-                       _knobs(args, METHODS[n]), args.max_new_tokens, 0.0, 1.0, args.seed)
-        for n in names
-    }
+    prepared = _prepare_entries(args, 0.0)
     t0 = time.perf_counter()
     report = replay_taus(prepared, questions)
     print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, greedy, replayed against AR's output "
           f"({time.perf_counter() - t0:.0f}s; no speed measured: use `bench` for that)")
-    print(f"{'method':<16}{'tau':>7}{'nodes/step':>12}{'steps':>8}{'tokens':>8}")
+    w = max(16, max(len(n) for n in report) + 2)
+    print(f"{'method':<{w}}{'tau':>7}{'nodes/step':>12}{'steps':>8}{'tokens':>8}")
     for n, r in report.items():
-        print(f"{n:<16}{r['tau']:>7.3f}{r['nodes_per_step']:>12.1f}{r['steps']:>8}{r['tokens']:>8}")
+        print(f"{n:<{w}}{r['tau']:>7.3f}{r['nodes_per_step']:>12.1f}{r['steps']:>8}{r['tokens']:>8}")
+    categories = list(dict.fromkeys(c for r in report.values() for c in r["by_category"]))
+    if len(categories) > 1:
+        print("\ntau by category")
+        print(f"{'category':<16}" + "".join(f"{n[:20]:>21}" for n in report))
+        for c in categories:
+            print(f"{c[:15]:<16}" + "".join(f"{r['by_category'].get(c, float('nan')):>21.3f}" for r in report.values()))
     return 0
 
 

@@ -79,8 +79,12 @@ CORPUS = Knob("corpus", "context+shipped", 0, 0, "retrieval datastore: the promp
               integer=False, choices=("context", "shipped", "context+shipped"), free_text=True)
 PRUNE_PROB = Knob("prune_prob", 0.1, 0.0, 1.0, "graft: model nodes below this cumulative draft probability are pruned",
                   integer=False)
+DRAFT_VOCAB = Knob("draft_vocab", 0, 0, 262144,
+                   "EAGLE: draft from only the N tokens most frequent in the drafter's training data (FR-Spec); 0 = "
+                   "the whole vocabulary. Cuts the drafter's LM-head cost; the target still verifies over every token, "
+                   "so the output is unchanged. Ignored by drafters that ship no ranked vocabulary")
 JACOBI_WINDOW = Knob("window", 8, 1, 64, "Jacobi: positions guessed and refined in parallel each step")
-SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob", "window"})
+SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob", "window", "draft_vocab"})
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def prepare_run(
             )
     if "preset" in knob_values:
         try:
-            parse_shape(knob_values["preset"])
+            parse_shape(knob_values["preset"], trained)
         except ValueError as err:
             raise ConfigError(str(err)) from None
     datastores = load_datastores(target, knob_values["corpus"]) if m.uses_corpus else {}

@@ -88,6 +88,22 @@ def test_bench_tau_replays_the_trained_drafters(embedded, capsys):
     assert set(rows) == {"eagle", "medusa", "prompt_lookup"} and all(t >= 1.0 for t in rows.values())
 
 
+def test_bench_compares_knob_overrides_of_one_method_side_by_side(embedded, capsys):
+    rc = main(["bench", "tau", "--methods", "eagle:budget=4:top_k=2,eagle", "--prompt",
+               "Repeat after me: red, green, blue, red, green, blue.", "--max-new-tokens", "16"])
+    assert rc == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("eagle")}
+    assert set(rows) == {"eagle:budget=4:top_k=2", "eagle"}
+    assert float(rows["eagle:budget=4:top_k=2"][2]) <= 4 < float(rows["eagle"][2])  # nodes per step
+
+
+@pytest.mark.parametrize("spec, message", [("eagle:budget", "knob=value"), ("eagle:ngram=3", "knob=value"),
+                                           ("hydra", "unknown method"), ("eagle:budget=999", "out of range")])
+def test_bench_method_entries_give_clear_errors(spec, message, capsys):
+    assert main(["bench", "tau", "--methods", spec, "--prompt", "hi", "--max-new-tokens", "4"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_train_cli_refuses_unknown_drafters(capsys):
     assert main(["train", "--drafters", "hydra"]) == 2
     assert "unknown drafter" in capsys.readouterr().err

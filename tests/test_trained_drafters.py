@@ -53,6 +53,49 @@ def test_shapes(tiny):
     assert draft(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, v)
 
 
+@pytest.mark.parametrize("draft_vocab", [0, 40])
+def test_eagle_drafts_only_from_its_ranked_vocabulary(tiny, draft_vocab, tmp_path):
+    """FR-Spec-style reduced draft vocabulary: every drafted token is among the first N ranked
+    ids, the draft probabilities sum to one over them, and the output is still plain greedy."""
+    from safetensors.torch import load_file
+
+    from specviz.models.trained import build
+
+    m = get_method("eagle")
+    knobs = m.check_knobs({"depth": 4, "top_k": 3, "budget": 12, "draft_vocab": draft_vocab})
+    trained = _fresh("eagle", tiny)
+    ranked = torch.randperm(tiny.config.vocab_size, generator=torch.Generator().manual_seed(5))
+    trained.draft_vocab = ranked
+    entry = save_drafter(tmp_path, "eagle", trained)
+    assert entry["config"]["draft_vocab"] == tiny.config.vocab_size
+    assert entry["parameters"] == sum(p.numel() for p in trained.parameters())
+    again = build("eagle", entry["config"], load_file(str(tmp_path / entry["file"])), tiny)
+    assert torch.equal(again.draft_vocab.cpu(), ranked)  # ids survive exactly (not through fp16)
+    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=again)
+    tr = decode(tiny, drafter, PROMPTS[0], RunConfig("eagle", 40, SamplingConfig(), knobs))
+    assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], 40).tolist()
+    drafted = {int(t) for s in tr.steps for t in s.tree.token_ids[1:]}
+    assert drafted
+    if draft_vocab:
+        assert drafted <= set(ranked[:draft_vocab].tolist())
+    else:
+        assert len(drafted - set(ranked[:40].tolist())) > 0  # the whole vocabulary is in play
+    # a knob change mid-run (next step) switches the LM-head rows
+    drafter.set_shape({"draft_vocab": 10})
+    assert drafter.kv.vocab_ids.tolist() == ranked[:10].tolist()
+
+
+def test_ranked_vocabulary_puts_frequent_tokens_first(tiny):
+    from specviz.train.train import ranked_vocabulary
+
+    feats = _tiny_features(tiny)
+    ranked = ranked_vocabulary(feats, 5)
+    body = torch.cat([feats.tokens[int(a) + 8 : int(b)] for a, b in zip(feats.offsets[:-1], feats.offsets[1:])])
+    counts = torch.bincount(body, minlength=tiny.config.vocab_size)
+    assert len(ranked) == 5 and counts[ranked[0]] == counts.max()
+    assert all(counts[ranked[i]] >= counts[ranked[i + 1]] for i in range(4))
+
+
 def test_fresh_medusa_head_guesses_the_targets_own_next_token(tiny):
     """Zero-initialised residual: an untrained head is the target's LM head on the same feature."""
     heads = MedusaHeads(tiny.config.hidden_size, 2)
@@ -109,23 +152,103 @@ def _tiny_features(tiny, n_seq=24, length=40, seed=0):
     return record_features(tiny, seqs, exit_layer=2, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("kind", ["medusa", "eagle", "exit"])
+@pytest.mark.parametrize("kind", ["medusa", "medusa_on_prompt", "eagle", "eagle_unrolled", "exit"])
 def test_a_few_training_steps_lower_the_loss(tiny, kind):
     from specviz.train.train import train_eagle, train_exit, train_medusa
 
     feats = _tiny_features(tiny)
     feats.final, feats.exit_input = feats.final.float(), feats.exit_input.float()
     quiet = lambda *_: None  # noqa: E731
-    if kind == "medusa":
-        module, stats = train_medusa(tiny, feats, n_heads=3, epochs=8, lr=1e-2, batch=128, log=quiet)
+    if kind.startswith("medusa"):
+        module, stats = train_medusa(tiny, feats, n_heads=3, epochs=8, lr=1e-2, batch=128,
+                                     on_prompt=kind.endswith("prompt"), log=quiet)
     elif kind == "eagle":
         module, stats = train_eagle(tiny, feats, epochs=5, lr=3e-3, per_batch=4, log=quiet)
+    elif kind == "eagle_unrolled":
+        module, stats = train_eagle(tiny, feats, epochs=5, lr=3e-3, per_batch=4, unroll=2, cls_weight=0.5,
+                                    cls_on_prompt=True, log=quiet)
     else:
         module, stats = train_exit(tiny, feats, exit_layer=2, epochs=3, lr=3e-3, per_batch=4, log=quiet)
     first = np.mean([l for _, l in stats.losses[:2]])
     assert stats.steps >= 10
     assert stats.last_loss < 0.8 * first, stats.losses
     assert not any(p.requires_grad for p in module.parameters()) or module.training is False
+
+
+def test_unrolled_training_step_sees_what_a_depth_two_tree_node_sees():
+    """The second unrolled step (training-time test) must compute, for every position at once,
+    exactly what inference computes for a depth-2 node: the committed entries up to j, then the
+    node fed the drafter's own predicted feature."""
+    from specviz.models.trained_heads import DraftKVCache, FeatureDrafter
+    from specviz.train.train import _second_step_mask
+
+    torch.manual_seed(0)
+    drafter = FeatureDrafter(32, 4, 2, 64).eval()
+    n = 9
+    emb, fin, nxt = torch.randn(1, n, 32), torch.randn(1, n, 32), torch.randn(1, n, 32)
+    pos = torch.arange(n)[None]
+    with torch.no_grad():
+        cache = DraftKVCache()
+        first = drafter(emb, fin, pos, cache=cache)
+        second = drafter(nxt[:, :-1], first[:, :-1], pos[:, 1:], _second_step_mask(n - 1), cache=cache)
+        for j in range(n - 1):
+            step = DraftKVCache()
+            drafter(emb[:, : j + 1], fin[:, : j + 1], pos[:, : j + 1], cache=step)
+            node = drafter(nxt[:, j : j + 1], first[:, j : j + 1], pos[:, j + 1 : j + 2], cache=step)
+            torch.testing.assert_close(second[0, j], node[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_trained_medusa_heads_ship_a_calibrated_tree(tiny, tmp_path):
+    from specviz.decoding.shapes import normalise, parse_shape
+    from specviz.models.trained import build, save_drafter
+    from specviz.train.train import train_medusa
+
+    feats = _tiny_features(tiny)
+    feats.final = feats.final.float()
+    heads, _ = train_medusa(tiny, feats, n_heads=3, epochs=2, lr=1e-2, batch=64, tree_nodes=20, log=lambda *_: None)
+    assert len(heads.tree) == 20 and max(len(p) for p in heads.tree) <= 3
+    assert len(heads.rank_accuracy) == 3 and all(0 <= a <= 1 for row in heads.rank_accuracy for a in row)
+    entry = save_drafter(tmp_path, "medusa", heads)
+    from safetensors.torch import load_file
+
+    again = build("medusa", entry["config"], load_file(str(tmp_path / entry["file"])), tiny)
+    assert parse_shape("calibrated", again) == normalise(heads.tree)
+    # heads without a tree (e.g. from the Hub) fall back to the hand-made Medusa-like tree
+    again.tree = None
+    assert parse_shape("calibrated", again) == parse_shape("medusa-like-26")
+    # other static-tree methods have no calibrated tree
+    with pytest.raises(ValueError, match="comes with trained Medusa heads"):
+        parse_shape("calibrated")
+
+
+def test_header_length_is_the_shared_chat_header(tiny):
+    from specviz.train.data import Features
+    from specviz.train.train import header_length
+
+    seqs = [[1, 2, 3, 9, 9], [1, 2, 3, 4], [1, 2, 3, 7, 7, 7]]
+    offsets = np.cumsum([0] + [len(s) for s in seqs])
+    feats = Features(torch.tensor(sum(seqs, [])), torch.zeros(offsets[-1], 4), None, offsets, np.array([3, 3, 3]))
+    assert header_length(feats) == 3
+
+
+def test_prompt_set_covers_long_inputs_and_holds_no_spec_bench_text():
+    import json
+    from pathlib import Path
+
+    from specviz.train.prompts import build_prompt_set
+
+    rows = build_prompt_set(seed=0)
+    assert len({r["id"] for r in rows}) == len(rows)
+    cats = {r["category"] for r in rows}
+    assert {"long_summarisation", "passages_qa", "short_qa", "translation", "code", "math"} <= cats
+    long = [r for r in rows if r["category"] in ("long_summarisation", "passages_qa")]
+    assert len(long) >= 150 and min(len(r["prompt"]) for r in long) > 1000
+    bench = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question_dev.jsonl"
+    if bench.exists():
+        turns = [json.loads(l)["turns"][0] for l in bench.read_text().splitlines() if l.strip()]
+        snippets = {t[:60] for t in turns if len(t) >= 60}
+        text = "\n".join(r["prompt"] for r in rows)
+        assert not [s for s in snippets if s in text]
 
 
 # ---------------------------------------------------------------- shipped assets

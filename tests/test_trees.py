@@ -40,6 +40,13 @@ def test_best_static_tree_is_ancestor_closed_and_prefers_likely_paths():
     assert {(0,), (0, 0), (0, 0, 0), (1,), (0, 0, 0, 0)} <= set(paths) and (2,) not in paths
 
 
+def test_best_static_tree_with_one_accuracy_row_per_depth():
+    # Medusa heads: head k's ranks at depth k; depth is capped by the number of heads
+    paths = best_static_tree([[0.9, 0.1], [0.2, 0.1]], 10)
+    assert set(paths) == {(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1)}
+    assert best_static_tree([[0.9, 0.1], [0.2, 0.1]], 4) == normalise([(0,), (0, 0), (1,), (0, 1)])
+
+
 def test_accepted_length_walks_the_ranks():
     shape = set(PRESETS["binary-14"])
     assert accepted_length(shape, [0, 1, 1, 0], 0) == 3  # depth limit 3

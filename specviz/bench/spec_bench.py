@@ -163,6 +163,7 @@ def replay_taus(prepared_runs: dict, questions: list) -> dict:
     ar = prepared_runs["ar"]
     tok, model = ar.target.tokenizer, ar.target.model
     totals = {n: {"tokens": 0, "steps": 0, "nodes": 0.0} for n in prepared_runs if n != "ar"}
+    by_category: dict = {}  # (method, category) -> [tokens, steps]
     for q in questions:
         ids = encode_prompt(tok, q["prompt"])
         out, _, _, _ = run_one(ar, ids)
@@ -183,5 +184,9 @@ def replay_taus(prepared_runs: dict, questions: list) -> dict:
             t["tokens"] += len(out)
             t["steps"] += steps
             t["nodes"] += nodes * steps
+            cat = by_category.setdefault((name, q.get("category", "")), [0, 0])
+            cat[0] += len(out)
+            cat[1] += steps
     return {n: {"tau": t["tokens"] / max(t["steps"], 1), "nodes_per_step": t["nodes"] / max(t["steps"], 1),
+                "by_category": {c: tok / max(st, 1) for (m, c), (tok, st) in by_category.items() if m == n},
                 "steps": t["steps"], "tokens": t["tokens"]} for n, t in totals.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import (BUDGET, CORPUS, DRAFT_LEN, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
+from ..config import (BUDGET, CORPUS, DRAFT_LEN, DRAFT_VOCAB, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
                       ConfigError, Knob, SamplingConfig)
 from .drafters import NoDrafter, PromptLookupDrafter, early_exit_model
 from .jacobi import JacobiDrafter
@@ -61,12 +61,13 @@ def _retriever(knobs, datastores) -> RetrievalDrafter:
 
 
 def _build_medusa(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return MedusaDrafter(trained, target.lm_head, StaticShape(knobs["preset"]), sampling)
+    return MedusaDrafter(trained, target.lm_head, StaticShape(knobs["preset"], trained), sampling)
 
 
 def _build_eagle(target, draft_model, knobs, sampling, datastores=None, trained=None):
     shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
-    return FeatureTreeDrafter(trained, target.model.embed_tokens, target.lm_head, shape, sampling)
+    return FeatureTreeDrafter(trained, target.model.embed_tokens, target.lm_head, shape, sampling,
+                              draft_vocab=knobs["draft_vocab"])
 
 
 def _build_exit_distilled(target, draft_model, knobs, sampling, datastores=None, trained=None):
@@ -204,10 +205,10 @@ METHODS = {
             "A trained one-layer drafter reads the target's own features and predicts the next feature, "
             "autoregressively; the target's LM head turns each into draft tokens, grown into an EAGLE-2 "
             "dynamic tree. Shipped for the embedded model; for a Hub target give an EAGLE head id.",
-            (TREE_DEPTH, TOP_K, BUDGET),
+            (TREE_DEPTH, TOP_K, BUDGET, DRAFT_VOCAB),
             _build_eagle,
             uses_trained="eagle",
-            defaults=(("depth", 6), ("top_k", 8), ("budget", 60)),
+            defaults=(("depth", 6), ("top_k", 8), ("budget", 60), ("draft_vocab", 8192)),
         ),
         Method(
             "medusa",
@@ -218,6 +219,7 @@ METHODS = {
             (TREE_PRESET,),
             _build_medusa,
             uses_trained="medusa",
+            defaults=(("preset", "calibrated"),),
         ),
         Method(
             "exit_distilled",

@@ -29,23 +29,29 @@ def full_tree(branching: int, depth: int) -> tuple:
 def best_static_tree(rank_accuracy, n_nodes: int, max_depth: int = 16) -> tuple:
     """The `n_nodes` paths with the highest chance of being accepted, assuming each
     depth's true token has rank r with probability `rank_accuracy[r]`, independently.
+    `rank_accuracy` may also be one row per depth (Medusa heads: head k guesses depth k),
+    which caps the depth at the number of rows.
 
     Every prefix of a chosen path scores at least as high as the path, so a
     best-first search returns a valid (ancestor-closed) tree. This is how
     Medusa sized its trees from measured head accuracies, here done for any
     drafter from the ranks measured on the current prompt.
     """
-    acc = [max(float(a), 0.0) for a in rank_accuracy]
-    heap = [(-acc[r], (r,)) for r in range(len(acc)) if acc[r] > 0]
+    rows = rank_accuracy if rank_accuracy and isinstance(rank_accuracy[0], (list, tuple)) else [rank_accuracy]
+    rows = [[max(float(a), 0.0) for a in row] for row in rows]
+    if len(rows) > 1:
+        max_depth = min(max_depth, len(rows))
+    acc = lambda depth: rows[min(depth, len(rows) - 1)]  # noqa: E731  (0-based depth)
+    heap = [(-a, (r,)) for r, a in enumerate(acc(0)) if a > 0]
     heapq.heapify(heap)
     chosen = []
     while heap and len(chosen) < n_nodes:
         neg, path = heapq.heappop(heap)
         chosen.append(path)
         if len(path) < max_depth:
-            for r in range(len(acc)):
-                if acc[r] > 0:
-                    heapq.heappush(heap, (neg * acc[r], path + (r,)))
+            for r, a in enumerate(acc(len(path))):
+                if a > 0:
+                    heapq.heappush(heap, (neg * a, path + (r,)))
     return normalise(chosen)
 
 
@@ -91,10 +97,21 @@ PRESETS = {
 }
 
 
-def parse_shape(spec) -> tuple:
-    """A preset name, or a path list such as "[[0], [1], [0, 0]]" or "0;1;0,0"."""
+CALIBRATED = "calibrated"  # the tree trained Medusa heads ship with, fitted to their measured accuracies
+
+
+def parse_shape(spec, drafter=None) -> tuple:
+    """A preset name, or a path list such as "[[0], [1], [0, 0]]" or "0;1;0,0".
+
+    "calibrated" is the tree that came with trained heads (`drafter.tree`); heads without one
+    (e.g. a Hub checkpoint) fall back to the hand-made Medusa-like tree."""
     if isinstance(spec, str):
         text = spec.strip()
+        if text == CALIBRATED:
+            if drafter is None or not hasattr(drafter, "tree"):
+                raise ValueError(f"the '{CALIBRATED}' tree shape comes with trained Medusa heads; "
+                                 f"choose another shape for this method")
+            return normalise(drafter.tree) if drafter.tree else PRESETS["medusa-like-26"]
         if text in PRESETS:
             return PRESETS[text]
         if text.startswith("["):

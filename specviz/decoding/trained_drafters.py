@@ -83,9 +83,23 @@ class FeatureDraftKV:
     slots are dropped rather than kept: the accepted tokens are re-entered with the target's true
     features by the next catch-up (as EAGLE does), in the same forward as the bonus token."""
 
-    def __init__(self, drafter: FeatureDrafter, embed, lm_head):
+    def __init__(self, drafter: FeatureDrafter, embed, lm_head, draft_vocab: int = 0):
         self.drafter, self.embed, self.lm_head = drafter, embed, lm_head
+        self.set_draft_vocab(draft_vocab)
         self.reset()
+
+    def set_draft_vocab(self, n: int) -> None:
+        """Draft from the first n tokens of the drafter's frequency-ranked vocabulary (FR-Spec):
+        the LM head shrinks from the whole vocabulary to those rows. Tokens outside get probability
+        0, so the draft distribution is still exactly what drafts are sampled from (lossless)."""
+        ranked = getattr(self.drafter, "draft_vocab", None)
+        if not n or ranked is None:
+            self.vocab_ids = self.sub_weight = self.sub_bias = None
+            return
+        self.vocab_ids = ranked[: int(n)].to(self.lm_head.weight.device)
+        self.sub_weight = self.lm_head.weight[self.vocab_ids]
+        bias = getattr(self.lm_head, "bias", None)
+        self.sub_bias = bias[self.vocab_ids] if bias is not None else None
 
     def reset(self) -> None:
         self.cache = DraftKVCache()
@@ -107,8 +121,15 @@ class FeatureDraftKV:
         return 0 if self.features is None else self.features.shape[0]
 
     def _run(self, tokens, feats, positions, allowed):
-        out = self.drafter(self.embed(tokens).to(self.dtype)[None], feats[None], positions[None], allowed, self.cache)[0]
-        return out, self.lm_head(out.to(self.lm_head.weight.dtype))
+        return self.drafter(self.embed(tokens).to(self.dtype)[None], feats[None], positions[None], allowed, self.cache)[0]
+
+    def _logits(self, out):
+        out = out.to(self.lm_head.weight.dtype)
+        if self.vocab_ids is None:
+            return self.lm_head(out)
+        full = out.new_full((out.shape[0], self.lm_head.weight.shape[0]), float("-inf"))
+        full[:, self.vocab_ids] = torch.nn.functional.linear(out, self.sub_weight, self.sub_bias)
+        return full
 
     def catch_up(self, ids: torch.Tensor) -> torch.Tensor:
         n_entries = int(ids.shape[0]) - 1
@@ -119,22 +140,23 @@ class FeatureDraftKV:
         q = new.shape[0]
         allowed = torch.ones((q, self.n_cached + q), dtype=torch.bool, device=ids.device)
         allowed[:, self.n_cached :] = torch.tril(allowed[:, self.n_cached :])
-        out, logits = self._run(ids[new + 1], self.features[new], new, allowed)
+        out = self._run(ids[new + 1], self.features[new], new, allowed)
         self.root_feature = out[-1]
         self.context_len = self.n_cached = n_entries
         self.slot_parent, self.slot_depth, self.slot_feature = [], [], []
-        return logits[-1]
+        # only the root's logits are drafted from; the LM head over a whole long prompt would cost more than the target
+        return self._logits(out[-1:])[0]
 
     def forward(self, tokens: torch.Tensor, parent_slots: list) -> torch.Tensor:
         depths = [1 if p < 0 else self.slot_depth[p] + 1 for p in parent_slots]
         allowed = slot_mask(self.context_len, self.slot_parent, parent_slots)
         feats = torch.stack([self.root_feature if p < 0 else self.slot_feature[p] for p in parent_slots])
         positions = torch.tensor([self.context_len - 1 + d for d in depths], device=tokens.device)
-        out, logits = self._run(tokens, feats, positions, torch.from_numpy(allowed).to(tokens.device))
+        out = self._run(tokens, feats, positions, torch.from_numpy(allowed).to(tokens.device))
         self.slot_parent += list(parent_slots)
         self.slot_depth += depths
         self.slot_feature += list(out)
-        return logits
+        return self._logits(out)
 
     def keep(self, accepted_slots: list) -> None:
         # committed entries only; see the class doc
@@ -144,9 +166,15 @@ class FeatureDraftKV:
 class FeatureTreeDrafter(ModelTreeDrafter):
     reads_target_features = True
 
-    def __init__(self, drafter: FeatureDrafter, embed, lm_head, shape, sampling: SamplingConfig, source: str = "eagle"):
+    def __init__(self, drafter: FeatureDrafter, embed, lm_head, shape, sampling: SamplingConfig, source: str = "eagle",
+                 draft_vocab: int = 0):
         super().__init__(drafter, shape, sampling, source)
-        self.kv = FeatureDraftKV(drafter, embed, lm_head)
+        self.kv = FeatureDraftKV(drafter, embed, lm_head, draft_vocab)
+
+    def set_shape(self, knobs: dict) -> None:
+        super().set_shape(knobs)
+        if "draft_vocab" in knobs:
+            self.kv.set_draft_vocab(knobs["draft_vocab"])
 
     def on_target_features(self, features: torch.Tensor) -> None:
         self.kv.add_features(features)

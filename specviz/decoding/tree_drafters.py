@@ -146,8 +146,9 @@ class Expansion:
 
 
 class StaticShape:
-    def __init__(self, spec):
-        self._set(parse_shape(spec))
+    def __init__(self, spec, drafter=None):
+        self.drafter = drafter  # trained heads, for the "calibrated" shape they ship with
+        self._set(parse_shape(spec, drafter))
 
     def _set(self, paths) -> None:
         self.paths = paths
@@ -160,7 +161,7 @@ class StaticShape:
 
     def set_knobs(self, knobs: dict) -> None:
         if "preset" in knobs:
-            self._set(parse_shape(knobs["preset"]))
+            self._set(parse_shape(knobs["preset"], self.drafter))
         if "draft_len" in knobs and all(set(p) == {0} for p in self.paths):
             self._set(chain(knobs["draft_len"]))
 

@@ -70,6 +70,9 @@ _EAGLE_HUB = {"q_proj": "layers.0.self_attn.q_proj", "k_proj": "layers.0.self_at
               "fc": "fc"}
 
 
+DRAFT_VOCAB_KEY = "draft_vocab"  # our addition to the EAGLE layout: frequency-ranked token ids
+
+
 def eagle_to_hub(state: dict) -> dict:
     out = {}
     for k, v in state.items():
@@ -112,12 +115,16 @@ def medusa_from_hub(state: dict, n_blocks: int) -> tuple:
 # ------------------------------------------------------------------ building modules from saved state
 def build(kind: str, config: dict, state: dict, target) -> nn.Module:
     dtype = target.dtype
+    ranked = None
     if kind == "eagle":
         m = FeatureDrafter(config["hidden"], config["n_heads"], config["n_kv_heads"], config["intermediate"],
                            config["rope_theta"], config["rms_eps"], config.get("head_dim"), config.get("fc_bias", True))
+        state = dict(state)
+        ranked = state.pop(DRAFT_VOCAB_KEY, None)
         m.load_state_dict(eagle_from_hub(state))
     elif kind == "medusa":
         m = MedusaHeads(config["hidden"], config["n_heads"], config.get("n_blocks", 1))
+        m.tree, m.rank_accuracy = config.get("tree"), config.get("rank_accuracy")
         heads, lm = medusa_from_hub(state, m.n_blocks)
         m.load_state_dict(heads)
         if lm:
@@ -133,7 +140,12 @@ def build(kind: str, config: dict, state: dict, target) -> nn.Module:
     if kind in ("eagle", "medusa") and config["hidden"] != hidden:
         raise ModelLoadError(f"the {KIND_LABELS[kind]} were trained for hidden size {config['hidden']}, "
                              f"but the target's is {hidden}: they belong to another model")
-    return m.to(device=next(target.parameters()).device, dtype=dtype).eval().requires_grad_(False)
+    device = next(target.parameters()).device
+    if kind == "eagle" and ranked is not None:
+        if int(ranked.max()) >= target.config.vocab_size:
+            raise ModelLoadError("the EAGLE drafter's ranked vocabulary has ids beyond the target's vocabulary")
+        m.draft_vocab = ranked.to(device=device, dtype=torch.long)
+    return m.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def save_drafter(directory: Path, kind: str, module: nn.Module) -> dict:
@@ -143,13 +155,15 @@ def save_drafter(directory: Path, kind: str, module: nn.Module) -> dict:
     state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in module.state_dict().items()}
     if kind == "eagle":
         state = eagle_to_hub(state)
+        if getattr(module, "draft_vocab", None) is not None:  # token ids: kept exact, not fp16
+            state[DRAFT_VOCAB_KEY] = module.draft_vocab.detach().to(torch.int64).contiguous().cpu()
     elif kind == "medusa":
         state = medusa_to_hub(state)
     path = Path(directory) / FILES[kind]
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return {"file": FILES[kind], "bytes": path.stat().st_size, "sha256": sha256(path), "dtype": "float16",
-            "config": module.config(), "parameters": sum(v.numel() for v in state.values())}
+            "config": module.config(), "parameters": sum(v.numel() for v in state.values() if v.is_floating_point())}
 
 
 def check_manifest(directory: Path) -> list:

@@ -40,6 +40,9 @@ class MedusaHeads(nn.Module):
         self.hidden, self.n_heads, self.n_blocks = hidden, n_heads, n_blocks
         self.heads = nn.ModuleList(nn.Sequential(*[ResBlock(hidden) for _ in range(n_blocks)]) for _ in range(n_heads))
         self.own_lm_heads: nn.ModuleList | None = None
+        # Medusa's calibrated sparse tree: rank paths fitted to the heads' held-out rank accuracies
+        self.tree: list | None = None
+        self.rank_accuracy: list | None = None
 
     def forward(self, features: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
         """[..., H] -> [K, ..., V] logits."""
@@ -50,7 +53,10 @@ class MedusaHeads(nn.Module):
         return torch.stack(outs)
 
     def config(self) -> dict:
-        return {"kind": "medusa", "hidden": self.hidden, "n_heads": self.n_heads, "n_blocks": self.n_blocks}
+        out = {"kind": "medusa", "hidden": self.hidden, "n_heads": self.n_heads, "n_blocks": self.n_blocks}
+        if self.tree:
+            out.update(tree=[list(p) for p in self.tree], rank_accuracy=self.rank_accuracy)
+        return out
 
 
 def _rotate_half(x):
@@ -99,6 +105,8 @@ class FeatureDrafter(nn.Module):
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        # token ids ranked by frequency in the training data (FR-Spec); drafting may use a prefix of it
+        self.draft_vocab: torch.Tensor | None = None
 
     @classmethod
     def for_target(cls, config) -> "FeatureDrafter":
@@ -109,7 +117,8 @@ class FeatureDrafter(nn.Module):
     def config(self) -> dict:
         return {"kind": "eagle", "hidden": self.hidden, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
                 "intermediate": self.intermediate, "rope_theta": self.rope_theta, "rms_eps": self.rms_eps,
-                "head_dim": self.head_dim, "fc_bias": self.fc_bias}
+                "head_dim": self.head_dim, "fc_bias": self.fc_bias,
+                "draft_vocab": 0 if self.draft_vocab is None else int(self.draft_vocab.numel())}
 
     def _rope(self, x, positions):
         inv = 1.0 / (self.rope_theta ** (torch.arange(0, self.head_dim, 2, device=x.device, dtype=torch.float32) / self.head_dim))

@@ -90,7 +90,7 @@ class Features:
 
 
 @torch.inference_mode()
-def record_features(model, seqs: list, exit_layer: int | None, max_len: int = 512, log=print) -> Features:
+def record_features(model, seqs: list, exit_layer: int | None, max_len: int = 2048, log=print) -> Features:
     """One target forward per sequence; hooks keep the hidden states the drafters need."""
     body = model.model
     grabbed: dict = {}

@@ -5,6 +5,7 @@ made by the command recorded in their manifest.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
@@ -16,11 +17,11 @@ import torch
 
 from ..models.loading import cache_dir, load_embedded
 from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter
-from .data import generate_answers, load_sequences, record_features, save_sequences
+from .data import chat_ids, generate_answers, load_sequences, record_features, save_sequences
 from .prompts import build_prompt_set
 from .train import train_eagle, train_exit, train_medusa
 
-KINDS = ("medusa", "eagle", "exit")
+KINDS = ("eagle", "medusa", "exit")
 
 
 def hardware(device: torch.device) -> str:
@@ -47,15 +48,24 @@ def self_distillation_data(target, tokenizer, n_prompts: int | None, max_new_tok
         seqs, provenance = load_sequences(path)
         log(f"[data] reusing {path} ({len(seqs)} sequences)")
         return seqs, provenance
+    # answers already generated for a smaller prompt set (same length and seed) are reused when the prompt is identical
+    done, seconds_before = {}, 0.0
+    for older in sorted(path.parent.glob(f"selfdistill-n*-t{max_new_tokens}-s{seed}.jsonl")):
+        old_seqs, old_prov = load_sequences(older)
+        seconds_before = max(seconds_before, float(old_prov.get("seconds", 0.0)))
+        done.update({s.id: s for s in old_seqs})
+    missing = [p for p in prompts if p["id"] not in done or done[p["id"]].prompt_ids != chat_ids(tokenizer, p["prompt"])]
+    log(f"[data] {len(prompts) - len(missing)} answers reused, {len(missing)} to generate")
     t0 = time.perf_counter()
-    seqs = generate_answers(target, tokenizer, prompts, max_new_tokens, batch_size=48, log=log)
+    fresh = {s.id: s for s in generate_answers(target, tokenizer, missing, max_new_tokens, batch_size=48, log=log)} if missing else {}
+    seqs = [fresh.get(p["id"]) or done[p["id"]] for p in prompts]
     provenance = {
         "prompts": f"specviz.train.prompts.build_prompt_set(seed={seed}): {len(prompts)} prompts, our own templates "
-                   "and word lists plus the 120 hand-written prompts of assets/prompts; summarisation passages are "
-                   "the embedded model's own answers (assets/corpus). No Spec-Bench text.",
+                   "and word lists plus the 120 hand-written prompts of assets/prompts; summarisation passages and "
+                   "long documents are the embedded model's own answers (assets/corpus). No Spec-Bench text.",
         "categories": sorted({p["category"] for p in prompts}),
         "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "decoding": "greedy, batched (left padding)",
-        "generated_by": EMBEDDED_MODEL_ID, "seconds": round(time.perf_counter() - t0, 1),
+        "generated_by": EMBEDDED_MODEL_ID, "seconds": round(seconds_before + time.perf_counter() - t0, 1),
     }
     save_sequences(seqs, path, provenance)
     return seqs, provenance
@@ -111,13 +121,21 @@ def run(args) -> int:
     drafters = manifest.setdefault("drafters", {})
     for kind in kinds:
         if kind == "medusa":
-            module, stats = train_medusa(target, feats, n_heads=args.medusa_heads, epochs=args.medusa_epochs, seed=args.seed)
+            module, stats = train_medusa(target, feats, n_heads=args.medusa_heads, epochs=args.medusa_epochs,
+                                         on_prompt=args.loss_on_prompt, seed=args.seed)
             recipe = {"heads": args.medusa_heads, "epochs": args.medusa_epochs, "lr": 1e-3, "batch_positions": 1024,
+                      "labelled": "answer and prompt tokens (after the chat header)" if args.loss_on_prompt else "answer tokens",
                       "loss": "soft CE to the target's distribution at t+k over the data's tokens, head k weighted 0.8^(k-1)"}
         elif kind == "eagle":
-            module, stats = train_eagle(target, feats, epochs=args.eagle_epochs, seed=args.seed)
+            module, stats = train_eagle(target, feats, epochs=args.eagle_epochs, cls_weight=args.eagle_cls_weight,
+                                        unroll=args.eagle_unroll, cls_on_prompt=args.loss_on_prompt,
+                                        draft_vocab=args.draft_vocab, seed=args.seed)
             recipe = {"epochs": args.eagle_epochs, "lr": 5e-4, "sequences_per_batch": 8, "input_noise": 0.1,
-                      "loss": "smooth-L1 on features (scaled by their std) + 0.1 x soft CE of lm_head(predicted feature)"}
+                      "unrolled_steps": args.eagle_unroll,
+                      "ranked_draft_vocabulary": f"{args.draft_vocab} most frequent data tokens (after the chat header)",
+                      "labelled": "answer and prompt tokens (after the chat header)" if args.loss_on_prompt else "answer tokens",
+                      "loss": f"per unrolled step: smooth-L1 on features (scaled by their std) + {args.eagle_cls_weight} x "
+                              "soft CE of lm_head(predicted feature)"}
         else:
             module, stats = train_exit(target, feats, args.exit_layer, n_trained=1, epochs=args.exit_epochs, seed=args.seed)
             recipe = {"exit_layer": args.exit_layer, "trained_layers": 1, "epochs": args.exit_epochs, "lr": 2e-4,
@@ -154,7 +172,8 @@ def _to_device(feats, device):
 def _args_to_cli(args) -> list:
     return [f"--drafters {args.drafters}", f"--prompts {args.prompts or 'all'}", f"--max-new-tokens {args.max_new_tokens}",
             f"--seed {args.seed}", f"--medusa-epochs {args.medusa_epochs}", f"--eagle-epochs {args.eagle_epochs}",
-            f"--exit-epochs {args.exit_epochs}", f"--exit-layer {args.exit_layer}"]
+            f"--exit-epochs {args.exit_epochs}", f"--exit-layer {args.exit_layer}", f"--eagle-unroll {args.eagle_unroll}",
+            f"--eagle-cls-weight {args.eagle_cls_weight}", f"--draft-vocab {args.draft_vocab}"] + (["--loss-on-prompt"] if args.loss_on_prompt else [])
 
 
 def add_arguments(p) -> None:
@@ -169,4 +188,11 @@ def add_arguments(p) -> None:
     p.add_argument("--medusa-epochs", type=float, default=2.0)
     p.add_argument("--eagle-epochs", type=float, default=4.0)
     p.add_argument("--exit-epochs", type=float, default=1.0)
+    p.add_argument("--eagle-unroll", type=int, default=2, choices=(1, 2),
+                   help="2: also train on the drafter's own predicted features once (EAGLE-3's training-time test)")
+    p.add_argument("--draft-vocab", type=int, default=16384,
+                   help="EAGLE: ship the N most frequent data tokens as its ranked draft vocabulary (0: none)")
+    p.add_argument("--eagle-cls-weight", type=float, default=0.5, help="weight of the token loss against the feature loss")
+    p.add_argument("--loss-on-prompt", action=argparse.BooleanOptionalAction, default=True,
+                   help="also learn from prompt tokens after the chat header (long prompts hold the model's own text)")
     p.add_argument("--exit-layer", type=int, default=8, help="layers kept by the distilled early exit (its top one is trained)")

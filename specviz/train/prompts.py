@@ -149,6 +149,84 @@ def _summaries(rng: random.Random, documents: list) -> list:
     return out
 
 
+# Long-context and "into English" tasks: answers that copy from, condense or translate a long input.
+# Without them the drafters only ever saw short prompts and drafted poorly after long documents.
+FOREIGN = {
+    "German": [
+        "Der Zug nach Hamburg hat heute Morgen zwanzig Minuten Verspätung.", "Meine Schwester wohnt seit drei Jahren in Wien.",
+        "Im Sommer fahren wir oft mit dem Fahrrad an den See.", "Das neue Museum zeigt Bilder aus dem neunzehnten Jahrhundert.",
+        "Der Bürgermeister hat den Bau einer zweiten Brücke angekündigt.", "Kannst du mir sagen, wann die Bibliothek schließt?",
+        "Die Preise für Gemüse sind in diesem Winter stark gestiegen.", "Unser Nachbar repariert alte Uhren in seiner Werkstatt.",
+        "Nach dem Regen war die Luft frisch und kühl.", "Die Schüler haben ein Theaterstück über den Wald geschrieben.",
+        "Wir haben das Konzert wegen des Sturms verschoben.", "Der Arzt empfiehlt, jeden Tag eine halbe Stunde zu gehen.",
+        "Die Firma sucht neue Mitarbeiter für ihr Büro in Berlin.", "In der Altstadt gibt es viele kleine Cafés.",
+        "Er hat das Buch in nur zwei Tagen gelesen.", "Die Mannschaft trainiert dreimal pro Woche im Stadion.",
+    ],
+    "French": [
+        "Le marché ouvre tous les samedis sur la place de l'église.", "Nous avons visité un vieux château près de la rivière.",
+        "Ma grand-mère prépare une soupe aux légumes chaque dimanche.", "Le musée sera fermé pendant les travaux.",
+        "Les enfants ont planté des arbres dans la cour de l'école.", "Il faut réserver une table pour ce soir.",
+        "Le train de nuit arrive à Marseille à six heures.", "Elle apprend le piano depuis l'âge de sept ans.",
+    ],
+    "Spanish": [
+        "El autobús pasa cada quince minutos por la plaza.", "Mi hermano trabaja en una librería del centro.",
+        "Mañana vamos a cocinar paella con unos amigos.", "La biblioteca tiene una sala nueva para estudiantes.",
+        "Hace mucho calor en la ciudad durante agosto.", "El equipo ganó el partido en el último minuto.",
+        "Quiero aprender a tocar la guitarra este año.", "Los turistas visitaron el puerto al atardecer.",
+    ],
+}
+SHORT_QUESTIONS = [
+    "Who wrote the play Romeo and Juliet?", "What is the capital city of Canada?", "How many legs does a spider have?",
+    "What gas do plants take in from the air?", "Which planet is known as the red planet?", "Who painted the Mona Lisa?",
+    "What is the largest ocean on Earth?", "When did the first person walk on the moon?", "What is the boiling point of water in Celsius?",
+    "Which language has the most native speakers?", "What is the chemical symbol for gold?", "Who developed the theory of relativity?",
+    "How many continents are there?", "What is the longest river in Africa?", "What does a thermometer measure?",
+    "Who was the first president of the United States?", "What is the smallest prime number?", "Which organ pumps blood around the body?",
+    "What is the main ingredient of guacamole?", "In which country are the pyramids of Giza?", "What is the freezing point of water in Fahrenheit?",
+    "How many days are there in a leap year?", "Which animal is the largest mammal?", "What is the hardest natural material?",
+    "Who invented the telephone?", "What currency is used in Japan?", "What is the tallest mountain in the world?",
+    "Which instrument has 88 keys?", "What is the square root of 144?", "Which metal is liquid at room temperature?",
+]
+PASSAGE_QUESTIONS = [
+    "What is the main idea of the second passage?", "What do the passages above have in common?",
+    "Using only the passages, list three facts they mention.", "Which passage would help a beginner most, and why?",
+    "Quote the sentence from the first passage that best sums it up.", "Answer using the passages: what advice do they give?",
+    "Which passage is the longest, and what is it about?", "Compare the first and the last passage in a few sentences.",
+]
+SUMMARY_ASKS = [
+    "Summarise the following article in a short paragraph.", "Write a brief summary of the text below.",
+    "Read the document and give its key points.", "Condense the following notes into three sentences.",
+    "What are the most important ideas in the text below? Summarise them.",
+]
+
+
+def _long_context(rng: random.Random, documents: list, n_summaries: int = 100, n_passages: int = 100) -> list:
+    """Long inputs built from several of the model's own earlier answers, plus short questions and
+    translations into English (the hand-written sentences above)."""
+    out = []
+    docs = [d.strip() for d in documents if len(d.strip()) >= 200]
+    if len(docs) >= 5:
+        for i in range(n_summaries):
+            text = "\n\n".join(rng.sample(docs, rng.randint(3, 5)))
+            ask = rng.choice(SUMMARY_ASKS)
+            prompt = f"{ask}\n\n{text}" if i % 2 == 0 else f"{text}\n\n{ask}"
+            out.append({"category": "long_summarisation", "prompt": prompt})
+        for _ in range(n_passages):
+            picked = rng.sample(docs, rng.randint(3, 5))
+            text = "\n\n".join(f"Passage {j + 1}: {d}" for j, d in enumerate(picked))
+            out.append({"category": "passages_qa", "prompt": f"{text}\n\nQuestion: {rng.choice(PASSAGE_QUESTIONS)}"})
+    for q in SHORT_QUESTIONS:
+        out.append({"category": "short_qa", "prompt": q})
+        out.append({"category": "short_qa", "prompt": f"{q} Answer in one sentence."})
+    for lang, sentences in FOREIGN.items():
+        for s in sentences:
+            out.append({"category": "translation", "prompt": f"Translate this {lang} sentence into English: {s}"})
+        for _ in range(len(sentences) // 2):
+            text = " ".join(rng.sample(sentences, 3))
+            out.append({"category": "translation", "prompt": f"Translate from {lang} to English:\n{text}"})
+    return out
+
+
 def build_prompt_set(seed: int = 0, corpus: Path | None = None) -> list:
     """[{id, category, prompt, source}] in a fixed order."""
     rng = random.Random(seed)
@@ -157,6 +235,8 @@ def build_prompt_set(seed: int = 0, corpus: Path | None = None) -> list:
     corpus = corpus or ASSETS / "corpus" / "selfgen_smollm2.jsonl"
     docs = [json.loads(l)["text"] for l in corpus.read_text().splitlines() if l.strip()] if corpus.exists() else []
     composed += _summaries(rng, docs)
+    # a separate stream, so the prompts (and ids) above stay the same as before these were added
+    composed += _long_context(random.Random(seed + 1), docs)
     for i, r in enumerate(composed):
         rows.append({"id": f"{r['category']}-c{i:04d}", "category": r["category"], "prompt": r["prompt"], "source": "composed"})
     return rows

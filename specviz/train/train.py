@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.trained_heads import ExitDraftLayers, FeatureDrafter, MedusaHeads, cosine_lr
+from ..models.trained_heads import DraftKVCache, ExitDraftLayers, FeatureDrafter, MedusaHeads, cosine_lr
+from ..decoding.shapes import best_static_tree
 from .data import Features
 
 
@@ -70,6 +71,30 @@ def _sequences(feats: Features, min_len: int = 3) -> list:
     return [(int(a), int(b), int(s)) for a, b, s in zip(feats.offsets[:-1], feats.offsets[1:], feats.answer_start) if b - a >= min_len]
 
 
+def header_length(feats: Features) -> int:
+    """Tokens every sequence starts with (the chat template's system header): never worth a loss."""
+    first = feats.tokens[int(feats.offsets[0]) : int(feats.offsets[1])]
+    n = len(first)
+    for a, b in zip(feats.offsets[1:50], feats.offsets[2:51]):
+        seq = feats.tokens[int(a) : int(b)]
+        m = min(n, len(seq))
+        diff = (seq[:m] != first[:m]).nonzero()
+        n = int(diff[0]) if len(diff) else m
+    return n
+
+
+def ranked_vocabulary(feats: Features, n: int) -> torch.Tensor:
+    """The data's tokens by frequency (after the chat header), at most n: the EAGLE drafter's
+    reduced draft vocabulary (FR-Spec)."""
+    header = header_length(feats)
+    keep = torch.ones(len(feats.tokens), dtype=torch.bool)
+    for a in feats.offsets[:-1]:
+        keep[int(a) : int(a) + header] = False
+    ids, counts = torch.unique(feats.tokens[keep], return_counts=True)
+    order = torch.argsort(counts, descending=True, stable=True)
+    return ids[order][:n].clone()
+
+
 def split_heldout(feats: Features, frac: float = 0.05, seed: int = 0) -> tuple:
     """Sequence indices for training and for the held-out agreement check."""
     seqs = _sequences(feats)
@@ -112,24 +137,26 @@ def _fit_sequences(module, batch_loss, train_seqs: list, per_batch: int, epochs:
 
 
 # ---------------------------------------------------------------- Medusa
-def _medusa_positions(seqs: list, k: int) -> torch.Tensor:
-    """Global indices t whose head-k label (the token at t + 1 + k) is an answer token."""
+def _medusa_positions(seqs: list, k: int, from_token: int | None = None) -> torch.Tensor:
+    """Global indices t whose head-k label (the token at t + 1 + k) is an answer token, or any
+    token from index `from_token` on (prompt text included)."""
     out = []
     for a, b, s in seqs:
-        lo, hi = a + max(0, s - 1 - k), b - 1 - k
+        lo, hi = a + (from_token if from_token is not None else max(0, s - 1 - k)), b - 1 - k
         if hi > lo:
             out.append(torch.arange(lo, hi))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 def train_medusa(target, feats: Features, n_heads: int = 4, epochs: float = 2.0, lr: float = 1e-3,
-                 batch: int = 1024, seed: int = 0, log=print) -> tuple:
+                 batch: int = 1024, on_prompt: bool = False, tree_nodes: int = 64, seed: int = 0, log=print) -> tuple:
     torch.manual_seed(seed)
     heads = MedusaHeads(feats.final.shape[1], n_heads)
     vocab = SubVocab(feats, target.lm_head.weight)
     train_seqs, held = split_heldout(feats, seed=seed)
     # head k's positions shrink with k; an epoch is counted on head 1's
-    pos = [_medusa_positions(train_seqs, k) for k in range(1, n_heads + 1)]
+    start = header_length(feats) if on_prompt else None
+    pos = [_medusa_positions(train_seqs, k, start) for k in range(1, n_heads + 1)]
     total = max(1, int(epochs * len(pos[0]) / batch))
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     stats, t0 = TrainStats(), time.perf_counter()
@@ -147,22 +174,26 @@ def train_medusa(target, feats: Features, n_heads: int = 4, epochs: float = 2.0,
         opt.step()
         _log_every(stats, step, loss.item(), log, 25, "medusa", t0, total)
     stats.steps, stats.seconds = total, time.perf_counter() - t0
-    stats.top1 = medusa_agreement(heads, feats, held, vocab)
+    # Medusa's sparse tree: the tree_nodes paths most likely to be accepted under the held-out rank accuracies
+    heads.rank_accuracy = medusa_rank_accuracy(heads, feats, held, vocab)
+    heads.tree = [list(p) for p in best_static_tree(heads.rank_accuracy, tree_nodes)]
+    stats.top1 = [row[0] for row in heads.rank_accuracy]
     return heads.eval(), stats
 
 
 @torch.no_grad()
-def medusa_agreement(heads: MedusaHeads, feats: Features, seqs: list, vocab: SubVocab) -> list:
-    """Per head: how often its argmax equals the target's argmax token at t + 1 + k (held out)."""
+def medusa_rank_accuracy(heads: MedusaHeads, feats: Features, seqs: list, vocab: SubVocab, ranks: int = 10) -> list:
+    """Per head k: how often the target's argmax token at t + 1 + k is the head's rank-r guess,
+    for r < `ranks` (held out). Row k's first entry is head k's top-1 agreement."""
     out = []
     for k in range(1, heads.n_heads + 1):
         idx = _medusa_positions(seqs, k)
         if len(idx) == 0:
-            out.append(float("nan"))
+            out.append([0.0] * ranks)
             continue
-        guess = vocab.logits(heads.heads[k - 1](feats.final[idx].float())).argmax(-1)
+        guess = vocab.logits(heads.heads[k - 1](feats.final[idx].float())).topk(ranks, dim=-1).indices
         want = vocab.logits(feats.final[idx + k].float()).argmax(-1)
-        out.append(round(float((guess == want).float().mean()), 4))
+        out.append([round(float((guess[:, r] == want).float().mean()), 4) for r in range(ranks)])
     return out
 
 
@@ -176,10 +207,13 @@ def _batches(seqs: list, per_batch: int, gen: torch.Generator) -> list:
 
 
 def _eagle_batch(feats: Features, batch: list, embed: torch.nn.Module, device="cpu"):
-    """Right-padded inputs (embed(t_{j+1}), f_j), targets f_{j+1}, and masks, for sequences [a, b)."""
+    """Right-padded inputs (embed(t_{j+1}), f_j), targets f_{j+1}, and masks, for sequences [a, b).
+
+    `nxt` holds embed(t_{j+2}) (zero past the end): the second unrolled step's input."""
     n = max(b - a for a, b, _ in batch) - 1
     hdim = feats.final.shape[1]
     emb = torch.zeros(len(batch), n, hdim)
+    nxt = torch.zeros(len(batch), n, hdim)
     fin = torch.zeros(len(batch), n, hdim)
     tgt = torch.zeros(len(batch), n, hdim)
     valid = torch.zeros(len(batch), n, dtype=torch.bool)
@@ -187,7 +221,9 @@ def _eagle_batch(feats: Features, batch: list, embed: torch.nn.Module, device="c
     for r, (a, b, s) in enumerate(batch):
         m = b - a - 1
         with torch.no_grad():
-            emb[r, :m] = embed(feats.tokens[a + 1 : b]).float()
+            e = embed(feats.tokens[a + 1 : b]).float()
+        emb[r, :m] = e
+        nxt[r, : m - 1] = e[1:]
         fin[r, :m] = feats.final[a : b - 1].float()
         tgt[r, :m] = feats.final[a + 1 : b].float()
         valid[r, :m] = True
@@ -195,11 +231,24 @@ def _eagle_batch(feats: Features, batch: list, embed: torch.nn.Module, device="c
         j = torch.arange(m)
         answer[r, :m] = (j + 2 >= s) & (j + 2 < b - a)
     positions = torch.arange(n).unsqueeze(0).expand(len(batch), n)
-    return emb, fin, tgt, valid, answer, positions
+    return emb, fin, tgt, valid, answer, positions, nxt
+
+
+def _second_step_mask(n: int) -> torch.Tensor:
+    """[n, 2n + 1] for n second-step queries over n + 1 first-step entries then themselves. Attention of the unrolled second step: the query at position j + 1 (fed the drafter's own
+    feature_{j+1}) sees the first step's entries at positions <= j and itself, as a depth-2 tree
+    node does at inference."""
+    first = torch.ones(n, n + 1, dtype=torch.bool).tril()
+    return torch.cat([first, torch.eye(n, dtype=torch.bool)], dim=1)
 
 
 def train_eagle(target, feats: Features, epochs: float = 4.0, lr: float = 5e-4, per_batch: int = 8,
-                noise: float = 0.1, cls_weight: float = 0.1, seed: int = 0, log=print) -> tuple:
+                noise: float = 0.1, cls_weight: float = 0.1, unroll: int = 1, cls_on_prompt: bool = False,
+                draft_vocab: int = 16384, seed: int = 0, log=print) -> tuple:
+    """`unroll=2` adds an EAGLE-3-style training-time test step: the drafter's own predicted
+    features are fed back once, so depth-2 drafts are trained on the inputs they will see.
+    `cls_on_prompt` applies the distillation loss on prompt positions too (the long documents of
+    the prompt set are the model's own text, so its distribution there is as good a label)."""
     torch.manual_seed(seed)
     drafter = FeatureDrafter.for_target(target.config)
     embed = target.model.embed_tokens
@@ -207,17 +256,31 @@ def train_eagle(target, feats: Features, epochs: float = 4.0, lr: float = 5e-4, 
     train_seqs, held = split_heldout(feats, seed=seed)
     scale = float(feats.final.float().std())
     gen = torch.Generator().manual_seed(seed)
+    header = header_length(feats)
+
+    def step_loss(pred, tgt, valid, labelled):
+        reg = F.smooth_l1_loss(pred[valid] / scale, tgt[valid] / scale)
+        cls = soft_ce(vocab.logits(pred[labelled]), vocab.target_probs(tgt[labelled])) if labelled.any() else pred.sum() * 0
+        return reg + cls_weight * cls
 
     def batch_loss(batch):
-        emb, fin, tgt, valid, answer, positions = _eagle_batch(feats, batch, embed)
+        emb, fin, tgt, valid, answer, positions, nxt = _eagle_batch(feats, batch, embed)
+        labelled = (valid & (positions >= header - 2)) if cls_on_prompt else answer
         fin_in = fin + (torch.rand(fin.shape, generator=gen) - 0.5) * (2 * noise * scale)
-        pred = drafter(emb, fin_in, positions)
-        reg = F.smooth_l1_loss(pred[valid] / scale, tgt[valid] / scale)
-        cls = soft_ce(vocab.logits(pred[answer]), vocab.target_probs(tgt[answer])) if answer.any() else pred.sum() * 0
-        return reg + cls_weight * cls
+        cache = DraftKVCache() if unroll > 1 else None
+        pred = drafter(emb, fin_in, positions, cache=cache)
+        loss = step_loss(pred, tgt, valid, labelled)
+        if unroll > 1:
+            # step 2: the query at j + 1 reads (embed(t_{j+2}), predicted f_{j+1}) and predicts f_{j+2} = tgt[j + 1]
+            n = pred.shape[1]
+            pred2 = drafter(nxt[:, :-1], pred[:, :-1], positions[:, 1:], _second_step_mask(n - 1), cache=cache)
+            loss = loss + step_loss(pred2, tgt[:, 1:], valid[:, 1:], labelled[:, 1:])
+        return loss
 
     stats = _fit_sequences(drafter, batch_loss, train_seqs, per_batch, epochs, lr, 50, gen, "eagle", log)
     stats.top1 = eagle_agreement(drafter, feats, held, embed, vocab)
+    if draft_vocab:
+        drafter.draft_vocab = ranked_vocabulary(feats, draft_vocab)
     return drafter.eval(), stats
 
 
@@ -226,7 +289,7 @@ def eagle_agreement(drafter: FeatureDrafter, feats: Features, seqs: list, embed,
     """Held out, teacher-forced: how often argmax lm_head(predicted feature) is the target's argmax."""
     hits = total = 0
     for i in range(0, len(seqs), 8):
-        emb, fin, tgt, valid, answer, positions = _eagle_batch(feats, seqs[i : i + 8], embed)
+        emb, fin, tgt, valid, answer, positions, _ = _eagle_batch(feats, seqs[i : i + 8], embed)
         pred = drafter(emb, fin, positions)
         if answer.any():
             hits += int((vocab.logits(pred[answer]).argmax(-1) == vocab.logits(tgt[answer]).argmax(-1)).sum())
