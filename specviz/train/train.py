@@ -235,7 +235,8 @@ def _eagle_batch(feats: Features, batch: list, embed: torch.nn.Module, device="c
 
 
 def _second_step_mask(n: int) -> torch.Tensor:
-    """[n, 2n + 1] for n second-step queries over n + 1 first-step entries then themselves. Attention of the unrolled second step: the query at position j + 1 (fed the drafter's own
+    """Attention of the unrolled second step, [n, 2n + 1]: n queries over the n + 1 first-step
+    entries, then over themselves. The query at position j + 1 (fed the drafter's own
     feature_{j+1}) sees the first step's entries at positions <= j and itself, as a depth-2 tree
     node does at inference."""
     first = torch.ones(n, n + 1, dtype=torch.bool).tril()
