@@ -317,13 +317,18 @@ def cmd_bench_tau(args) -> int:
     questions = _questions(args)
     prepared = _prepare_entries(args, 0.0)
     t0 = time.perf_counter()
-    report = replay_taus(prepared, questions)
+    report = replay_taus(prepared, questions, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, greedy, replayed against AR's output "
           f"({time.perf_counter() - t0:.0f}s; no speed measured: use `bench` for that)")
     w = max(16, max(len(n) for n in report) + 2)
     print(f"{'method':<{w}}{'tau':>7}{'nodes/step':>12}{'steps':>8}{'tokens':>8}")
     for n, r in report.items():
         print(f"{n:<{w}}{r['tau']:>7.3f}{r['nodes_per_step']:>12.1f}{r['steps']:>8}{r['tokens']:>8}")
+    print("\nshare of steps by accepted drafted tokens")
+    depth = max(len(r["accepted_share"]) for r in report.values())
+    print(f"{'method':<{w}}" + "".join(f"{a:>7}" for a in range(depth)))
+    for n, r in report.items():
+        print(f"{n:<{w}}" + "".join(f"{x:>7.3f}" for x in r["accepted_share"]))
     categories = list(dict.fromkeys(c for r in report.values() for c in r["by_category"]))
     if len(categories) > 1:
         print("\ntau by category")

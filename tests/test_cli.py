@@ -82,17 +82,23 @@ def test_bench_tau_replays_the_trained_drafters(embedded, capsys):
     rc = main(["bench", "tau", "--methods", "eagle,medusa,prompt_lookup", "--prompt",
                "Repeat after me: red, green, blue, red, green, blue.", "--max-new-tokens", "24"])
     assert rc == 0
-    out = capsys.readouterr().out
-    rows = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "[1/1]" in captured.err  # per-question progress, on stderr
+    table = out.split("share of steps")[0]
+    rows = {line.split()[0]: float(line.split()[1]) for line in table.splitlines()
             if line.split() and line.split()[0] in ("eagle", "medusa", "prompt_lookup")}
     assert set(rows) == {"eagle", "medusa", "prompt_lookup"} and all(t >= 1.0 for t in rows.values())
+    shares = out.split("share of steps by accepted drafted tokens")[1].split("\n\n")[0].splitlines()[2:]
+    assert len(shares) == 3 and all(abs(sum(map(float, line.split()[1:])) - 1) < 0.01 for line in shares)
 
 
 def test_bench_compares_knob_overrides_of_one_method_side_by_side(embedded, capsys):
     rc = main(["bench", "tau", "--methods", "eagle:budget=4:top_k=2,eagle", "--prompt",
                "Repeat after me: red, green, blue, red, green, blue.", "--max-new-tokens", "16"])
     assert rc == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("eagle")}
+    table = capsys.readouterr().out.split("share of steps")[0]
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.startswith("eagle")}
     assert set(rows) == {"eagle:budget=4:top_k=2", "eagle"}
     assert float(rows["eagle:budget=4:top_k=2"][2]) <= 4 < float(rows["eagle"][2])  # nodes per step
 

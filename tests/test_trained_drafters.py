@@ -251,6 +251,63 @@ def test_prompt_set_covers_long_inputs_and_holds_no_spec_bench_text():
         assert not [s for s in snippets if s in text]
 
 
+def test_self_written_queries_are_seeded_and_keep_their_opener(embedded):
+    from specviz.train.queries import OPENERS, generate_queries, query_prefix
+
+    model, tok = embedded.model, embedded.tokenizer
+    assert query_prefix(tok).endswith("<|im_start|>user\n")
+    runs = [generate_queries(model, tok, 6, seed=3, batch_size=4, max_query_tokens=40, log=lambda *a: None)
+            for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0]  # seeded: the same queries twice
+    other = generate_queries(model, tok, 6, seed=4, batch_size=4, max_query_tokens=40, log=lambda *a: None)
+    assert other != runs[0]
+    rows = runs[0]
+    assert len({r["id"] for r in rows}) == len(rows) == len({r["prompt"].lower() for r in rows})
+    for r in rows:
+        assert r["opener"] in OPENERS and r["prompt"].startswith(r["opener"]) and "<|" not in r["prompt"]
+
+
+def test_shipped_self_written_queries_join_the_prompt_set():
+    from specviz.train.prompts import build_prompt_set
+    from specviz.train.queries import SELF_QUERIES, load_queries
+
+    head = json.loads(SELF_QUERIES.read_text().splitlines()[0])["provenance"]
+    assert head["command"].startswith("python -m specviz train --write-queries") and "Spec-Bench" in head["what"]
+    queries = load_queries()
+    assert len(queries) == head["n"] >= 1000
+    rows = build_prompt_set(seed=0)
+    assert [r["prompt"] for r in rows[-len(queries):]] == [q["prompt"] for q in queries]  # appended last
+
+
+def test_grown_prompt_set_reuses_the_older_features(tiny, tmp_path, monkeypatch):
+    from specviz.train.data import Sequence, record_features
+    from specviz.train.pipeline import cached_features
+
+    monkeypatch.setenv("SPECVIZ_CACHE", str(tmp_path))
+    (tmp_path / "train").mkdir()
+    seqs = [Sequence(f"s{i}", "x", [1, 2, 3 + i], [5 + i, 6, 7][: 1 + i]) for i in range(4)]
+    quiet = lambda *a: None  # noqa: E731
+    cached_features(tiny, seqs[:2], 2, "n2-t8-s0")
+    calls = []
+    monkeypatch.setattr("specviz.train.pipeline.record_features",
+                        lambda model, ss, exit_layer: calls.append(len(ss)) or record_features(model, ss, exit_layer, log=quiet))
+    grown = cached_features(tiny, seqs, 2, "n4-t8-s0")
+    assert calls == [2]  # only the two new sequences were forwarded
+    full = record_features(tiny, seqs, 2, log=quiet)
+    assert torch.equal(grown.tokens, full.tokens) and np.array_equal(grown.offsets, full.offsets)
+    assert np.array_equal(grown.answer_start, full.answer_start)
+    assert torch.equal(grown.final, full.final) and torch.equal(grown.exit_input, full.exit_input)
+    # a different older set (other tokens) is not reused
+    calls.clear()
+    cached_features(tiny, [Sequence("z", "x", [9, 9], [9])] + seqs[1:], 2, "n4-t9-s0")
+    cached_features(tiny, [Sequence("z", "x", [9, 9], [8])] + seqs[1:], 2, "n5-t9-s0")
+    assert calls == [4, 4]
+    # a run without the early exit reuses features recorded with one
+    calls.clear()
+    no_exit = cached_features(tiny, seqs + [Sequence("y", "x", [4], [4])], None, "n5-t8-s0")
+    assert calls == [1] and no_exit.exit_input is None and torch.equal(no_exit.final[: full.final.shape[0]], full.final)
+
+
 # ---------------------------------------------------------------- shipped assets
 def test_shipped_manifest_matches_the_files():
     from specviz.config import EMBEDDED_MODEL_ID
@@ -392,5 +449,7 @@ def test_replayed_tau_equals_the_engines(tiny, name):
         tiny(torch.tensor([list(prompt) + tr.output_ids.tolist()]))
     drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=trained)
     features = tap.take()[0] if getattr(drafter, "reads_target_features", False) else None
-    steps, _ = replay_builder(drafter, prompt, tr.output_ids, features)
+    accepted = []
+    steps, _ = replay_builder(drafter, prompt, tr.output_ids, features, accepted)
     assert steps == len(tr.steps)
+    assert accepted == [len(s.accepted_path) for s in tr.steps]

@@ -11,6 +11,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from ..config import ConfigError
 from ..textio import check_prompt_fits, encode_prompt
 
@@ -150,7 +152,7 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static
     return report
 
 
-def replay_taus(prepared_runs: dict, questions: list) -> dict:
+def replay_taus(prepared_runs: dict, questions: list, log=None) -> dict:
     """Greedy τ of each method without verify forwards: AR decodes each prompt once, one target
     forward records its features, and every drafter is replayed against that output (see
     decoding/whatif.py). Exact up to float ties; it measures no speed, only τ, so training runs
@@ -162,9 +164,9 @@ def replay_taus(prepared_runs: dict, questions: list) -> dict:
 
     ar = prepared_runs["ar"]
     tok, model = ar.target.tokenizer, ar.target.model
-    totals = {n: {"tokens": 0, "steps": 0, "nodes": 0.0} for n in prepared_runs if n != "ar"}
+    totals = {n: {"tokens": 0, "steps": 0, "nodes": 0.0, "accepted": []} for n in prepared_runs if n != "ar"}
     by_category: dict = {}  # (method, category) -> [tokens, steps]
-    for q in questions:
+    for i, q in enumerate(questions):
         ids = encode_prompt(tok, q["prompt"])
         out, _, _, _ = run_one(ar, ids)
         if not out:
@@ -180,13 +182,18 @@ def replay_taus(prepared_runs: dict, questions: list) -> dict:
                                             trained=prepared.trained)
             with torch.inference_mode():
                 steps, nodes = replay_builder(drafter, ids, out, features if getattr(
-                    drafter, "reads_target_features", False) else None)
+                    drafter, "reads_target_features", False) else None, t["accepted"])
             t["tokens"] += len(out)
             t["steps"] += steps
             t["nodes"] += nodes * steps
             cat = by_category.setdefault((name, q.get("category", "")), [0, 0])
             cat[0] += len(out)
             cat[1] += steps
+        if log:
+            log(f"[{i + 1}/{len(questions)}] {q.get('category', '')}: " + ", ".join(
+                f"{n} {t['tokens'] / max(t['steps'], 1):.2f}" for n, t in totals.items()))
     return {n: {"tau": t["tokens"] / max(t["steps"], 1), "nodes_per_step": t["nodes"] / max(t["steps"], 1),
+                # share of steps that accepted 0, 1, 2, ... drafted tokens: where a tree's budget goes unused
+                "accepted_share": (np.bincount(t["accepted"]) / max(len(t["accepted"]), 1)).round(4).tolist(),
                 "by_category": {c: tok / max(st, 1) for (m, c), (tok, st) in by_category.items() if m == n},
                 "steps": t["steps"], "tokens": t["tokens"]} for n, t in totals.items()}

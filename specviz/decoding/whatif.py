@@ -71,8 +71,10 @@ def replay_static(paths, ranks: np.ndarray) -> tuple:
     return steps, nodes / max(steps, 1)
 
 
-def replay_builder(drafter, prompt_ids, output_ids, features: torch.Tensor | None = None) -> tuple:
-    """(steps, mean drafted nodes per step) for a drafter re-run on each true prefix.
+def replay_builder(drafter, prompt_ids, output_ids, features: torch.Tensor | None = None,
+                   accepted_lengths: list | None = None) -> tuple:
+    """(steps, mean drafted nodes per step) for a drafter re-run on each true prefix; each step's
+    accepted length is appended to `accepted_lengths` when given.
 
     Stateful drafters (a model tree's cache, a feature drafter) are told what each replayed step
     committed, as the engine would tell them; feature-reading drafters also get the target's
@@ -97,6 +99,8 @@ def replay_builder(drafter, prompt_ids, output_ids, features: torch.Tensor | Non
             node = children[(node, int(ids[p + t + len(path)]))]
             path.append(node)
         accepted = len(path)
+        if accepted_lengths is not None:
+            accepted_lengths.append(accepted)
         if features is not None:
             root = p + t - 1
             drafter.on_target_features(features[root : root + accepted + 1])

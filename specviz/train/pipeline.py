@@ -13,12 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..models.loading import cache_dir, load_embedded
 from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter
 from .data import chat_ids, generate_answers, load_sequences, record_features, save_sequences
 from .prompts import build_prompt_set
+from .queries import SELF_QUERIES, generate_queries, save_queries
 from .train import train_eagle, train_exit, train_medusa
 
 KINDS = ("eagle", "medusa", "exit")
@@ -62,7 +64,8 @@ def self_distillation_data(target, tokenizer, n_prompts: int | None, max_new_tok
     provenance = {
         "prompts": f"specviz.train.prompts.build_prompt_set(seed={seed}): {len(prompts)} prompts, our own templates "
                    "and word lists plus the 120 hand-written prompts of assets/prompts; summarisation passages and "
-                   "long documents are the embedded model's own answers (assets/corpus). No Spec-Bench text.",
+                   "long documents are the embedded model's own answers (assets/corpus); then the user queries the "
+                   "embedded model wrote itself (assets/prompts/self_queries.jsonl). No Spec-Bench text.",
         "categories": sorted({p["category"] for p in prompts}),
         "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "decoding": "greedy, batched (left padding)",
         "generated_by": EMBEDDED_MODEL_ID, "seconds": round(seconds_before + time.perf_counter() - t0, 1),
@@ -71,17 +74,59 @@ def self_distillation_data(target, tokenizer, n_prompts: int | None, max_new_tok
     return seqs, provenance
 
 
+def write_queries(target, tokenizer, n: int, seed: int, device) -> int:
+    t0 = time.perf_counter()
+    rows = generate_queries(target, tokenizer, n, seed=seed)
+    provenance = {
+        "what": "user queries written by the embedded model itself: the chat template up to the user turn, plus an "
+                "opener from specviz.train.queries.OPENERS, sampled at temperature 0.8, top-p 0.95; unfinished and "
+                "duplicate queries dropped. No Spec-Bench text.",
+        "generated_by": EMBEDDED_MODEL_ID, "n": len(rows), "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+        "hardware": hardware(device), "command": f"python -m specviz train --write-queries {n} --seed {seed}",
+    }
+    save_queries(rows, SELF_QUERIES, provenance)
+    print(f"wrote {len(rows)} queries to {SELF_QUERIES} in {provenance['seconds']:.0f} s")
+    return 0
+
+
 def cached_features(target, seqs, exit_layer, tag: str):
-    """Record the features once per (data, exit layer); later runs (other epochs, other drafters) reuse them."""
+    """Record the features once per (data, exit layer); later runs (other epochs, other drafters) reuse them.
+    A grown prompt set reuses the features of an older file whose sequences are its first ones."""
     from .data import Features
 
-    path = cache_dir() / "train" / f"features-{tag}-exit{exit_layer}.pt"
+    folder = cache_dir() / "train"
+    path = folder / f"features-{tag}-exit{exit_layer}.pt"
     if path.exists():
         print(f"[features] reusing {path}")
         return Features(**torch.load(path, weights_only=False))
-    feats = record_features(target, seqs, exit_layer)
+    rest = tag.split("-", 1)[1] if "-" in tag else ""
+    older = None
+    # an older file recorded for an early exit also serves a run without one (its exit inputs are dropped)
+    pattern = f"features-n*-{rest}-exit{'*' if exit_layer is None else exit_layer}.pt"
+    for candidate in sorted(folder.glob(pattern)):
+        old = Features(**torch.load(candidate, weights_only=False))
+        if exit_layer is None:
+            old.exit_input = None
+        m = len(old.answer_start)
+        if m < len(seqs) and _same_tokens(old, seqs[:m]) and (older is None or m > len(older.answer_start)):
+            older = old
+    if older is None:
+        feats = record_features(target, seqs, exit_layer)
+    else:
+        m = len(older.answer_start)
+        print(f"[features] reusing the first {m} sequences' features, recording {len(seqs) - m}")
+        fresh = record_features(target, seqs[m:], exit_layer)
+        feats = Features(torch.cat([older.tokens, fresh.tokens]), torch.cat([older.final, fresh.final]),
+                         None if older.exit_input is None else torch.cat([older.exit_input, fresh.exit_input]),
+                         np.concatenate([older.offsets, fresh.offsets[1:] + older.offsets[-1]]),
+                         np.concatenate([older.answer_start, fresh.answer_start]))
     torch.save(feats.__dict__, path)
     return feats
+
+
+def _same_tokens(feats, seqs) -> bool:
+    ids = [t for s in seqs for t in (s.prompt_ids + s.answer_ids)[:2048]]
+    return len(ids) == feats.tokens.shape[0] and torch.equal(feats.tokens, torch.tensor(ids, dtype=feats.tokens.dtype))
 
 
 def run(args) -> int:
@@ -97,6 +142,8 @@ def run(args) -> int:
     t_all = time.perf_counter()
     loaded = load_embedded(device, torch.float32)
     target = loaded.model.requires_grad_(False)
+    if args.write_queries:
+        return write_queries(target, loaded.tokenizer, args.write_queries, args.seed, device)
     seqs, provenance = self_distillation_data(target, loaded.tokenizer, args.prompts, args.max_new_tokens, args.seed)
     t0 = time.perf_counter()
     feats = cached_features(target, seqs, args.exit_layer if "exit" in kinds else None,
@@ -195,4 +242,7 @@ def add_arguments(p) -> None:
     p.add_argument("--eagle-cls-weight", type=float, default=0.5, help="weight of the token loss against the feature loss")
     p.add_argument("--loss-on-prompt", action=argparse.BooleanOptionalAction, default=True,
                    help="also learn from prompt tokens after the chat header (long prompts hold the model's own text)")
+    p.add_argument("--write-queries", type=int, default=None, metavar="N",
+                   help="only (re)write assets/prompts/self_queries.jsonl: N user queries sampled from the embedded "
+                        "model itself (Magpie-style), which the prompt set then includes")
     p.add_argument("--exit-layer", type=int, default=8, help="layers kept by the distilled early exit (its top one is trained)")

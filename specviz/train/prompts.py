@@ -4,13 +4,17 @@ Trained drafters learn what the embedded model tends to say, so the prompts only
 diverse in task (chat, writing, code, math, summarisation, translation, explanation, extraction,
 role-play, reasoning). Every prompt here is composed from the lists below, which were written
 for this project; the 120 hand-written prompts of `assets/prompts/selfdistill_prompts.jsonl` are
-added on top. The composition is seeded, so the set is the same on every machine.
+added on top. The composition is seeded, so the set is the same on every machine. Last come the
+user queries the embedded model wrote itself (`queries.py`), shipped in `assets/prompts`: they
+bring the topics no template list can.
 """
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+
+from .queries import load_queries
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 HANDWRITTEN = ASSETS / "prompts" / "selfdistill_prompts.jsonl"
@@ -239,4 +243,7 @@ def build_prompt_set(seed: int = 0, corpus: Path | None = None) -> list:
     composed += _long_context(random.Random(seed + 1), docs)
     for i, r in enumerate(composed):
         rows.append({"id": f"{r['category']}-c{i:04d}", "category": r["category"], "prompt": r["prompt"], "source": "composed"})
+    # last, so every earlier prompt keeps its place: queries the embedded model wrote itself (see queries.py)
+    rows += [{"id": q["id"], "category": q["category"], "prompt": q["prompt"], "source": "self-written"}
+             for q in load_queries()]
     return rows
