@@ -89,8 +89,11 @@ class Features:
     answer_start: np.ndarray  # [S]: index (within its sequence) of the first answer token
 
 
+MAX_LEN = 2048  # tokens per recorded sequence
+
+
 @torch.inference_mode()
-def record_features(model, seqs: list, exit_layer: int | None, max_len: int = 2048, log=print) -> Features:
+def record_features(model, seqs: list, exit_layer: int | None, max_len: int = MAX_LEN, log=print) -> Features:
     """One target forward per sequence; hooks keep the hidden states the drafters need."""
     body = model.model
     grabbed: dict = {}

@@ -18,7 +18,7 @@ import torch
 
 from ..models.loading import cache_dir, load_embedded
 from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter
-from .data import chat_ids, generate_answers, load_sequences, record_features, save_sequences
+from .data import MAX_LEN, chat_ids, generate_answers, load_sequences, record_features, save_sequences
 from .prompts import build_prompt_set
 from .queries import SELF_QUERIES, generate_queries, save_queries
 from .train import train_eagle, train_exit, train_medusa
@@ -125,7 +125,7 @@ def cached_features(target, seqs, exit_layer, tag: str):
 
 
 def _same_tokens(feats, seqs) -> bool:
-    ids = [t for s in seqs for t in (s.prompt_ids + s.answer_ids)[:2048]]
+    ids = [t for s in seqs for t in (s.prompt_ids + s.answer_ids)[:MAX_LEN]]
     return len(ids) == feats.tokens.shape[0] and torch.equal(feats.tokens, torch.tensor(ids, dtype=feats.tokens.dtype))
 
 
