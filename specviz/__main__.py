@@ -131,25 +131,26 @@ def cmd_lattice(args) -> int:
     from .config import LATTICE_KNOBS
     from .decoding.schedules import SCHEDULES
     from .models import ModelStore
-    from .runner import TINY_MDM_ID, prepare_lattice_run
+    from .runs import prepare_lattice_run
+    from .settings import LatticeSettings
 
     knobs = {k.name: getattr(args, k.name) for k in LATTICE_KNOBS if getattr(args, k.name) is not None}
-    model = args.model or (TINY_MDM_ID if args.method == "diffusion" else None)
+    own = LatticeSettings(method=args.method).knob_names
+    stray = sorted(set(knobs) - set(own))
+    if stray:
+        raise ConfigError(f"--{stray[0].replace('_', '-')} is not a {args.method} knob")
+    base = {"method": args.method, **knobs, "model": args.model or "", "gen_length": args.gen_length,
+            "temperature": args.temperature, "seed": args.seed, "trust_remote_code": args.trust_remote_code}
     store = ModelStore()
+    runs = {}
     if args.method == "jacobi":
-        windows = [knobs.get("window", 8)]
-        runs = {}
-        for w in windows:
-            run = prepare_lattice_run(store, "jacobi", model, {**knobs, "window": w}, args.gen_length,
-                                      args.temperature, args.seed)
-            runs[run.label] = run
+        run = prepare_lattice_run(store, base)
+        runs[run.label] = run
     else:
         names = args.schedules or knobs.get("schedule") or "low_confidence"
         names = list(SCHEDULES) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
-        runs = {}
         for n in names:
-            run = prepare_lattice_run(store, "diffusion", model, {**knobs, "schedule": n}, args.gen_length,
-                                      args.temperature, args.seed, trust_remote_code=args.trust_remote_code)
+            run = prepare_lattice_run(store, {**base, "schedule": n})
             runs[run.label] = run
     questions = _questions(args)
     first = next(iter(runs.values()))
@@ -158,7 +159,7 @@ def cmd_lattice(args) -> int:
     print(f"{len(questions)} prompt(s), model={first.model_id}, gen_length={args.gen_length}, "
           f"temperature={args.temperature}, {time.perf_counter() - t0:.0f}s")
     if first.method == "diffusion":
-        k = first.knobs
+        k = first.settings.knobs
         print(f"block_size={k['block_size']} steps={k['steps']} threshold={k['threshold']} "
               f"prophet_gap={k['prophet_gap']} remask_below={k['remask_below']} adaptive_block={k['adaptive_block']} "
               f"cache={k['cache']} ({first.decoder(encode_first(first, questions)).mode})")
@@ -168,7 +169,9 @@ def cmd_lattice(args) -> int:
         traces = []
         for label, run in runs.items():
             dec = run.decoder(ids)
-            tr = run.trace(dec, list(dec.steps()))
+            for _ in dec.steps():
+                pass
+            tr = dec.trace()
             traces.append(tr.to_dict())
             if args.show:
                 print(f"--- {label}: " + run.tokenizer.decode(tr.output_ids.tolist(), skip_special_tokens=True))
@@ -188,6 +191,18 @@ def _knobs(args, method) -> dict:
     return {k.name: getattr(args, k.name) for k in method.knobs if getattr(args, k.name) is not None}
 
 
+def run_settings(args, method, overrides: dict | None = None, temperature: float | None = None, strict=False):
+    """The CLI flags as one RunSettings for `method`. Flags of knobs the method lacks are ignored, so one
+    `bench` command can set knobs of several methods; `strict` refuses a --draft the method cannot use."""
+    from .settings import RunSettings
+
+    draft = args.head if method.uses_trained else args.draft if (method.uses_draft_model or strict) else None
+    return RunSettings.from_dict({
+        "method": method.name, **_knobs(args, method), **(overrides or {}), "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature if temperature is None else temperature, "top_p": args.top_p,
+        "seed": args.seed, "target": args.target or "", "draft": draft or ""})
+
+
 def _questions(args) -> list:
     from .bench.spec_bench import load_questions
 
@@ -199,20 +214,13 @@ def _questions(args) -> list:
 
 
 def cmd_run(args) -> int:
-    import numpy as np
-
     from .bench.spec_bench import run_questions
     from .models import ModelStore
-    from .runner import prepare_run
-    from .trace import Trace
+    from .runs import prepare_run
 
     method = METHODS[args.method]
     questions = _questions(args)
-    prepared = prepare_run(
-        ModelStore(), args.method, args.target, args.head if method.uses_trained else args.draft, _knobs(args, method),
-        args.max_new_tokens,
-        args.temperature, args.top_p, args.seed,
-    )
+    prepared = prepare_run(ModelStore(), run_settings(args, method, strict=True))
     results = run_questions(prepared, questions, record=args.trace_out is not None)
     for r in results:
         print(f"[{r['question_id']}] tau={r['mean_accepted']:.2f} forwards={r['target_forwards']} "
@@ -227,11 +235,7 @@ def cmd_run(args) -> int:
         with open(args.json_out, "w") as f:
             json.dump([{k: r[k] for k in keys} for r in results], f)
     if args.trace_out:
-        traces = [
-            Trace(args.method, prepared.config.to_dict(), prepared.target.model_id, prepared.draft_id,
-                  np.asarray(r["prompt_ids"]), r["steps"], r["wall_s"]).to_dict()
-            for r in results
-        ]
+        traces = [r["trace"].to_dict() for r in results]
         with open(args.trace_out, "w") as f:
             json.dump(traces, f)
     return 0
@@ -276,17 +280,11 @@ def method_entries(spec: str) -> list:
 
 def _prepare_entries(args, temperature: float) -> dict:
     from .models import ModelStore
-    from .runner import prepare_run
+    from .runs import prepare_run
 
     store = ModelStore()
-    prepared = {}
-    for label, name, overrides in method_entries(args.methods):
-        m = METHODS[name]
-        prepared[label] = prepare_run(store, name, args.target, args.head if m.uses_trained else
-                                      args.draft if m.uses_draft_model else None,
-                                      {**_knobs(args, m), **overrides}, args.max_new_tokens, temperature,
-                                      args.top_p, args.seed)
-    return prepared
+    return {label: prepare_run(store, run_settings(args, METHODS[name], overrides, temperature))
+            for label, name, overrides in method_entries(args.methods)}
 
 
 def cmd_bench(args) -> int:

@@ -1,12 +1,14 @@
-"""Run settings: frozen dataclasses, the knob table, and their validation.
+"""Knobs: everything a user can turn (CLI flag, UI control, API field), described once.
 
-Everything a user can turn (CLI flag or UI slider) is described once here by a
-`Knob`, so that the CLI, the app and the validation agree on names, defaults
-and ranges.
+A `Knob` carries its name, default, range or options, help, and whether it may
+change in the middle of a run (`live`: a tree-shape knob takes effect on the
+next step; any other change starts a new run). Methods that share a knob share
+this one object, so the CLI, the app, the API and validation agree. The run
+settings objects built from these knobs live in `specviz/settings.py`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct"
 
@@ -27,22 +29,38 @@ class Knob:
     # `free_text` also accepts any other non-empty string, e.g. a file path
     choices: tuple = ()
     free_text: bool = False
+    # may change mid-run: the running decoder applies it from its next step (tree shape, window)
+    live: bool = False
+    boolean: bool = False  # an on/off switch: the value is a bool
 
     @property
     def numeric(self) -> bool:
-        return not self.choices
+        return not self.choices and not self.boolean
 
     def check(self, value):
+        if self.boolean:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "on", "yes", "1"):
+                return True
+            if text in ("false", "off", "no", "0"):
+                return False
+            raise ConfigError(f"{self.name} is a switch: use true or false, got {value!r}")
         if self.choices:
             text = str(value).strip() if value is not None else ""
             if text in self.choices or (self.free_text and text):
                 return text
             extra = " or a file path" if self.free_text else ""
             raise ConfigError(f"{self.name}={value!r} is not an option: use one of {', '.join(self.choices)}{extra}")
+        if isinstance(value, bool):
+            raise ConfigError(f"{self.name} must be a number, got {value!r}")
         try:
             v = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{self.name} must be a number, got {value!r}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ConfigError(f"{self.name} must be a finite number, got {value!r}")
         if self.integer and v != int(v):
             raise ConfigError(f"{self.name} must be a whole number, got {value!r}")
         if not (self.low <= v <= self.high):
@@ -63,28 +81,27 @@ TOP_P = Knob("top_p", 1.0, 0.01, 1.0, "nucleus sampling mass", integer=False)
 SEED = Knob("seed", 0, 0, 2**31 - 1, "random seed for sampling")
 
 # method knobs
-DRAFT_LEN = Knob("draft_len", 3, 1, 16, "tokens drafted per step")
+DRAFT_LEN = Knob("draft_len", 3, 1, 16, "tokens drafted per step", live=True)
 EXIT_LAYER = Knob("exit_layer", 20, 1, 64, "layers kept by the early-exit self-draft")
 NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter ones down to 2 are tried next)")
 
 # tree-shape knobs: they take effect on the next step of a running decode
-TREE_DEPTH = Knob("depth", 5, 1, 16, "deepest draft level of the tree")
-TOP_K = Knob("top_k", 4, 1, 10, "children drafted per expanded node (and nodes expanded per level)")
-BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost)")
+TREE_DEPTH = Knob("depth", 5, 1, 16, "deepest draft level of the tree", live=True)
+TOP_K = Knob("top_k", 4, 1, 10, "children drafted per expanded node (and nodes expanded per level)", live=True)
+BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost)", live=True)
 TREE_PRESET = Knob("preset", "medusa-like-26", 0, 0,
                    "static tree shape: a preset, or your own rank paths such as 0;1;0,0;0,1 (Medusa 'choices')",
                    integer=False, choices=("chain-4", "chain-8", "binary-14", "medusa-like-26", "wide-40", "deep-64"),
-                   free_text=True)
+                   free_text=True, live=True)
 CORPUS = Knob("corpus", "context+shipped", 0, 0, "retrieval datastore: the prompt + text so far, the shipped corpus, or a text file",
               integer=False, choices=("context", "shipped", "context+shipped"), free_text=True)
 PRUNE_PROB = Knob("prune_prob", 0.1, 0.0, 1.0, "graft: model nodes below this cumulative draft probability are pruned",
-                  integer=False)
+                  integer=False, live=True)
 DRAFT_VOCAB = Knob("draft_vocab", 0, 0, 262144,
                    "EAGLE: draft from only the N tokens most frequent in the drafter's training data (FR-Spec); 0 = "
                    "the whole vocabulary. Cuts the drafter's LM-head cost; the target still verifies over every token, "
-                   "so the output is unchanged. Ignored by drafters that ship no ranked vocabulary")
-JACOBI_WINDOW = Knob("window", 8, 1, 64, "Jacobi: positions guessed and refined in parallel each step")
-SHAPE_KNOBS = frozenset({"depth", "top_k", "budget", "preset", "draft_len", "prune_prob", "window", "draft_vocab"})
+                   "so the output is unchanged. Ignored by drafters that ship no ranked vocabulary", live=True)
+JACOBI_WINDOW = Knob("window", 8, 1, 64, "Jacobi: positions guessed and refined in parallel each step", live=True)
 
 
 @dataclass(frozen=True)
@@ -102,28 +119,6 @@ class SamplingConfig:
         return cls(TEMPERATURE.check(temperature), TOP_P.check(top_p), SEED.check(seed))
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """One decoding run: which method, its knobs and the sampling settings."""
-
-    method: str
-    max_new_tokens: int = 64
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    knobs: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(
-            method=d["method"],
-            max_new_tokens=d["max_new_tokens"],
-            sampling=SamplingConfig(**d["sampling"]),
-            knobs=dict(d.get("knobs", {})),
-        )
-
-
 # lattice (diffusion and Jacobi) knobs ------------------------------------------
 SCHEDULE = Knob("schedule", "low_confidence", 0, 0, "which cells a diffusion step reveals (see the schedule notes)",
                 integer=False, choices=("low_confidence", "random", "margin", "entropy", "threshold", "prophet",
@@ -136,8 +131,8 @@ PROPHET_GAP = Knob("prophet_gap", 5.0, 0.0, 30.0, "prophet: mean top-1 minus top
                    "(×1.5 in the first third of the run, ×0.5 in the last: Prophet's 7.5 / 5 / 2.5)", integer=False)
 REMASK_BELOW = Knob("remask_below", 0.2, 0.0, 1.0, "remask: revealed cells of the block committed with less "
                     "confidence than this may return to the mask", integer=False)
-ADAPTIVE_BLOCK = Knob("adaptive_block", "off", 0, 0, "AdaBlock-style: end each block after a confident delimiter",
-                      integer=False, choices=("off", "on"))
+ADAPTIVE_BLOCK = Knob("adaptive_block", False, 0, 1, "AdaBlock-style: end each block after a confident delimiter",
+                      integer=False, boolean=True)
 DELIMITER_THRESHOLD = Knob("delimiter_threshold", 0.3, 0.0, 1.0, "adaptive blocks: confidence a delimiter "
                            "(newline, period, …) needs to end a block", integer=False)
 KV_CACHE = Knob("cache", "auto", 0, 0, "auto: reuse finished blocks' KV where exact (block-causal models); "

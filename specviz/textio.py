@@ -70,3 +70,22 @@ def token_label(tokenizer, token_id: int) -> str:
     if text.strip() == "":
         return "␠" * len(text)
     return text
+
+
+def encode_documents(tokenizer, documents: list) -> list:
+    """Token ids of plain documents (no chat template, no special tokens), e.g. a retrieval corpus."""
+    return [tokenizer(d, add_special_tokens=False)["input_ids"] for d in documents]
+
+
+# single tokens that end a phrase: AdaBlock-style blocks end after one of them
+DELIMITER_TEXTS = (".", "\n", "!", "?", ";", ":", ",", ".\n", "\n\n", ".\n\n")
+
+
+def delimiter_ids(tokenizer) -> tuple:
+    """The ids of the delimiter texts that the tokenizer encodes as one token."""
+    ids = set()
+    for text in DELIMITER_TEXTS:
+        enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(int(enc[0]))
+    return tuple(sorted(ids))

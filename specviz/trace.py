@@ -32,6 +32,29 @@ def tree_depths(parent: np.ndarray) -> np.ndarray:
     return depth
 
 
+def is_chain(parent: np.ndarray) -> bool:
+    """True when every node's parent is the node before it (a chain: its ancestor mask is the causal mask)."""
+    return bool(np.all(np.asarray(parent)[1:] == np.arange(len(parent) - 1)))
+
+
+def first_eos(ids: np.ndarray, eos_ids) -> int:
+    """Index of the first end-of-sequence token in `ids`, -1 if none."""
+    eos = np.asarray(sorted({int(e) for e in eos_ids}), dtype=np.int64)
+    if eos.size == 0 or len(ids) == 0:
+        return -1
+    hit = np.flatnonzero(np.isin(np.asarray(ids), eos))
+    return int(hit[0]) if hit.size else -1
+
+
+def canvas_output(canvas: np.ndarray, eos_at: int) -> np.ndarray:
+    """The generated text of a canvas: up to its first masked cell, cut after the first EOS."""
+    masked = np.flatnonzero(canvas < 0)
+    end = int(masked[0]) if masked.size else canvas.shape[0]
+    if 0 <= eos_at < end:
+        end = eos_at + 1
+    return canvas[:end].astype(np.int64)
+
+
 @dataclass(frozen=True)
 class DraftTree:
     """A draft tree in topological order. Node 0 is the root: the last committed
@@ -51,7 +74,7 @@ class DraftTree:
         return tree_depths(self.parent)
 
     def is_chain(self) -> bool:
-        return bool(np.all(self.parent[1:] == np.arange(self.size - 1)))
+        return is_chain(self.parent)
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,7 @@ class DiffusionStep:
     forward_ms: float
     select_ms: float
     lossless: bool = False  # True only for greedy Jacobi decoding (tested against plain greedy)
+    all_in: bool = False  # the schedule revealed every scored cell at once (Prophet's early commit)
 
     @property
     def length(self) -> int:
@@ -184,20 +208,16 @@ def diffusion_output(steps: list) -> np.ndarray:
     """The generated text so far: the canvas up to its first masked cell, cut after the first EOS."""
     if not steps:
         return np.zeros(0, dtype=np.int64)
-    last = steps[-1]
-    canvas = last.canvas
-    end = int(np.argmax(canvas < 0)) if np.any(canvas < 0) else canvas.shape[0]
-    if 0 <= last.eos_at < end:
-        end = last.eos_at + 1
-    return canvas[:end].astype(np.int64)
+    return canvas_output(steps[-1].canvas, steps[-1].eos_at)
 
 
-def commit_steps(steps: list) -> np.ndarray:
-    """[L] the step at which each cell was last revealed (-1: still masked): the commit order."""
+def commit_steps(steps: list, upto: int | None = None) -> np.ndarray:
+    """[L] the step at which each cell was last revealed, by step `upto` (default: the last; -1: still
+    masked): the commit order."""
     if not steps:
         return np.zeros(0, dtype=np.int64)
     order = np.full(steps[0].length, -1, dtype=np.int64)
-    for s in steps:
+    for s in steps[: None if upto is None else upto + 1]:
         order[s.cell_state == REVEALED] = s.step
         order[s.cell_state == REMASKED] = -1
     return order
@@ -235,7 +255,7 @@ class Trace:
     """A whole run: what was asked, every step record, and how long it took."""
 
     method: str
-    config: dict
+    settings: dict  # the run's settings as JSON (RunSettings / LatticeSettings.to_dict()): rerunning them reproduces it
     target_id: str
     draft_id: str | None
     prompt_ids: np.ndarray
@@ -267,7 +287,7 @@ class Trace:
     def to_dict(self) -> dict:
         return {
             "method": self.method,
-            "config": self.config,
+            "settings": self.settings,
             "target_id": self.target_id,
             "draft_id": self.draft_id,
             "prompt_ids": self.prompt_ids.tolist(),
@@ -287,7 +307,7 @@ class Trace:
     def from_dict(cls, d: dict) -> "Trace":
         return cls(
             method=d["method"],
-            config=d["config"],
+            settings=d["settings"] if "settings" in d else d.get("config", {}),  # traces before the rename
             target_id=d["target_id"],
             draft_id=d["draft_id"],
             prompt_ids=np.asarray(d["prompt_ids"], dtype=np.int64),
@@ -465,6 +485,14 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
             assert last, f"step {k}: only the last step may be cut short"
         if s.bonus_kind == CORRECTION:
             assert np.any(s.status == REJECTED), "a correction follows a rejection"
+        if eos_ids:
+            # a record never claims a token after the end of sequence: not on its accepted path, not as the
+            # bonus after an accepted EOS, and no step after the one that committed it
+            on_path = first_eos(t.token_ids[s.accepted_path], eos_ids)
+            assert on_path < 0 or on_path == s.n_accepted - 1, f"step {k}: the accepted path continues past EOS"
+            assert on_path < 0 or c.shape[0] == s.n_accepted, f"step {k}: a bonus token after an accepted EOS"
+            assert first_eos(c, eos_ids) in (-1, c.shape[0] - 1), f"step {k}: committed tokens after EOS"
+            assert first_eos(c, eos_ids) < 0 or k == len(trace.steps) - 1, f"step {k}: a step after EOS"
         assert s.target_forwards == 1
         pos += int(c.shape[0])
     out = trace.output_ids
@@ -486,15 +514,19 @@ class CommittedToken:
 
 def committed_tokens(steps: list) -> list:
     """Every generated token with the step and the way it was committed."""
+    return [t for s in steps for t in step_committed_tokens(s)]
+
+
+def step_committed_tokens(s: "SpecStep") -> list:
+    """The tokens one step committed, each with how it was committed (accepted draft, bonus or correction)."""
     out = []
-    for s in steps:
-        depth = s.tree.depth
-        for j, tok in enumerate(s.committed_ids):
-            if j < s.n_accepted:
-                node = int(s.accepted_path[j])
-                out.append(CommittedToken(int(tok), "accepted", s.step, int(depth[node]), float(s.target_probs[node])))
-            else:
-                out.append(CommittedToken(int(tok), s.bonus_kind, s.step, s.n_accepted + 1, float(s.bonus_prob)))
+    depth = s.tree.depth
+    for j, tok in enumerate(s.committed_ids):
+        if j < s.n_accepted:
+            node = int(s.accepted_path[j])
+            out.append(CommittedToken(int(tok), "accepted", s.step, int(depth[node]), float(s.target_probs[node])))
+        else:
+            out.append(CommittedToken(int(tok), s.bonus_kind, s.step, s.n_accepted + 1, float(s.bonus_prob)))
     return out
 
 

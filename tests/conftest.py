@@ -82,12 +82,47 @@ def tiny_trained(method, model):
     return drafter
 
 
+# the knobs every registered method runs with on the tiny models (4 layers, 96 tokens): the one table that
+# every method-wide suite reads; test_tiny_knobs_cover_every_method keeps it complete against the registry
+TINY_KNOBS = {
+    "ar": {},
+    "sps": {"exit_layer": 2},
+    "static_tree": {"exit_layer": 2},
+    "dynamic_tree": {"exit_layer": 2},
+    "prompt_lookup": {},
+    "ngram_tree": {},
+    "retrieval": {"corpus": "context+shipped"},
+    "graft": {"exit_layer": 2, "corpus": "context+shipped"},
+    "jacobi": {},
+    "eagle": {},
+    "medusa": {},
+    "exit_distilled": {},
+}
+
+
 def tiny_knobs(method):
-    names = {k.name for k in method.knobs}
-    knobs = {"exit_layer": 2} if "exit_layer" in names else {}
-    if "corpus" in names:
-        knobs["corpus"] = "context+shipped"
-    return knobs
+    """The method's tiny knobs (from TINY_KNOBS), checked, with its defaults filled in."""
+    return method.check_knobs(TINY_KNOBS[method.name])
+
+
+def tiny_settings(name: str, n: int, sampling=None, knobs=None):
+    """Settings for an engine-level run of `name` (any name: scripted test drafters have none registered)."""
+    from specviz.config import SamplingConfig
+    from specviz.settings import RunSettings
+
+    s = sampling or SamplingConfig()
+    return RunSettings(name, dict(knobs or {}), n, s.temperature, s.top_p, s.seed)
+
+
+def tiny_drafter(method, model, sampling=None, knobs=None, datastores=None, trained=None, draft_model=None):
+    """A fresh drafter of a registered method on a tiny model, with its tiny knobs (and `knobs` on top)."""
+    from specviz.config import SamplingConfig
+    from specviz.decoding.registry import BuildContext
+
+    checked = method.check_knobs({**TINY_KNOBS[method.name], **(knobs or {})})
+    trained = trained if trained is not None else tiny_trained(method, model)
+    return method.build(BuildContext(model, checked, sampling or SamplingConfig(), draft_model,
+                                     TINY_STORE if datastores is None else datastores, trained))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,18 +19,22 @@ def test_demo_builds_without_loading_weights():
     demo = build_demo(store)
     assert store.loaded_ids() == []
     names = {d["api_name"] for d in demo.config["dependencies"] if d.get("api_name")}
-    assert {"run", "step", "pause", "reset", "what_if"} <= names
+    assert {"run", "step", "pause", "reset", "what_if", "scrub", "export"} <= names
 
 
-def _args(prompt="List three colours.", method="sps", max_new=12, temperature=0.0, top_p=1.0, seed=0,
-          target=EMBEDDED_MODEL_ID, draft="", tree_depth=16, **knobs):
-    """The /run and /step inputs in order: prompt, method, every knob (registry order), the rest."""
-    from specviz.ui.speculative import KNOBS
+def test_run_endpoints_take_prompt_and_settings_by_name(app_url):
+    """Adding a knob never changes an endpoint's shape: /run and /step take `prompt` and `settings`."""
+    info = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/run", "/step", "/lattice_run", "/lattice_step"):
+        params = [p["parameter_name"] for p in info[name]["parameters"]]
+        assert params == ["prompt", "settings"], (name, params)
+        assert info[name]["parameters"][1]["parameter_has_default"] is True
 
-    unknown = set(knobs) - {k.name for k in KNOBS}
-    assert not unknown, unknown
-    values = [knobs.get(k.name, k.default) for k in KNOBS]
-    return [prompt, method, *values, max_new, temperature, top_p, seed, target, draft, tree_depth]
+
+def _run(client, prompt="List three colours.", api="/run", **settings):
+    """Call a run endpoint the way an outside client does: the prompt and only the settings it changes."""
+    settings.setdefault("max_new_tokens", 12)
+    return client.predict(prompt=prompt, settings=settings, api_name=api)
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +48,15 @@ def client(app_url):
 
 
 def test_run_through_gradio_client(client, embedded):
-    out = client.predict(*_args(), api_name="/run")
+    out = _run(client, method="sps")
     status, text_html, *_ , metrics, _depth, summary = out
     assert "finished" in status
     # which kernels ran is part of the result and of the metrics table
     assert summary["kernels"] == "reference (cpu)" and "backend: reference (cpu)" in metrics
     assert summary["method"] == "sps"
+    assert summary["settings"] == {"method": "sps", "draft_len": 3, "exit_layer": 20, "max_new_tokens": 12,
+                                   "temperature": 0.0, "top_p": 1.0, "seed": 0, "target": EMBEDDED_MODEL_ID,
+                                   "draft": ""}
     assert len(summary["output_ids"]) == 12
     assert summary["summary"]["target_forwards"] >= 1
     assert summary["speedup_vs_ar"]["matches_ar"] is True
@@ -64,14 +71,18 @@ def test_run_through_gradio_client(client, embedded):
         ({"prompt": "   "}, "prompt is empty"),
         ({"prompt": "a " * 9500}, "exceeds the model's context"),
         ({"prompt": "x" * 20001}, "limit is 20,000"),
-        # sliders are range-checked by gradio itself before our handler runs
-        ({"draft_len": 99}, "Value 99 is greater than maximum value 16"),
-        ({"temperature": 7}, "Value 7 is greater than maximum value 2"),
-        ({"exit_layer": 30}, "exit_layer=30 is out of range"),
-        ({"max_new": 0}, "Value 0 is less than minimum value 1"),
+        ({"method": "sps", "draft_len": 99}, "draft_len=99 is out of range"),
+        ({"temperature": 7}, "temperature=7 is out of range"),
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"method": "sps", "exit_layer": 30}, "exit_layer=30 is out of range"),
+        ({"max_new_tokens": 0}, "max_new_tokens=0 is out of range"),
         ({"seed": -1}, "seed=-1 is out of range"),
+        ({"method": "nope"}, "unknown method 'nope'"),
+        ({"method": "retrieval", "window": 4}, "has no field(s) 'window' (a knob of jacobi"),
+        ({"colour": "red"}, "has no field(s) 'colour'"),
+        ({"method": "ar", "draft": "x"}, "does not use a draft model"),
         ({"target": "no-such-org/no-such-model-xyz"}, "cannot load 'no-such-org/no-such-model-xyz'"),
-        ({"draft": "no-such-org/draft"}, "cannot load 'no-such-org/draft'"),
+        ({"method": "sps", "draft": "no-such-org/draft"}, "cannot load 'no-such-org/draft'"),
         # a Hub head for a trained method, offline
         ({"method": "eagle", "draft": "yuhuili/EAGLE-Vicuna-7B-v1.3"}, "Hub is unreachable"),
         ({"method": "exit_distilled", "draft": "some/head"}, "shipped drafter only"),
@@ -79,8 +90,15 @@ def test_run_through_gradio_client(client, embedded):
 )
 def test_bad_input_gets_a_clear_message(client, kwargs, message):
     with pytest.raises(Exception) as err:
-        client.predict(*_args(**kwargs), api_name="/run")
+        _run(client, **kwargs)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("settings", [[1, 2], "sps", 3])
+def test_settings_that_are_not_an_object_get_a_clear_message(client, settings):
+    with pytest.raises(Exception) as err:
+        client.predict(prompt="Hi", settings=settings, api_name="/run")
+    assert "settings must be a JSON object" in str(err.value)
 
 
 def test_mismatched_tokenizer_is_refused(client, tmp_path_factory):
@@ -96,7 +114,7 @@ def test_mismatched_tokenizer_is_refused(client, tmp_path_factory):
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", eos_token="w1").save_pretrained(path)
     tiny_random_llama(vocab_size=96).save_pretrained(path)
     with pytest.raises(Exception) as err:
-        client.predict(*_args(draft=str(path)), api_name="/run")
+        _run(client, method="sps", draft=str(path))
     assert "does not share the target" in str(err.value)
 
 
@@ -105,7 +123,7 @@ def test_sessions_do_not_see_each_other(server):
 
     def go(name, prompt, method):
         c = Client(server, verbose=False)
-        results[name] = c.predict(*_args(prompt=prompt, method=method, max_new=8), api_name="/run")[-1]
+        results[name] = _run(c, prompt, method=method, max_new_tokens=8)[-1]
 
     threads = [threading.Thread(target=go, args=("a", "Name a fruit.", "prompt_lookup")),
                threading.Thread(target=go, args=("b", "Name a country.", "ar"))]
@@ -117,29 +135,36 @@ def test_sessions_do_not_see_each_other(server):
     assert results["a"]["prompt_ids"] != results["b"]["prompt_ids"]
     # a fresh client has no run of its own: its first Step starts a new run at step 0
     c = Client(server, verbose=False)
-    status = c.predict(*_args(max_new=4), api_name="/step")[0]
+    status = _run(c, api="/step", max_new_tokens=4)[0]
     assert "Step 0" in status
 
 
 def test_step_then_run_resumes_the_same_run(client):
-    first = client.predict(*_args(max_new=10), api_name="/step")
+    first = _run(client, api="/step", max_new_tokens=10)
     assert "Step 0" in first[0]
-    second = client.predict(*_args(max_new=10), api_name="/step")
+    second = _run(client, api="/step", max_new_tokens=10)
     assert "Step 1" in second[0]
-    final = client.predict(*_args(max_new=10), api_name="/run")
+    final = _run(client, max_new_tokens=10)
     assert len(final[-1]["output_ids"]) == 10
+    # the default run is the one an empty settings object gives
+    assert final[-1]["settings"]["method"] == "sps"
+    # a recorded step re-renders by index, without the model; a bad index is a clear message
+    assert "showing recorded step 1" in client.predict(step=1, api_name="/scrub")[0]
+    with pytest.raises(Exception, match="99 is greater than maximum value 9"):
+        client.predict(step=99, api_name="/scrub")
 
 
 def test_tree_run_shape_change_mid_run_and_what_if(client):
-    first = client.predict(*_args(method="dynamic_tree", budget=6, depth=3, max_new=24), api_name="/step")
+    tree = dict(method="dynamic_tree", depth=3, max_new_tokens=24)
+    first = _run(client, api="/step", budget=6, **tree)
     assert "Step 0" in first[0]
     assert first[-1]["summary"]["drafted"] == 6
-    # a shape knob changes: the same run continues, and the next step uses the new budget
-    second = client.predict(*_args(method="dynamic_tree", budget=12, depth=3, max_new=24), api_name="/step")
-    assert "Step 1" in second[0] and "shape changed: budget=12" in second[0]
+    # a live knob changes: the same run continues, and the next step uses the new budget
+    second = _run(client, api="/step", budget=12, **tree)
+    assert "Step 1" in second[0] and "changed budget=12" in second[0]
     assert second[-1]["summary"]["drafted"] == 6 + 12
-    assert second[-1]["config"]["knobs"]["budget"] == 12
-    final = client.predict(*_args(method="dynamic_tree", budget=12, depth=3, max_new=24), api_name="/run")
+    assert second[-1]["settings"]["budget"] == 12
+    final = _run(client, budget=12, **tree)
     assert final[-1]["speedup_vs_ar"]["matches_ar"] is True
     plot, table = client.predict(api_name="/what_if")
     assert "medusa-like-26" in table and "retrieval: context+shipped" in table and "this run (dynamic_tree)" in table
@@ -156,15 +181,15 @@ def test_tree_run_shape_change_mid_run_and_what_if(client):
 )
 def test_bad_tree_settings_get_a_clear_message(client, kwargs, message):
     with pytest.raises(Exception) as err:
-        client.predict(*_args(**kwargs), api_name="/run")
+        _run(client, **kwargs)
     assert message in str(err.value)
 
 
 def test_retrieval_from_a_user_corpus_file(client, tmp_path):
     corpus = tmp_path / "notes.txt"
     corpus.write_text("Red, green and blue are the three primary colours of light. " * 20)
-    out = client.predict(*_args(method="retrieval", corpus=str(corpus), max_new=12), api_name="/run")
-    sources = out[-1]["config"]["knobs"]["corpus"]
+    out = _run(client, method="retrieval", corpus=str(corpus))
+    sources = out[-1]["settings"]["corpus"]
     assert sources == str(corpus)
     assert out[-1]["speedup_vs_ar"]["matches_ar"] is True
 
@@ -174,7 +199,7 @@ def test_retrieval_from_a_user_corpus_file(client, tmp_path):
                                           ("exit_distilled", {"depth": 6, "top_k": 4, "budget": 24})])
 def test_trained_drafters_run_in_the_app(client, method, knobs):
     """The shipped drafters load with the embedded model and decode exactly like plain greedy."""
-    summary = client.predict(*_args(method=method, max_new=24, **knobs), api_name="/run")[-1]
+    summary = _run(client, method=method, max_new_tokens=24, **knobs)[-1]
     assert summary["method"] == method
     assert summary["draft"].startswith(f"trained:{ {'exit_distilled': 'exit'}.get(method, method)}")
     assert summary["speedup_vs_ar"]["matches_ar"] is True

@@ -5,16 +5,12 @@ import json
 import pytest
 from gradio_client import Client
 
-from specviz.config import EMBEDDED_MODEL_ID, LATTICE_KNOBS
+from specviz.config import EMBEDDED_MODEL_ID
 
 
-def _args(prompt="Name three fruits.", method="diffusion", model="tiny-mdm", trust=False, gen_length=16,
-          temperature=0.0, seed=0, signal="confidence", overlays=("commit order", "block boundaries"), **knobs):
-    """The /lattice_run and /lattice_step inputs: prompt, method, model, trust, every lattice knob, the rest."""
-    unknown = set(knobs) - {k.name for k in LATTICE_KNOBS}
-    assert not unknown, unknown
-    values = [knobs.get(k.name, k.default) for k in LATTICE_KNOBS]
-    return [prompt, method, model, trust, *values, gen_length, temperature, seed, signal, list(overlays)]
+def _run(client, prompt="Name three fruits.", api="/lattice_run", **settings):
+    settings.setdefault("gen_length", 16)
+    return client.predict(prompt=prompt, settings=settings, api_name=api)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +29,9 @@ def test_demo_has_the_lattice_endpoints():
 
 
 def test_diffusion_run_step_scrub_and_cell(client, embedded):
-    first = client.predict(*_args(steps=8, block_size=8), api_name="/lattice_step")
+    first = _run(client, api="/lattice_step", steps=8, block_size=8)
     assert "Step 0" in first[0] and "block 0" in first[0]
-    out = client.predict(*_args(steps=8, block_size=8), api_name="/lattice_run")
+    out = _run(client, steps=8, block_size=8)
     status, text_html, *_rest, metrics, summary = out
     assert "finished" in status
     s = summary["summary"]
@@ -43,6 +39,7 @@ def test_diffusion_run_step_scrub_and_cell(client, embedded):
     assert s["tokens_per_forward"] == pytest.approx(s["new_tokens"] / 8)
     assert "tokens per forward" in metrics and summary["kernels"] == "reference (cpu)"
     assert summary["lossless"] is False and summary["text"]
+    assert summary["settings"]["steps"] == 8 and summary["settings"]["adaptive_block"] is False
     assert text_html.count('class="sv-tok"') >= s["new_tokens"]
     card = client.predict("3, 5", api_name="/lattice_cell")
     assert "step 3" in card.lower() and "position 5" in card.lower()
@@ -54,8 +51,7 @@ def test_diffusion_run_step_scrub_and_cell(client, embedded):
 
 
 def test_jacobi_on_the_embedded_model_is_lossless(client, embedded):
-    out = client.predict(*_args(method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=12, window=4),
-                         api_name="/lattice_run")
+    out = _run(client, method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=12, window=4)
     summary = out[-1]
     assert summary["method"] == "jacobi" and summary["lossless"] is True
     assert len(summary["output_ids"]) == 12
@@ -67,10 +63,13 @@ def test_jacobi_on_the_embedded_model_is_lossless(client, embedded):
 
 
 def test_two_schedules_side_by_side(client):
-    a, b, progress, table = client.predict(*_args(gen_length=16, steps=16, threshold=0.5)[:-2], "low_confidence",
-                                           "threshold", "confidence", api_name="/lattice_compare")
+    a, b, progress, table, result = client.predict(
+        prompt="Name three fruits.", settings={"gen_length": 16, "steps": 16, "threshold": 0.5},
+        schedule_a="low_confidence", schedule_b="threshold", api_name="/lattice_compare")
     assert "A: low_confidence" in table and "B: threshold" in table
     assert a is not None and b is not None
+    assert [r["schedule"] for r in result] == ["low_confidence", "threshold"]
+    assert all(r["summary"]["forwards"] >= 1 for r in result)
 
 
 @pytest.mark.parametrize(
@@ -80,14 +79,17 @@ def test_two_schedules_side_by_side(client):
         ({"method": "diffusion", "model": EMBEDDED_MODEL_ID}, "autoregressive: run it with Jacobi"),
         ({"method": "jacobi", "model": "tiny-mdm"}, "Jacobi decoding needs an autoregressive model"),
         ({"model": "GSAI-ML/LLaDA-8B-Instruct"}, "Tick 'trust remote code'"),
-        ({"model": "GSAI-ML/LLaDA-8B-Instruct", "trust": True}, "unreachable (offline)"),
+        ({"model": "GSAI-ML/LLaDA-8B-Instruct", "trust_remote_code": True}, "unreachable (offline)"),
         ({"model": "no-such/model"}, "not a diffusion LM specviz knows"),
-        ({"gen_length": 0}, "Value 0 is less than minimum value 1"),
-        ({"threshold": 1.5}, "Value 1.5 is greater than maximum value 1"),
+        ({"gen_length": 0}, "gen_length=0 is out of range"),
+        ({"threshold": 1.5}, "threshold=1.5 is out of range"),
+        ({"schedule": "sideways"}, "schedule='sideways' is not an option"),
+        ({"window": 4}, "has no field(s) 'window'"),
+        ({"adaptive_block": "maybe"}, "adaptive_block is a switch"),
         ({"prompt": "word " * 600}, "exceeds the model's context"),
     ],
 )
 def test_bad_lattice_input_gets_a_clear_message(client, kwargs, message):
     with pytest.raises(Exception) as err:
-        client.predict(*_args(**kwargs), api_name="/lattice_run")
+        _run(client, **kwargs)
     assert message in str(err.value)

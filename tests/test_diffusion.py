@@ -1,13 +1,15 @@
 """Diffusion decoding: schedule invariants on hand-made views, end-to-end runs on tiny random models of each
 backbone, the block cache against full recomputation, adaptive blocks, early commit, and the loaders."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from specviz.decoding.diffusion import DiffusionConfig, DiffusionDecoder, diffuse
-from specviz.decoding.schedules import (SCHEDULES, CellView, ScheduleParams, logit_gap, per_step_count,
-                                        prophet_threshold, select)
-from specviz.models.diffusion import BLOCK_CAUSAL, DIFFUSION_FAMILIES, family_for, load_diffusion_model, \
+from specviz.decoding.diffusion import DiffusionConfig, DiffusionDecoder, diffuse, diffusion_trace
+from specviz.decoding.schedules import (SCHEDULE_HELP, SCHEDULES, CellView, Schedule, ScheduleParams, logit_gap,
+                                        per_step_count, prophet_threshold, register_schedule, select)
+from specviz.models.diffusion import BLOCK_CAUSAL, DIFFUSION_FAMILIES, HF, SIGMA, family_for, load_diffusion_model, \
     tiny_family_model
 from specviz.models.loading import ModelLoadError
 from specviz.trace import KEPT, REMASKED, REVEALED, Trace, check_invariants
@@ -79,10 +81,10 @@ def test_prophet_goes_all_in_only_when_the_gap_passes_its_staged_threshold():
     assert logit_gap(np.array([0.9]), np.array([0.891]))[0] == pytest.approx(np.log(100), rel=1e-4)
     block = [1, 1, 0, 0, 0, 0]
     early = select("prophet", view(conf, gap=gap, block=block, progress=0.1), ScheduleParams(prophet_gap=5.0), RNG)
-    assert "all-in" not in early.rule and set(early.reveal) <= {0, 1}
+    assert "all-in" not in early.rule and not early.all_in and set(early.reveal) <= {0, 1}
     late = select("prophet", view(conf, gap=gap, block=block, progress=0.8), ScheduleParams(prophet_gap=5.0), RNG)
     # all-in reveals every scored masked cell, beyond the block too
-    assert late.rule.startswith("prophet all-in") and late.reveal.tolist() == list(range(6))
+    assert late.all_in and late.rule.startswith("prophet all-in") and late.reveal.tolist() == list(range(6))
     assert late.signal == pytest.approx(np.log(100), rel=1e-4) and late.threshold == 2.5
 
 
@@ -95,6 +97,20 @@ def test_remask_returns_cells_committed_weakly_but_fewer_than_it_reveals():
     last = select("remask", view([0.9, 0.8, 0.7, 0.1, 0, 0, 0], masked=masked, own=own, steps_left=1),
                   ScheduleParams(remask_below=0.2), RNG)
     assert last.remask.size == 0  # never on a block's last budgeted step
+
+
+def test_the_registry_describes_every_schedule_and_refuses_unknown_names():
+    assert list(SCHEDULES) == ["low_confidence", "random", "margin", "entropy", "threshold", "prophet", "remask"]
+    assert dict(SCHEDULE_HELP) == {n: s.help for n, s in SCHEDULES.items()}
+    assert SCHEDULES["threshold"].params == ("threshold",) and SCHEDULES["threshold"].source == "Fast-dLLM"
+    assert SCHEDULES["prophet"].params == ("prophet_gap",) and SCHEDULES["low_confidence"].params == ()
+    with pytest.raises(ValueError, match="unknown schedule 'nope': use one of low_confidence, random"):
+        select("nope", view([0.5]), ScheduleParams(), RNG)
+    with pytest.raises(ValueError, match="already registered"):
+        register_schedule(SCHEDULES["random"])
+    with pytest.raises(ValueError, match="unknown knobs"):
+        register_schedule(Schedule("x", SCHEDULES["random"].select, "", params=("temperature",)))
+    assert "x" not in SCHEDULES
 
 
 # end to end on tiny random models -----------------------------------------------------------
@@ -117,6 +133,39 @@ def test_every_schedule_runs_end_to_end_on_every_native_backbone(family, schedul
         assert np.array_equal(st.proposal[rev], st.topk_ids[rev, 0])
 
 
+def test_the_decoder_builds_its_own_trace():
+    lm = tiny_family_model("tiny")
+    cfg = DiffusionConfig("prophet", 16, 8, 8, ScheduleParams(prophet_gap=0.5))
+    dec = DiffusionDecoder(lm, PROMPT, cfg, settings={"method": "diffusion", "max_new_tokens": 16})
+    assert dec.trace().steps == [] and dec.trace().output_ids.size == 0
+    first = dec.step()
+    assert dec.records == [first] and dec.trace().steps == [first] and dec.wall_s > 0
+    rest = list(dec.steps())
+    tr = dec.trace()
+    assert tr.steps == [first, *rest] == dec.records and dec.step() is None and len(dec.records) == len(tr.steps)
+    assert tr.method == "diffusion:prophet" and tr.target_id == lm.model_id and not tr.lossless
+    assert tr.settings == {"method": "diffusion", "max_new_tokens": 16, "mode": "recompute", "family": "tiny",
+                           "mask_id": lm.mask_id}
+    assert tr.wall_s == dec.wall_s and tr.finish_reason == dec.finish_reason and tr.prefill_ms == dec.prefill_ms
+    assert tr.output_ids.tolist() == dec.output_ids.tolist()
+    check_invariants(tr)
+    # without settings the trace records the config; diffuse and the kept diffusion_trace agree with it
+    plain = diffuse(lm, PROMPT, cfg)
+    assert plain.settings == {**cfg.to_dict(), "mode": "recompute", "family": "tiny", "mask_id": lm.mask_id}
+    assert [x.canvas.tolist() for x in plain.steps] == [x.canvas.tolist() for x in tr.steps] and plain.wall_s > 0
+    kept = diffusion_trace(dec, dec.records[:1], 2.5)
+    assert kept.steps == [first] and kept.wall_s == 2.5 and kept.settings == tr.settings
+
+
+def test_forward_styles_are_behaviour():
+    fam = DIFFUSION_FAMILIES["sdar"]
+    assert fam.forward_style.can_cache and not SIGMA.can_cache and HF.can_cache
+    assert tiny_family_model("sdar").family.forward_style is HF  # the offline stand-in takes our mask
+    assert replace(fam, forward_style="hf").forward_style is HF  # a style may still be named by its key
+    with pytest.raises(ValueError, match="unknown forward style"):
+        replace(fam, forward_style="nope")
+
+
 def test_fixed_count_schedules_take_exactly_the_step_budget():
     lm = tiny_family_model("tiny")
     for steps in (4, 8, 16):
@@ -136,7 +185,7 @@ def test_threshold_zero_fills_a_block_per_forward_and_one_fills_a_cell():
 def test_prophet_early_commit_finishes_the_canvas_in_one_step():
     lm = tiny_family_model("tiny")
     tr = diffuse(lm, PROMPT, DiffusionConfig("prophet", 24, 8, 24, ScheduleParams(prophet_gap=0.0)))
-    assert len(tr.steps) == 1 and tr.steps[0].rule.startswith("prophet all-in")
+    assert len(tr.steps) == 1 and tr.steps[0].all_in and tr.steps[0].rule.startswith("prophet all-in")
     assert tr.steps[0].n_revealed == 24  # recompute mode scores the whole canvas, so all of it commits
 
 
@@ -215,7 +264,7 @@ def test_families_are_recognised_and_remote_code_needs_an_opt_in():
     assert family_for("Dream-org/Dream-v0-Instruct-7B").shift
     assert family_for("Efficient-Large-Model/Fast_dLLM_v2_1.5B").attention == BLOCK_CAUSAL
     assert family_for("JetLM/SDAR-1.7B-Chat").mask_id == 151669
-    assert family_for("kuleshov-group/bd3lm-owt-block_size4").forward_style == "sigma"
+    assert family_for("kuleshov-group/bd3lm-owt-block_size4").forward_style is SIGMA
     assert family_for("diffusionfamily/diffugpt-s").name == "diffugpt"
     with pytest.raises(ModelLoadError, match="not a diffusion LM"):
         family_for("gpt2")
@@ -259,8 +308,6 @@ def test_diffugpt_checkpoint_layout_loads_into_gpt2(tmp_path, embedded):
 
 
 def test_invariants_catch_a_broken_canvas():
-    from dataclasses import replace
-
     lm = tiny_family_model("tiny")
     tr = diffuse(lm, PROMPT, DiffusionConfig("low_confidence", 8, 8, 4))
     check_invariants(tr)

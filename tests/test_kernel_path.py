@@ -4,25 +4,24 @@ import pytest
 import torch
 
 from specviz.bench.kernels import verify_cost
-from specviz.config import RunConfig, SamplingConfig
+from specviz.config import SamplingConfig
 from specviz.decoding.engine import SpeculativeDecoder, decode
-from specviz.decoding.registry import get_method
+from specviz.decoding.registry import METHODS, get_method
 from specviz.kernels import force_backend
 from specviz.models.cache import SlabCache
 
-from .conftest import PROMPTS, TINY_STORE, tiny_knobs
+from .conftest import PROMPTS, tiny_drafter, tiny_knobs, tiny_settings
 
 
-@pytest.mark.parametrize("name", ["ar", "sps", "static_tree", "dynamic_tree", "ngram_tree"])
+@pytest.mark.parametrize("name", list(METHODS))
 @pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(0.8, 1.0, 3)], ids=["greedy", "sampled"])
 def test_triton_path_decodes_the_same_tokens(tiny, name, sampling):
     m = get_method(name)
-    knobs = m.check_knobs(tiny_knobs(m))
     outs, backends = [], []
     for backend in ("reference", "triton"):
         with force_backend(backend):
-            drafter = m.build(tiny, None, knobs, sampling, TINY_STORE)
-            tr = decode(tiny, drafter, PROMPTS[1], RunConfig(name, 12, sampling, knobs), record=True)
+            drafter = tiny_drafter(m, tiny, sampling)
+            tr = decode(tiny, drafter, PROMPTS[1], tiny_settings(name, 8, sampling, tiny_knobs(m)), record=True)
         outs.append(tr.output_ids.tolist())
         backends.append(tr.backend)
     assert outs[0] == outs[1]
@@ -33,10 +32,8 @@ def test_triton_path_decodes_the_same_tokens(tiny, name, sampling):
 def test_compacted_slab_equals_a_fresh_prefill(tiny, backend):
     """After tree steps with compaction, the cache holds exactly the committed context's keys and values."""
     m = get_method("static_tree")
-    knobs = m.check_knobs(tiny_knobs(m))
     with force_backend(backend), torch.inference_mode():
-        dec = SpeculativeDecoder(tiny, m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE), PROMPTS[0],
-                                 RunConfig("static_tree", 16, SamplingConfig(), knobs))
+        dec = SpeculativeDecoder(tiny, tiny_drafter(m, tiny), PROMPTS[0], tiny_settings("static_tree", 16))
         steps = list(dec.steps())
         fresh = SlabCache(tiny.config.num_hidden_layers)
         tiny(input_ids=torch.from_numpy(dec.ids_host[:-1]).unsqueeze(0), past_key_values=fresh, use_cache=True)
@@ -60,9 +57,7 @@ def test_recorded_steps_carry_the_targets_uncertainty(tiny):
     from specviz.trace import Trace
 
     m = get_method("static_tree")
-    knobs = m.check_knobs(tiny_knobs(m))
-    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE), PROMPTS[0],
-                RunConfig("static_tree", 8, SamplingConfig(), knobs))
+    tr = decode(tiny, tiny_drafter(m, tiny), PROMPTS[0], tiny_settings("static_tree", 8))
     for s in tr.steps:
         assert s.target_entropy.shape == s.target_top2_gap.shape == (s.tree.size,)
         assert np.all((s.target_entropy >= 0) & (s.target_entropy <= np.log(96) + 1e-4))

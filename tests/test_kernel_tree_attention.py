@@ -112,14 +112,14 @@ def test_model_forward_through_the_kernel_matches_sdpa(tiny):
     """The tiny model scoring a tree through the Triton kernel (interpreted) gives SDPA's logits."""
     from specviz.decoding.engine import SpeculativeDecoder
     from specviz.decoding.drafters import NoDrafter
-    from specviz.config import RunConfig
+    from specviz.settings import RunSettings
     from specviz.models.attention import implementation
 
     parent = np.array([-1, 0, 0, 1, 1, 2, 3])
     tokens = torch.tensor([9, 1, 2, 3, 4, 5, 6])
     prompt = np.array([5, 6, 7, 8, 9])
     with torch.inference_mode():
-        dec = SpeculativeDecoder(tiny, NoDrafter(), prompt, RunConfig("ar", 8))
+        dec = SpeculativeDecoder(tiny, NoDrafter(), prompt, RunSettings("ar", {}, 8))
         dec.prefill()
         with force_backend("triton"):
             kernel_logits = dec._score(tokens, parent, 4)

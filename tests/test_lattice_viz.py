@@ -14,7 +14,7 @@ NAN = float("nan")
 
 
 def make_step(k, prev, final, reveal, remask=(), block=(0, 8), conf=None, rule="", threshold=NAN, signal=NAN,
-              forwards=1, topk=None):
+              forwards=1, topk=None, all_in=False):
     """One step on top of canvas `prev`: `reveal` takes the cells' `final` tokens, `remask` clears cells.
     Every masked (or remasked) cell inside the block is scored with its final token as the proposal."""
     n = prev.shape[0]
@@ -46,7 +46,7 @@ def make_step(k, prev, final, reveal, remask=(), block=(0, 8), conf=None, rule="
         step=k, block=0 if lo == 0 else 1, block_start=lo, block_end=hi, canvas=canvas, cell_state=state,
         proposal=proposal, confidence=confidence, top2_gap=gap, entropy=entropy, topk_ids=ids, topk_probs=probs,
         rule=rule, threshold=threshold, signal=signal, forwards=forwards, cached=0, eos_at=-1,
-        forward_ms=10.0, select_ms=1.0,
+        forward_ms=10.0, select_ms=1.0, all_in=all_in,
     )
 
 
@@ -67,7 +67,7 @@ def small_trace(with_topk=True):
              threshold=0.7, signal=0.9, topk=topk),
         dict(reveal=[1, 3], remask=[2], block=(0, 4), conf={1: 0.75, 2: 0.3, 3: 0.72}, rule="threshold 0.70: 2 cells",
              threshold=0.7, signal=0.75),
-        dict(reveal=[2], block=(0, 4), conf={2: 0.6}, rule="prophet all-in (gap 0.41)"),
+        dict(reveal=[2], block=(0, 4), conf={2: 0.6}, rule="prophet all-in (gap 0.41)", all_in=True),
         dict(reveal=[4, 5, 6, 7], block=(4, 8), conf={4: 0.95, 5: 0.9, 6: 0.85, 7: 0.8}, rule="threshold 0.70: 4 cells",
              threshold=0.7, signal=0.95, forwards=2),
     ]

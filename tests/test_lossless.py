@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from specviz.config import RunConfig, SamplingConfig
+from specviz.config import SamplingConfig
+from specviz.decoding.drafters import DrafterBase
 from specviz.decoding.drafters import Draft
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
 from specviz.trace import check_invariants
 
-from .conftest import PROMPTS, TINY_STORE, greedy_reference, tiny_knobs, tiny_trained
+from .conftest import PROMPTS, greedy_reference, tiny_drafter, tiny_settings
 
 N_NEW = 40
 
 
-class ScriptedDrafter:
+class ScriptedDrafter(DrafterBase):
     """Drafts from a known greedy continuation: `correct` right tokens then `wrong` wrong ones,
     optionally as a tree where a decoy sibling precedes each correct node."""
 
@@ -50,12 +51,12 @@ class ScriptedDrafter:
         return Draft(torch.tensor(tokens, dtype=torch.long), np.array(parent, dtype=np.int64),
                      torch.full((m,), 0.5), None, ("scripted",) * m)
 
-    def on_commit(self, accepted_path, n_committed):
+    def commit(self, accepted_path, n_committed):
         pass
 
 
 def _run(model, drafter, prompt, n=N_NEW):
-    tr = decode(model, drafter, prompt, RunConfig("test", n))
+    tr = decode(model, drafter, prompt, tiny_settings("test", n))
     check_invariants(tr, max_new_tokens=n)
     return tr
 
@@ -84,9 +85,7 @@ def test_scripted_drafts_are_lossless(tiny, prompt, correct, wrong, decoy):
 def test_every_method_matches_greedy_on_tiny_model(tiny, name, prompt):
     p = PROMPTS[prompt]
     m = get_method(name)
-    knobs = m.check_knobs(tiny_knobs(m))
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), TINY_STORE, trained=tiny_trained(m, tiny))
-    tr = decode(tiny, drafter, p, RunConfig(name, N_NEW, SamplingConfig(), knobs))
+    tr = decode(tiny, tiny_drafter(m, tiny), p, tiny_settings(name, N_NEW))
     check_invariants(tr, max_new_tokens=N_NEW)
     assert tr.output_ids.tolist() == greedy_reference(tiny, p, N_NEW).tolist()
 
@@ -96,8 +95,7 @@ def test_sps_with_a_separate_draft_model_matches_greedy(tiny):
 
     draft_model = tiny_random_llama(vocab_size=96, n_layers=1, hidden=32, seed=5)
     m = get_method("sps")
-    knobs = m.check_knobs({"draft_len": 5})
-    drafter = m.build(tiny, draft_model, knobs, SamplingConfig())
+    drafter = m.drafter(tiny, {"draft_len": 5}, draft_model=draft_model)
     tr = _run(tiny, drafter, PROMPTS[0])
     assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], N_NEW).tolist()
     assert all(src == "draft-model" for s in tr.steps for src in s.tree.source[1:])
@@ -122,17 +120,17 @@ def embedded_references(embedded):
 
 
 @pytest.mark.parametrize("name", [m for m in METHODS if m != "ar"])
-def test_every_method_matches_greedy_on_embedded_model(embedded, embedded_references, name):
+def test_every_method_matches_greedy_on_embedded_model(store, embedded, embedded_references, name):
     from specviz.models.trained import shipped_drafters
-    from specviz.runner import load_datastores
+    from specviz.runs.corpus import load_datastores
 
     m = get_method(name)
     knobs = m.check_knobs({})
-    stores = load_datastores(embedded, knobs["corpus"]) if m.uses_corpus else {}
+    stores = load_datastores(store, embedded, knobs["corpus"]) if m.uses_corpus else {}
     # the trained methods run on the drafters shipped in assets/drafters
     trained = shipped_drafters(embedded.model_id, embedded.model).get(m.uses_trained) if m.uses_trained else None
     for text, p, ref in embedded_references:
-        drafter = m.build(embedded.model, None, knobs, SamplingConfig(), stores, trained=trained)
-        tr = decode(embedded.model, drafter, p, RunConfig(name, 32, SamplingConfig(), knobs), eos_ids=embedded.eos_ids)
+        drafter = m.drafter(embedded.model, knobs, datastores=stores, trained=trained)
+        tr = decode(embedded.model, drafter, p, tiny_settings(name, 32, knobs=knobs), eos_ids=embedded.eos_ids)
         check_invariants(tr, eos_ids=embedded.eos_ids, max_new_tokens=32)
         assert tr.output_ids.tolist() == ref, text

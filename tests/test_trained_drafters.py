@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from specviz.config import RunConfig, SamplingConfig
+from specviz.config import SamplingConfig
+from specviz.settings import RunSettings
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import get_method
 from specviz.decoding.trained_drafters import FeatureDraftKV
@@ -32,8 +33,8 @@ def _fresh(name, model, seed=1):
 def test_fresh_trained_drafters_match_greedy_on_tiny_model(tiny, name, prompt):
     m = get_method(name)
     knobs = m.check_knobs(KNOBS[name])
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=_fresh(name, tiny))
-    tr = decode(tiny, drafter, PROMPTS[prompt], RunConfig(name, 40, SamplingConfig(), knobs))
+    drafter = m.drafter(tiny, knobs, trained=_fresh(name, tiny))
+    tr = decode(tiny, drafter, PROMPTS[prompt], RunSettings(name, knobs, 40))
     check_invariants(tr, max_new_tokens=40)
     assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[prompt], 40).tolist()
     assert sum(s.n_drafted for s in tr.steps) > 0
@@ -71,8 +72,8 @@ def test_eagle_drafts_only_from_its_ranked_vocabulary(tiny, draft_vocab, tmp_pat
     assert entry["parameters"] == sum(p.numel() for p in trained.parameters())
     again = build("eagle", entry["config"], load_file(str(tmp_path / entry["file"])), tiny)
     assert torch.equal(again.draft_vocab.cpu(), ranked)  # ids survive exactly (not through fp16)
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=again)
-    tr = decode(tiny, drafter, PROMPTS[0], RunConfig("eagle", 40, SamplingConfig(), knobs))
+    drafter = m.drafter(tiny, knobs, trained=again)
+    tr = decode(tiny, drafter, PROMPTS[0], RunSettings("eagle", knobs, 40))
     assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], 40).tolist()
     drafted = {int(t) for s in tr.steps for t in s.tree.token_ids[1:]}
     assert drafted
@@ -385,8 +386,8 @@ def test_hub_medusa_checkpoint_with_its_own_lm_heads(tiny, tmp_path):
     # and they decode losslessly through the method
     m = get_method("medusa")
     knobs = m.check_knobs({"preset": "binary-14"})
-    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), trained=heads), PROMPTS[0],
-                RunConfig("medusa", 30, SamplingConfig(), knobs))
+    tr = decode(tiny, m.drafter(tiny, knobs, trained=heads), PROMPTS[0],
+                RunSettings("medusa", knobs, 30))
     assert tr.output_ids.tolist() == greedy_reference(tiny, PROMPTS[0], 30).tolist()
 
 
@@ -417,7 +418,7 @@ def test_missing_drafters_are_reported_clearly(tmp_path, monkeypatch, embedded):
     """Without shipped weights the method list says 'not installed' and a run says what to do."""
     from specviz.models import ModelStore
     from specviz.models import trained
-    from specviz.runner import prepare_run
+    from specviz.runs import prepare_run
     from specviz.ui import speculative
 
     monkeypatch.setitem(trained.SHIPPED, embedded.model_id, tmp_path / "nothing-here")
@@ -427,9 +428,9 @@ def test_missing_drafters_are_reported_clearly(tmp_path, monkeypatch, embedded):
     assert "Not installed" in speculative._method_info("medusa")
     store = ModelStore(loader=lambda _id: embedded)
     with pytest.raises(ModelLoadError, match="has no shipped EAGLE-style feature drafter"):
-        prepare_run(store, "eagle")
+        prepare_run(store, {"method": "eagle"})
     # the other methods are unaffected
-    assert prepare_run(store, "sps").method.name == "sps"
+    assert prepare_run(store, {"method": "sps"}).method.name == "sps"
 
 
 @pytest.mark.parametrize("name", list(TRAINED))
@@ -442,13 +443,13 @@ def test_replayed_tau_equals_the_engines(tiny, name):
     knobs = m.check_knobs(KNOBS[name])
     trained = _fresh(name, tiny)
     prompt = PROMPTS[1]
-    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig(), trained=trained), prompt,
-                RunConfig(name, 40, SamplingConfig(), knobs))
+    tr = decode(tiny, m.drafter(tiny, knobs, trained=trained), prompt,
+                RunSettings(name, knobs, 40))
     tap = FeatureTap(tiny)
     with tap, torch.no_grad():
         tiny(torch.tensor([list(prompt) + tr.output_ids.tolist()]))
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), trained=trained)
-    features = tap.take()[0] if getattr(drafter, "reads_target_features", False) else None
+    drafter = m.drafter(tiny, knobs, trained=trained)
+    features = tap.take()[0] if drafter.reads_target_features else None
     accepted = []
     steps, _ = replay_builder(drafter, prompt, tr.output_ids, features, accepted)
     assert steps == len(tr.steps)

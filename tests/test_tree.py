@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from specviz.config import RunConfig
+from specviz.settings import RunSettings
 from specviz.decoding import kv
 from specviz.decoding.drafters import NoDrafter
 from specviz.decoding.engine import SpeculativeDecoder
@@ -94,7 +94,7 @@ def test_keep_path_leaves_exactly_the_accepted_path(tiny, path):
 def test_engine_scores_a_branching_tree_like_the_plain_forward(tiny):
     """The decoder's own scoring call (mask + positions over its cache) on a branching tree."""
     prompt = np.array([5, 6, 7, 8, 9])
-    dec = SpeculativeDecoder(tiny, NoDrafter(), prompt, RunConfig("ar", 8))
+    dec = SpeculativeDecoder(tiny, NoDrafter(), prompt, RunSettings("ar", {}, 8))
     dec.prefill()
     parent = np.array(SHAPES["branching"])
     tokens = torch.tensor([9, 1, 2, 3, 4, 5, 6, 7, 8])

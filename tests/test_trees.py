@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from specviz.config import ConfigError, RunConfig, SamplingConfig
+from specviz.config import ConfigError, SamplingConfig
+from specviz.settings import RunSettings
 from specviz.decoding.drafters import Context, ngram_continuations
 from specviz.decoding.engine import SpeculativeDecoder
 from specviz.decoding.registry import get_method
@@ -202,14 +203,14 @@ def test_dynamic_tree_respects_budget_depth_and_stays_a_tree(tiny, greedy):
 def test_shape_knobs_apply_on_the_next_step(tiny):
     m = get_method("dynamic_tree")
     knobs = m.check_knobs({"exit_layer": 2, "budget": 6, "depth": 3})
-    dec = SpeculativeDecoder(tiny, m.build(tiny, None, knobs, SamplingConfig()), [3, 17, 4, 17, 4],
-                             RunConfig("dynamic_tree", 30, SamplingConfig(), knobs))
+    dec = SpeculativeDecoder(tiny, m.drafter(tiny, knobs), [3, 17, 4, 17, 4],
+                             RunSettings("dynamic_tree", knobs, 30))
     first = dec.step()
     assert first.n_drafted == 6
     dec.update_shape({"budget": 12, "depth": 2})
     second = dec.step()
     assert second.n_drafted == 12 and second.tree.depth.max() <= 2
-    assert dec.config.knobs["budget"] == 12
+    assert dec.settings.knobs["budget"] == 12 and dec.trace().settings["budget"] == 12
 
 
 def test_knob_choices_are_checked():
@@ -226,7 +227,7 @@ def test_graft_records_both_sources(tiny):
     store = {"retrieval:shipped": SuffixArray(corpus_tokens(docs))}
     m = get_method("graft")
     knobs = m.check_knobs({"exit_layer": 2, "prune_prob": 0.02, "budget": 12, "corpus": "shipped"})
-    drafter = m.build(tiny, None, knobs, SamplingConfig(), store)
+    drafter = m.drafter(tiny, knobs, datastores=store)
     drafter.reset(None)
     ids = torch.tensor([3, 17, 4, 17, 4, 9])
     draft = drafter.propose(Context(ids, ids.numpy()), 8, torch.Generator())
@@ -245,16 +246,16 @@ def test_graft_records_both_sources(tiny):
 ])
 def test_what_if_replay_reproduces_the_real_run(tiny, name, knobs):
     """The replay of a run's own shape takes exactly as many target forwards as the run did."""
-    from specviz.decoding.drafters import early_exit_model
+    from specviz.models.early_exit import early_exit_model
     from specviz.decoding.engine import decode
     from specviz.decoding.whatif import replay_builder, replay_static, true_token_ranks
 
     m = get_method(name)
     knobs = m.check_knobs(knobs)
     prompt = [3, 17, 4, 17, 4, 17, 9, 22, 4, 17]
-    tr = decode(tiny, m.build(tiny, None, knobs, SamplingConfig()), prompt, RunConfig(name, 40, SamplingConfig(), knobs))
+    tr = decode(tiny, m.drafter(tiny, knobs), prompt, RunSettings(name, knobs, 40))
     if name == "ngram_tree":
-        steps, _ = replay_builder(m.build(tiny, None, knobs, SamplingConfig()), prompt, tr.output_ids)
+        steps, _ = replay_builder(m.drafter(tiny, knobs), prompt, tr.output_ids)
     else:
         ranks = true_token_ranks(early_exit_model(tiny, 2), prompt, tr.output_ids)
         paths = PRESETS[knobs["preset"]] if name == "static_tree" else chain(knobs["draft_len"])

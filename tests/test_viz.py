@@ -94,3 +94,18 @@ def test_what_if_panel_builds_from_rows():
     table = whatif_table_html(rows, 1.5, "this run")
     assert table.index("wide-40") < table.index("chain-4") < table.index("retrieval")  # best first
     assert "Best replayed: <b>wide-40</b>" in table
+
+
+def test_a_step_that_ended_at_eos_draws_no_bonus():
+    """bonus_token -1 / bonus_kind "none": the accepted path ended at end-of-sequence, nothing was added."""
+    s = make_step(0, 4, [10, 11, 12, 13], [-1, 0, 1, 1], [ROOT, ACCEPTED, ACCEPTED, REJECTED], [1, 2], -1, "none",
+                  committed=[11, 12])
+    labels = ["r", "a", "b", "c"]
+    fig = tree_figure(s, labels, "")
+    assert not [t for t in fig.data if t.name == "none" or (t.marker and t.marker.symbol == "star")]
+    assert len(tidy_layout(_graph(s, [0, 1, 2, 3]))) == 4  # no bonus node
+    tokens = committed_tokens([s])
+    assert [t.kind for t in tokens] == ["accepted", "accepted"]
+    html = generated_text_html(["x", "y"], tokens, current_step=0)
+    assert html.count('class="sv-tok sv-accepted') == 2
+    assert step_confidence_figure(s, labels).data

@@ -31,7 +31,7 @@ def verify_cost(model, context: int = 512, sizes=TREE_SIZES, reps: int = 10) -> 
     Each tree is scored over a `context`-token prefix in the cache, then the
     cache is cut back, exactly as a verification step does before compaction.
     """
-    from ..config import RunConfig
+    from ..settings import RunSettings
     from ..decoding import kv
     from ..decoding.drafters import NoDrafter
     from ..decoding.engine import SpeculativeDecoder
@@ -41,7 +41,7 @@ def verify_cost(model, context: int = 512, sizes=TREE_SIZES, reps: int = 10) -> 
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, vocab, size=context + 1)
-    dec = SpeculativeDecoder(model, NoDrafter(), prompt, RunConfig("ar", 1))
+    dec = SpeculativeDecoder(model, NoDrafter(), prompt, RunSettings("ar", {}, 1))
     rows = []
     with torch.inference_mode():
         dec.prefill()

@@ -6,46 +6,41 @@ of the same model, timed in the same loop, so its speedup is measured side by si
 """
 from __future__ import annotations
 
-import time
-
-from ..runner import LatticeRun, prepare_run
+from ..runs.baseline import against_ar, ar_trace
 from ..textio import encode_prompt
 
 
-def _decode(run: LatticeRun, ids: list):
+def _decode(run, ids: list):
     dec = run.decoder(ids, record=True)
-    t0 = time.perf_counter()
-    steps = list(dec.steps())
-    return run.trace(dec, steps, time.perf_counter() - t0)
+    for _ in dec.steps():
+        pass
+    return dec.trace()
+
+
+def _totals() -> dict:
+    return {"steps": 0, "forwards": 0, "tokens": 0, "cells": 0, "wall_s": 0.0, "rows": [], "matches_ar": None}
 
 
 def lattice_bench(runs: dict, questions: list, store=None) -> dict:
-    """runs: label -> LatticeRun. Returns label -> totals over the questions (and per-question rows)."""
+    """runs: label -> LatticeRun. Returns label -> totals over the questions (and per-question rows).
+    Jacobi runs add the AR baseline of the same model, decoded in the same loop."""
     first = next(iter(runs.values()))
-    ar = None
-    if any(r.method == "jacobi" for r in runs.values()):
-        ar = prepare_run(store, "ar", first.model_id, None, {}, first.max_new_tokens, first.temperature, 1.0,
-                         first.seed)
-    totals = {label: {"steps": 0, "forwards": 0, "tokens": 0, "cells": 0, "wall_s": 0.0, "rows": [],
-                      "matches_ar": None} for label in runs}
-    if ar is not None:
-        totals["ar (greedy baseline)"] = {"steps": 0, "forwards": 0, "tokens": 0, "cells": 0, "wall_s": 0.0,
-                                          "rows": [], "matches_ar": None}
+    jacobi = [r for r in runs.values() if r.method == "jacobi"]
+    totals = {label: _totals() for label in runs}
+    if jacobi:
+        totals["ar (greedy baseline)"] = _totals()
     for q in questions:
         ids = encode_prompt(first.tokenizer, q["prompt"])
-        ar_out = None
-        if ar is not None:
-            dec = ar.decoder(ids, record=False)
-            t0 = time.perf_counter()
-            steps = list(dec.steps())
-            wall = time.perf_counter() - t0
-            ar_out = dec.output_ids.tolist()
+        ar = None
+        if jacobi:
+            ar = ar_trace(jacobi[0].spec, ids)
+            n = int(ar.output_ids.shape[0])
             t = totals["ar (greedy baseline)"]
-            t["steps"] += len(steps)
-            t["forwards"] += len(steps)
-            t["tokens"] += len(ar_out)
-            t["cells"] += len(ar_out)
-            t["wall_s"] += wall
+            t["steps"] += len(ar.steps)
+            t["forwards"] += len(ar.steps)
+            t["tokens"] += n
+            t["cells"] += n
+            t["wall_s"] += ar.wall_s
         for label, run in runs.items():
             tr = _decode(run, ids)
             s = tr.summary()
@@ -56,8 +51,8 @@ def lattice_bench(runs: dict, questions: list, store=None) -> dict:
             t["cells"] += s["cells_revealed"]
             t["wall_s"] += tr.wall_s
             t["rows"].append({"question_id": q["question_id"], **s})
-            if run.method == "jacobi" and ar_out is not None and run.temperature == 0:
-                same = tr.output_ids.tolist() == ar_out
+            if run.method == "jacobi" and ar is not None and run.settings.temperature == 0:
+                same = bool(against_ar(tr, ar, greedy=True)["matches_ar"])
                 t["matches_ar"] = same if t["matches_ar"] is None else (t["matches_ar"] and same)
     for t in totals.values():
         t["tokens_per_forward"] = t["tokens"] / max(t["forwards"], 1)

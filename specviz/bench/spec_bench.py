@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
+from ..runs.baseline import against_ar
 from ..textio import check_prompt_fits, encode_prompt
 
 
@@ -42,12 +43,11 @@ def load_questions(path: str | Path, limit: int | None = None, per_category: int
 
 
 def run_one(prepared, prompt_ids: list, record: bool = False):
-    """Decode one prompt to the end; returns (output ids, target forwards, wall seconds, steps)."""
+    """Decode one prompt to the end; returns its Trace (wall time measured inside the decoder)."""
     dec = prepared.decoder(prompt_ids, record=record)
-    t0 = time.perf_counter()
-    steps = list(dec.steps())
-    wall = time.perf_counter() - t0
-    return dec.output_ids.tolist(), sum(s.target_forwards for s in steps), wall, steps
+    for _ in dec.steps():
+        pass
+    return dec.trace()
 
 
 def run_questions(prepared, questions: list, record: bool = False) -> list:
@@ -55,8 +55,9 @@ def run_questions(prepared, questions: list, record: bool = False) -> list:
     results = []
     for q in questions:
         ids = encode_prompt(tok, q["prompt"])
-        check_prompt_fits(len(ids), prepared.config.max_new_tokens, prepared.target.max_positions)
-        out, forwards, wall, steps = run_one(prepared, ids, record)
+        check_prompt_fits(len(ids), prepared.settings.max_new_tokens, prepared.target.max_positions)
+        tr = run_one(prepared, ids, record)
+        out, forwards, wall = tr.output_ids.tolist(), sum(s.target_forwards for s in tr.steps), tr.wall_s
         results.append(
             {
                 "question_id": q["question_id"],
@@ -67,7 +68,7 @@ def run_questions(prepared, questions: list, record: bool = False) -> list:
                 "target_forwards": forwards,
                 "mean_accepted": len(out) / forwards if forwards else 0.0,
                 "wall_s": wall,
-                "steps": steps,
+                "trace": tr,
             }
         )
     return results
@@ -82,7 +83,7 @@ def hf_generate(prepared, prompt_ids: list):
     model = prepared.target.model
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
-    n = prepared.config.max_new_tokens
+    n = prepared.settings.max_new_tokens
     with implementation(model, "sdpa"), torch.inference_mode():
         t0 = time.perf_counter()
         out = model.generate(ids, max_new_tokens=n, do_sample=False, cache_implementation="static",
@@ -122,21 +123,21 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static
             t["tokens"] += len(out)
             t["wall"] += wall
             hf_out = out
-        ref = None
+        ar = None
         for name in order:
             prepared = prepared_runs[name]
-            out, forwards, wall, _ = run_one(prepared, ids)
+            tr = run_one(prepared, ids)
             t = totals[name]
-            t["tokens"] += len(out)
-            t["forwards"] += forwards
-            t["wall"] += wall
+            t["tokens"] += int(tr.output_ids.shape[0])
+            t["forwards"] += sum(s.target_forwards for s in tr.steps)
+            t["wall"] += tr.wall_s
             if name == "ar":
-                ref = out
+                ar = tr
                 if hf_static:
                     # generate may stop at EOS at a different point only if decoding differed
-                    totals["hf_generate_static"]["match"] &= hf_out == ref
-            elif ref is not None and prepared.config.sampling.greedy:
-                t["match"] &= out == ref
+                    totals["hf_generate_static"]["match"] &= hf_out == ar.output_ids.tolist()
+            elif prepared.settings.greedy:
+                t["match"] &= bool(against_ar(tr, ar, greedy=True)["matches_ar"])
     ar_wall = totals["ar"]["wall"]
     report = {}
     for name, t in totals.items():
@@ -168,7 +169,7 @@ def replay_taus(prepared_runs: dict, questions: list, log=None) -> dict:
     by_category: dict = {}  # (method, category) -> [tokens, steps]
     for i, q in enumerate(questions):
         ids = encode_prompt(tok, q["prompt"])
-        out, _, _, _ = run_one(ar, ids)
+        out = run_one(ar, ids).output_ids.tolist()
         if not out:
             continue
         tap = FeatureTap(model)
@@ -177,12 +178,10 @@ def replay_taus(prepared_runs: dict, questions: list, log=None) -> dict:
         features = tap.take()[0]
         for name, t in totals.items():
             prepared = prepared_runs[name]
-            drafter = prepared.method.build(model, prepared.draft.model if prepared.draft else None,
-                                            prepared.config.knobs, prepared.config.sampling, prepared.datastores,
-                                            trained=prepared.trained)
+            drafter = prepared.drafter()
             with torch.inference_mode():
-                steps, nodes = replay_builder(drafter, ids, out, features if getattr(
-                    drafter, "reads_target_features", False) else None, t["accepted"])
+                steps, nodes = replay_builder(drafter, ids, out, features if drafter.reads_target_features else None,
+                                              t["accepted"])
             t["tokens"] += len(out)
             t["steps"] += steps
             t["nodes"] += nodes * steps

@@ -25,6 +25,10 @@ of a quarter of the canvas (at least one default block), and the block ends
 after the most confident delimiter token (newline, period, …) proposed in that
 window, if it passes the delimiter threshold; otherwise the block keeps its
 default size.
+
+`DiffusionDecoder` is a decoder like the speculative engine: `step()` / `steps()` produce one
+`DiffusionStep` record each (kept in `records`), `done` says it finished, and `trace()` is the
+`Trace` of the steps so far, with the decoder's own wall time (prefill included).
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import torch
 from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..models.diffusion import BLOCK_CAUSAL, DiffusionLM
-from ..trace import KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, Trace
+from ..trace import KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, Trace, canvas_output, first_eos
 from .kv import truncate
 from .schedules import SCHEDULES, CellView, ScheduleParams, select
 
@@ -68,7 +72,11 @@ class DiffusionConfig:
 
 
 class DiffusionDecoder:
-    def __init__(self, lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record: bool = True):
+    """Decodes one prompt step by step. `settings` is the run's settings JSON that its trace records
+    (default: the config's own fields)."""
+
+    def __init__(self, lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record: bool = True,
+                 *, settings: dict | None = None):
         prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         if prompt.shape[0] == 0:
             raise ValueError("the prompt is empty")
@@ -79,11 +87,12 @@ class DiffusionDecoder:
             raise ValueError("the prompt contains the mask token itself; remove it")
         self.lm = lm
         self.config = config
+        self.settings = dict(settings) if settings is not None else config.to_dict()
         self.record = record
         self.prompt_ids = prompt
         self.device = lm.device
         self.delimiters = np.asarray(sorted({int(d) for d in delimiter_ids}), dtype=np.int64)
-        self.eos_ids = np.asarray(sorted({int(e) for e in lm.eos_ids}), dtype=np.int64)
+        self.eos_ids = tuple(sorted({int(e) for e in lm.eos_ids}))
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         L = config.gen_length
@@ -102,6 +111,8 @@ class DiffusionDecoder:
         self.finish_reason = ""
         self.prefill_ms = 0.0
         self._prefilled = False
+        self.records: list[DiffusionStep] = []  # every step produced so far
+        self.wall_s = 0.0  # decode wall time of those steps, prefill included
 
     # state -----------------------------------------------------------------
     @property
@@ -186,10 +197,18 @@ class DiffusionDecoder:
         return np.arange(self.start, window_end), win
 
     # one step ----------------------------------------------------------------
-    @torch.inference_mode()
     def step(self) -> DiffusionStep | None:
+        """One forward and its selection; None once done."""
         if self.done:
             return None
+        t0 = time.perf_counter()
+        record = self._step()
+        self.wall_s += time.perf_counter() - t0
+        self.records.append(record)
+        return record
+
+    @torch.inference_mode()
+    def _step(self) -> DiffusionStep:
         if not self._prefilled:
             self._prefill()
         cfg, L = self.config, self.config.gen_length
@@ -254,7 +273,7 @@ class DiffusionDecoder:
             topk_probs=self._topk(top.values, cells, np.float32) if self.record else np.zeros((L, 0), np.float32),
             rule=rule_prefix + sel.rule, threshold=float(sel.threshold), signal=float(sel.signal), forwards=1,
             cached=cached_cells, eos_at=eos_at, forward_ms=(t1 - t0) * 1000,
-            select_ms=(time.perf_counter() - t1) * 1000,
+            select_ms=(time.perf_counter() - t1) * 1000, all_in=sel.all_in,
         )
         self.n_steps += 1
         self._advance_blocks(eos_at)
@@ -280,10 +299,7 @@ class DiffusionDecoder:
         return max(self.config.block_size, self.config.gen_length // 4)
 
     def _eos_at(self) -> int:
-        if self.eos_ids.size == 0:
-            return -1
-        hit = np.flatnonzero(np.isin(self.canvas, self.eos_ids))
-        return int(hit[0]) if hit.size else -1
+        return first_eos(self.canvas, self.eos_ids)
 
     def _advance_blocks(self, eos_at: int) -> None:
         """Move past every full block; finish at the canvas end, or once the text up to an EOS is complete."""
@@ -307,32 +323,37 @@ class DiffusionDecoder:
     @property
     def output_ids(self) -> np.ndarray:
         """The canvas up to its first masked cell, cut after the first EOS (as `Trace.output_ids`)."""
-        masked = np.flatnonzero(self.canvas < 0)
-        end = int(masked[0]) if masked.size else self.canvas.shape[0]
-        eos = self._eos_at()
-        return self.canvas[: eos + 1 if 0 <= eos < end else end].copy()
+        return canvas_output(self.canvas, self._eos_at())
+
+    def trace(self) -> Trace:
+        """The run so far: every step produced, the decoder's own wall time, the settings it was given."""
+        return Trace(
+            method=f"diffusion:{self.config.schedule}",
+            settings={**self.settings, "mode": self.mode, "family": self.lm.family.name, "mask_id": self.lm.mask_id},
+            target_id=self.lm.model_id,
+            draft_id=None,
+            prompt_ids=self.prompt_ids,
+            steps=list(self.records),
+            wall_s=self.wall_s,
+            prefill_ms=self.prefill_ms,
+            finish_reason=self.finish_reason,
+            backend=self.backend,
+            lossless=False,
+        )
 
 
 def diffusion_trace(dec: DiffusionDecoder, steps: list, wall_s: float = 0.0) -> Trace:
-    return Trace(
-        method=f"diffusion:{dec.config.schedule}",
-        config={**dec.config.to_dict(), "mode": dec.mode, "family": dec.lm.family.name, "mask_id": dec.lm.mask_id},
-        target_id=dec.lm.model_id,
-        draft_id=None,
-        prompt_ids=dec.prompt_ids,
-        steps=list(steps),
-        wall_s=wall_s,
-        prefill_ms=dec.prefill_ms,
-        finish_reason=dec.finish_reason,
-        backend=dec.backend,
-        lossless=False,
-    )
+    """Kept for callers that collect the steps and time the run themselves; new code calls `dec.trace()`.
+    A zero `wall_s` means the decoder's own wall time."""
+    tr = dec.trace()
+    tr.steps, tr.wall_s = list(steps), wall_s or dec.wall_s
+    return tr
 
 
-def diffuse(lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record=True) -> Trace:
+def diffuse(lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record=True, *,
+            settings: dict | None = None) -> Trace:
     """Run to the end and return the whole trace."""
-    dec = DiffusionDecoder(lm, prompt_ids, config, delimiter_ids, record)
-    t0 = time.perf_counter()
-    steps = list(dec.steps())
-    return diffusion_trace(dec, steps, time.perf_counter() - t0)
-
+    dec = DiffusionDecoder(lm, prompt_ids, config, delimiter_ids, record, settings=settings)
+    for _ in dec.steps():
+        pass
+    return dec.trace()

@@ -4,13 +4,17 @@ A drafter sees the committed context and returns a `Draft`: tokens in
 topological order with their parents (0 = the root, i.e. the last committed
 token), the probability the drafter gave each token, and, when the drafter
 samples from a distribution, that full distribution so that verification can
-stay lossless. After verification the engine calls `on_commit` with the
+stay lossless. After verification the engine calls `commit` with the
 accepted path so the drafter can roll back its own state.
+
+The contract is the declared `Drafter` protocol; `DrafterBase` gives every
+optional hook an explicit do-nothing default, so the engine calls each hook
+unconditionally instead of probing with `hasattr`.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -48,22 +52,69 @@ class Context:
     ids_host: np.ndarray  # [L] int64
 
 
-class NoDrafter:
-    """Plain autoregressive decoding: every step is one target forward over the root alone."""
+@runtime_checkable
+class Drafter(Protocol):
+    """What the engine needs from a drafter, per step: propose, then commit; reset per prompt.
 
-    name = "none"
+    - `propose(ctx, max_depth, generator)`: the draft for the root `ctx.ids[-1]`, no deeper than max_depth;
+    - `commit(accepted_path, n_committed)`: the tree nodes the target accepted (root excluded, in depth
+      order) and how many tokens the step committed; a drafter with a cache keeps the accepted nodes';
+    - `reset(prompt_ids)`: forget everything before a new prompt.
+    Hooks (default: do nothing, see `DrafterBase`):
+    - `reads_target_features` / `on_target_features(features)`: the target's final features of the
+      tokens just committed (prefill, then each step's root and accepted nodes), for trained drafters;
+    - `on_scored(logits, verdict)`: the target's logits over this step's tree (Jacobi reuses them);
+    - `set_shape(knobs)`: live knobs (tree shape, window) changed mid-run; applies from the next step.
+    """
+
+    name: str
+    reads_target_features: bool
+
+    def reset(self, prompt_ids: np.ndarray) -> None: ...
+
+    def propose(self, ctx: "Context", max_depth: int, generator: torch.Generator) -> "Draft": ...
+
+    def commit(self, accepted_path: list, n_committed: int) -> None: ...
+
+    def on_target_features(self, features: torch.Tensor) -> None: ...
+
+    def on_scored(self, logits: torch.Tensor, verdict) -> None: ...
+
+    def set_shape(self, knobs: dict) -> None: ...
+
+
+class DrafterBase:
+    """The optional hooks of the `Drafter` protocol, as explicit defaults."""
+
+    name = "drafter"
+    reads_target_features = False
 
     def reset(self, prompt_ids: np.ndarray) -> None:
         pass
 
-    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
-        return Draft.empty(ctx.ids.device)
+    def commit(self, accepted_path: list, n_committed: int) -> None:
+        pass
 
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+    def on_target_features(self, features: torch.Tensor) -> None:
+        pass
+
+    def on_scored(self, logits: torch.Tensor, verdict) -> None:
+        pass
+
+    def set_shape(self, knobs: dict) -> None:
         pass
 
 
-class PromptLookupDrafter:
+class NoDrafter(DrafterBase):
+    """Plain autoregressive decoding: every step is one target forward over the root alone."""
+
+    name = "none"
+
+    def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
+        return Draft.empty(ctx.ids.device)
+
+
+class PromptLookupDrafter(DrafterBase):
     """Model-free drafting: find the latest earlier occurrence of the context's
     last n tokens (n from `ngram` down to 2, or 1 if ngram is 1) and propose what followed it.
 
@@ -76,8 +127,8 @@ class PromptLookupDrafter:
         self.draft_len = draft_len
         self.name = source
 
-    def reset(self, prompt_ids: np.ndarray) -> None:
-        pass
+    def set_shape(self, knobs: dict) -> None:
+        self.draft_len = knobs.get("draft_len", self.draft_len)
 
     def propose(self, ctx: Context, max_depth: int, generator: torch.Generator) -> Draft:
         gamma = min(self.draft_len, max_depth)
@@ -93,9 +144,6 @@ class PromptLookupDrafter:
             dists=None,
             source=(self.name,) * m,
         )
-
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        pass
 
 
 def ngram_continuations(ids: np.ndarray, max_n: int, length: int, min_n: int | None = None) -> list:
@@ -116,40 +164,6 @@ def ngram_continuations(ids: np.ndarray, max_n: int, length: int, min_n: int | N
             if follow.shape[0] > 0:
                 out.append(follow.tolist())
     return out
-
-
-def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:
-    """A self-draft that shares the target's weights: its first `n_layers`
-    decoder layers, then the final norm and LM head (early-exit self-speculation).
-
-    Works for decoder-only models laid out as `model.layers` + `model.norm` +
-    `lm_head` (Llama, Mistral, Qwen, SmolLM, Phi-3 …). No weights are copied.
-    """
-    body = getattr(target, "model", None)
-    total = len(getattr(body, "layers", []))
-    if total == 0 or not hasattr(body, "norm") or not hasattr(target, "lm_head"):
-        raise ValueError(
-            f"early-exit self-drafting needs a model with model.layers, model.norm and lm_head; "
-            f"{type(target).__name__} is laid out differently. Give a draft model id instead."
-        )
-    if not 1 <= n_layers < total:
-        raise ValueError(f"exit_layer={n_layers} is out of range: the target has {total} layers, so use 1..{total - 1}")
-    config = copy.deepcopy(target.config)
-    config.num_hidden_layers = n_layers
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = config.layer_types[:n_layers]
-    with torch.device("meta"):
-        draft = type(target)(config)
-    draft.model.embed_tokens = body.embed_tokens
-    draft.model.layers = nn.ModuleList(body.layers[:n_layers])
-    draft.model.norm = body.norm
-    if hasattr(body, "rotary_emb"):
-        draft.model.rotary_emb = body.rotary_emb
-    draft.lm_head = target.lm_head
-    leftover = [n for n, p in list(draft.named_parameters()) + list(draft.named_buffers()) if p.is_meta]
-    if leftover:
-        raise ValueError(f"early-exit self-draft could not share {leftover[:3]} with the target")
-    return draft.eval()
 
 
 class FeatureTap:

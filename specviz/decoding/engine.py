@@ -8,16 +8,21 @@ included, goes through one code path.
 Recording (`record=True`) only adds host copies of values the step computed
 anyway plus the target's top-k for hover; it never touches the random stream
 or the decisions, so the tokens are identical either way (tested).
+
+Every decoder (this one, the diffusion decoder, Jacobi's lattice view) follows
+the `Decoder` protocol: `step()`, `steps()`, `done`, and `trace()`, which builds
+the run's `Trace` from the records it produced, so the CLI, the app and the
+benchmarks record the same fields.
 """
 from __future__ import annotations
 
 import contextlib
 import time
 from dataclasses import replace
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from ..config import RunConfig
 from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..kernels.tree_attention import TreeMask
@@ -25,7 +30,7 @@ from ..models import attention
 from ..models.cache import SlabCache
 from ..trace import SpecStep, DraftTree, Trace
 from . import kv
-from .drafters import Context, Draft, FeatureTap
+from .drafters import Context, Draft, Drafter, FeatureTap
 from .sampling import processed_probs
 from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs
 from .verify import verify_tree
@@ -33,30 +38,52 @@ from .verify import verify_tree
 TOPK_RECORDED = 5
 
 
+@runtime_checkable
+class Decoder(Protocol):
+    """A run in progress: one record per `step()` (None once done), and the trace of the records so far."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def step(self): ...
+
+    def steps(self) -> Iterator: ...
+
+    def trace(self) -> Trace: ...
+
+
 class SpeculativeDecoder:
+    """`settings` is the run's `RunSettings` (anything with method, knobs, max_new_tokens, sampling and
+    to_dict()); `target_id` / `draft_id` label the models in the trace."""
+
     def __init__(
         self,
         target,
-        drafter,
+        drafter: Drafter,
         prompt_ids,
-        config: RunConfig,
+        settings,
         eos_ids=(),
         record: bool = True,
         max_positions: int | None = None,
+        target_id: str = "",
+        draft_id: str | None = None,
     ):
         prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         if prompt.shape[0] == 0:
             raise ValueError("the prompt is empty")
         self.target = target
         self.drafter = drafter
-        self.config = config
-        self.sampling = config.sampling
+        self.settings = settings
+        self.sampling = settings.sampling
+        self.target_id, self.draft_id = target_id, draft_id
+        self.records: list = []
+        self.wall_s = 0.0
         self.eos_ids = frozenset(int(e) for e in eos_ids)
         self.record = record
         self.max_positions = max_positions or getattr(target.config, "max_position_embeddings", None) or 1 << 30
-        if prompt.shape[0] + config.max_new_tokens > self.max_positions:
+        if prompt.shape[0] + settings.max_new_tokens > self.max_positions:
             raise ValueError(
-                f"the prompt is {prompt.shape[0]} tokens; with max_new_tokens={config.max_new_tokens} it exceeds "
+                f"the prompt is {prompt.shape[0]} tokens; with max_new_tokens={settings.max_new_tokens} it exceeds "
                 f"the model's context of {self.max_positions} tokens"
             )
         self.device = next(target.parameters()).device
@@ -70,7 +97,7 @@ class SpeculativeDecoder:
         self.prefill_ms = 0.0
         self.lossless = True
         # trained drafters (Medusa, EAGLE) read the target's final features of the committed tokens
-        self.tap = FeatureTap(target) if getattr(drafter, "reads_target_features", False) else None
+        self.tap = FeatureTap(target) if drafter.reads_target_features else None
 
     @property
     def backend(self) -> str:
@@ -93,7 +120,7 @@ class SpeculativeDecoder:
         """Cache every prompt token but the last, which becomes the first root."""
         t0 = time.perf_counter()
         # room for the whole run plus the widest tree, so the slab never grows mid-run
-        self.cache = attention.new_cache(self.target, self.prompt_ids.shape[0] + self.config.max_new_tokens + 288)
+        self.cache = attention.new_cache(self.target, self.prompt_ids.shape[0] + self.settings.max_new_tokens + 288)
         self.drafter.reset(self.prompt_ids)
         if self.prompt_ids.shape[0] > 1:
             ids = torch.from_numpy(self.prompt_ids[:-1]).to(self.device).unsqueeze(0)
@@ -103,14 +130,22 @@ class SpeculativeDecoder:
                 self.drafter.on_target_features(self.tap.take()[0])
         self.prefill_ms = (time.perf_counter() - t0) * 1000
 
-    @torch.inference_mode()
     def step(self) -> SpecStep | None:
+        """One propose → score → select → commit iteration; None once the run is over."""
         if self.done:
             return None
+        t0 = time.perf_counter()
+        record = self._step()
+        self.wall_s += time.perf_counter() - t0
+        self.records.append(record)
+        return record
+
+    @torch.inference_mode()
+    def _step(self) -> SpecStep:
         if self.cache is None:
             self.prefill()
         root_pos = self.ids_host.shape[0] - 1
-        remaining = self.config.max_new_tokens - self.n_new
+        remaining = self.settings.max_new_tokens - self.n_new
         # a step commits accepted drafts + 1, so deeper drafts than this are wasted
         max_depth = min(remaining - 1, self.max_positions - root_pos - 1)
 
@@ -129,9 +164,8 @@ class SpeculativeDecoder:
         if self.tap is not None:
             # the root's and the accepted nodes' features: the positions this step commits before the bonus
             self.drafter.on_target_features(self.tap.take()[0, [0, *verdict.accepted_path]])
-        if hasattr(self.drafter, "on_scored"):
-            # drafters that reuse the target's own predictions (Jacobi) read them here
-            self.drafter.on_scored(logits, verdict)
+        # drafters that reuse the target's own predictions (Jacobi) read them here
+        self.drafter.on_scored(logits, verdict)
 
         committed = [int(t) for t in tokens[verdict.accepted_path].tolist()] + [verdict.bonus_token]
         committed = committed[:remaining]
@@ -142,9 +176,9 @@ class SpeculativeDecoder:
                 break
         self.ids_host = np.concatenate([self.ids_host, np.asarray(committed, dtype=np.int64)])
         self.n_new += len(committed)
-        if not self.finish_reason and self.n_new >= self.config.max_new_tokens:
+        if not self.finish_reason and self.n_new >= self.settings.max_new_tokens:
             self.finish_reason = "length"
-        self.drafter.on_commit(verdict.accepted_path, len(committed))
+        self.drafter.commit(verdict.accepted_path, len(committed))
         t2 = time.perf_counter()
 
         record = self._record(root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, t1 - t0, t2 - t1)
@@ -190,11 +224,11 @@ class SpeculativeDecoder:
         target_probs = processed_probs(logits, self.sampling) if self.record else None
         return verdict, target_probs
 
-    def update_shape(self, knobs: dict) -> None:
-        """Apply tree-shape knobs (depth, top_k, budget, preset, draft length) from the next step on."""
-        self.config = replace(self.config, knobs={**self.config.knobs, **knobs})
-        if hasattr(self.drafter, "set_shape"):
-            self.drafter.set_shape(knobs)
+    def update_shape(self, knobs: dict, settings=None) -> None:
+        """Apply live knobs (tree shape, draft length, window) from the next step on; `settings`, when
+        given, are the run's settings with those knobs changed, recorded in the trace from now on."""
+        self.settings = settings or replace(self.settings, knobs={**self.settings.knobs, **knobs})
+        self.drafter.set_shape(knobs)
 
     def _record(self, root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, draft_s, verify_s):
         n = tokens.shape[0]
@@ -249,23 +283,27 @@ class SpeculativeDecoder:
         while not self.done:
             yield self.step()
 
+    def trace(self) -> Trace:
+        """The run so far: its settings (live knob changes included), every record, and its decode time."""
+        return Trace(
+            method=self.settings.method,
+            settings=self.settings.to_dict(),
+            target_id=self.target_id,
+            draft_id=self.draft_id,
+            prompt_ids=self.prompt_ids,
+            steps=list(self.records),
+            wall_s=self.wall_s,
+            prefill_ms=self.prefill_ms,
+            finish_reason=self.finish_reason,
+            backend=self.backend,
+            lossless=self.lossless,
+        )
 
-def decode(target, drafter, prompt_ids, config: RunConfig, eos_ids=(), record=True, target_id="", draft_id=None) -> Trace:
+
+def decode(target, drafter, prompt_ids, settings, eos_ids=(), record=True, target_id="", draft_id=None) -> Trace:
     """Run to the end and return the whole trace."""
-    dec = SpeculativeDecoder(target, drafter, prompt_ids, config, eos_ids, record)
-    t0 = time.perf_counter()
-    steps = list(dec.steps())
-    wall = time.perf_counter() - t0
-    return Trace(
-        method=config.method,
-        config=config.to_dict(),
-        target_id=target_id,
-        draft_id=draft_id,
-        prompt_ids=dec.prompt_ids,
-        steps=steps,
-        wall_s=wall,
-        prefill_ms=dec.prefill_ms,
-        finish_reason=dec.finish_reason,
-        backend=dec.backend,
-        lossless=dec.lossless,
-    )
+    dec = SpeculativeDecoder(target, drafter, prompt_ids, settings, eos_ids, record, target_id=target_id,
+                             draft_id=draft_id)
+    for _ in dec.steps():
+        pass
+    return dec.trace()

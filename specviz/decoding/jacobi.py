@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from ..trace import KEPT, MASKED, REVEALED, DiffusionStep, SpecStep, Trace
-from .drafters import Context, Draft
+from .drafters import Context, Draft, DrafterBase
 
 
-class JacobiDrafter:
+class JacobiDrafter(DrafterBase):
     """Proposes the previous iteration's predictions for the positions after the new root."""
 
     name = "jacobi"
@@ -65,7 +65,7 @@ class JacobiDrafter:
         # row i predicts the position after node i: the new guess for that position
         self._pred = logits.argmax(-1)
 
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+    def commit(self, accepted_path: list, n_committed: int) -> None:
         # rows 0..a produced the committed tokens; rows after them guess the positions that follow
         self.guess = self._pred[len(accepted_path) + 1:]
 
@@ -75,13 +75,16 @@ class JacobiLattice:
 
     The canvas has `max_new_tokens` cells; the decoder must record (top-k and statistics per node)."""
 
-    def __init__(self, decoder, eos_ids=()):
+    def __init__(self, decoder, eos_ids=(), settings: dict | None = None):
         if not isinstance(decoder.drafter, JacobiDrafter):
             raise TypeError("JacobiLattice needs a decoder drafting with JacobiDrafter")
         if not decoder.record:
             raise ValueError("JacobiLattice needs a recording decoder")
         self.decoder = decoder
-        self.length = decoder.config.max_new_tokens
+        self.length = decoder.settings.max_new_tokens
+        # the lattice run's own settings (LatticeSettings.to_dict()) for the trace; default: the engine's
+        self.settings = settings if settings is not None else {**decoder.settings.to_dict(), "mode": "jacobi"}
+        self.records: list = []
         self.canvas = np.full(self.length, -1, dtype=np.int64)
         self.eos_ids = np.asarray(sorted({int(e) for e in eos_ids or decoder.eos_ids}), dtype=np.int64)
         self.spec_steps = []
@@ -111,7 +114,9 @@ class JacobiLattice:
         if s is None:
             return None
         self.spec_steps.append(s)
-        return self._as_lattice_step(s, c0)
+        record = self._as_lattice_step(s, c0)
+        self.records.append(record)
+        return record
 
     def steps(self):
         while not self.done:
@@ -148,8 +153,8 @@ class JacobiLattice:
             forward_ms=s.verify_ms, select_ms=s.draft_ms, lossless=s.lossless,
         )
 
-    def trace(self, steps: list) -> Trace:
+    def trace(self) -> Trace:
         d = self.decoder
-        return Trace(method="jacobi", config={**d.config.to_dict(), "mode": "jacobi"}, target_id="", draft_id=None,
-                     prompt_ids=d.prompt_ids, steps=list(steps), wall_s=self.wall_s, prefill_ms=d.prefill_ms,
+        return Trace(method="jacobi", settings=dict(self.settings), target_id=d.target_id, draft_id=None,
+                     prompt_ids=d.prompt_ids, steps=list(self.records), wall_s=self.wall_s, prefill_ms=d.prefill_ms,
                      finish_reason=d.finish_reason, backend=d.backend, lossless=d.lossless)

@@ -1,16 +1,19 @@
 """Method registry: name -> how to build its drafter, its knobs, and whether it is lossless.
 
-The CLI's method list, the app's dropdown and knob controls, and validation all
-read this table, so a new strategy is one entry here.
+The CLI's method list, the app's dropdown and knob controls, the settings
+validation and every method-wide test read this table, so a new strategy is one
+drafter module plus one `register_method(Method(...))` (see README, "Adding a method").
+A builder takes one `BuildContext` and returns a `Drafter`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import (BUDGET, CORPUS, DRAFT_LEN, DRAFT_VOCAB, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
                       ConfigError, Knob, SamplingConfig)
-from .drafters import NoDrafter, PromptLookupDrafter, early_exit_model
+from .drafters import NoDrafter, PromptLookupDrafter
+from ..models.early_exit import early_exit_model
 from .jacobi import JacobiDrafter
 from .retrieval import NgramTreeDrafter, RetrievalDrafter
 from .shapes import chain
@@ -20,13 +23,25 @@ from ..models.trained_heads import distilled_exit_model
 
 
 @dataclass(frozen=True)
+class BuildContext:
+    """What a drafter builder may use: the target, an optional draft model, the checked knobs, the
+    sampling settings, the retrieval datastores and the trained drafter module, when the method has them."""
+
+    target: object  # the target model (nn.Module)
+    knobs: dict = field(default_factory=dict)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    draft_model: object = None
+    datastores: dict = field(default_factory=dict)
+    trained: object = None
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     label: str
     summary: str
     knobs: tuple
-    # build(target_model, draft_model_or_None, knob_values, sampling, datastores) -> drafter
-    build: Callable
+    build: Callable  # (BuildContext) -> Drafter
     uses_draft_model: bool = False
     uses_corpus: bool = False
     lossless: bool = True
@@ -38,6 +53,15 @@ class Method:
     def default(self, knob: Knob):
         return dict(self.defaults).get(knob.name, knob.default)
 
+    @property
+    def knob_map(self) -> dict:
+        return {k.name: k for k in self.knobs}
+
+    def drafter(self, target, knobs: dict | None = None, sampling: SamplingConfig | None = None, **context):
+        """Build this method's drafter; knobs are checked (missing ones take the method's defaults)."""
+        return self.build(BuildContext(target, self.check_knobs(knobs or {}), sampling or SamplingConfig(),
+                                       **context))
+
     def check_knobs(self, values: dict) -> dict:
         out = {}
         for knob in self.knobs:
@@ -48,75 +72,73 @@ class Method:
         return out
 
 
-def _drafting_model(target, draft_model, knobs):
+def _drafting_model(ctx: BuildContext):
     """The draft model if one was given, else the target's own early exit; with its source label."""
-    if draft_model is not None:
-        return draft_model, "draft-model"
-    return early_exit_model(target, knobs["exit_layer"]), f"early-exit-L{knobs['exit_layer']}"
+    if ctx.draft_model is not None:
+        return ctx.draft_model, "draft-model"
+    k = ctx.knobs["exit_layer"]
+    return early_exit_model(ctx.target, k), f"early-exit-L{k}"
 
 
-def _retriever(knobs, datastores) -> RetrievalDrafter:
-    use_context = knobs["corpus"] in ("context", "context+shipped")
-    return RetrievalDrafter(datastores or {}, use_context, knobs["ngram"], knobs["depth"], knobs["budget"])
+def _dynamic_shape(knobs) -> DynamicShape:
+    return DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
 
 
-def _build_medusa(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return MedusaDrafter(trained, target.lm_head, StaticShape(knobs["preset"], trained), sampling)
+def _retriever(ctx: BuildContext) -> RetrievalDrafter:
+    k = ctx.knobs
+    use_context = k["corpus"] in ("context", "context+shipped")
+    return RetrievalDrafter(ctx.datastores or {}, use_context, k["ngram"], k["depth"], k["budget"])
 
 
-def _build_eagle(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
-    return FeatureTreeDrafter(trained, target.model.embed_tokens, target.lm_head, shape, sampling,
-                              draft_vocab=knobs["draft_vocab"])
+def _build_medusa(ctx: BuildContext):
+    return MedusaDrafter(ctx.trained, ctx.target.lm_head, StaticShape(ctx.knobs["preset"], ctx.trained), ctx.sampling)
 
 
-def _build_exit_distilled(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
-    return ModelTreeDrafter(distilled_exit_model(target, trained), shape, sampling,
-                            f"distilled-exit-L{trained.exit_layer}")
+def _build_eagle(ctx: BuildContext):
+    return FeatureTreeDrafter(ctx.trained, ctx.target.model.embed_tokens, ctx.target.lm_head,
+                              _dynamic_shape(ctx.knobs), ctx.sampling, draft_vocab=ctx.knobs["draft_vocab"])
 
 
-def _build_ar(target, draft_model, knobs, sampling: SamplingConfig, datastores=None, trained=None):
+def _build_exit_distilled(ctx: BuildContext):
+    return ModelTreeDrafter(distilled_exit_model(ctx.target, ctx.trained), _dynamic_shape(ctx.knobs), ctx.sampling,
+                            f"distilled-exit-L{ctx.trained.exit_layer}")
+
+
+def _build_ar(ctx: BuildContext):
     return NoDrafter()
 
 
-def _build_sps(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    model, source = _drafting_model(target, draft_model, knobs)
-    return ModelTreeDrafter(model, StaticShape(chain(knobs["draft_len"])), sampling, source)
+def _build_sps(ctx: BuildContext):
+    model, source = _drafting_model(ctx)
+    return ModelTreeDrafter(model, StaticShape(chain(ctx.knobs["draft_len"])), ctx.sampling, source)
 
 
-def _build_static(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    model, source = _drafting_model(target, draft_model, knobs)
-    return ModelTreeDrafter(model, StaticShape(knobs["preset"]), sampling, source)
+def _build_static(ctx: BuildContext):
+    model, source = _drafting_model(ctx)
+    return ModelTreeDrafter(model, StaticShape(ctx.knobs["preset"]), ctx.sampling, source)
 
 
-def _build_dynamic(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    model, source = _drafting_model(target, draft_model, knobs)
-    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
-    return ModelTreeDrafter(model, shape, sampling, source)
+def _build_dynamic(ctx: BuildContext):
+    model, source = _drafting_model(ctx)
+    return ModelTreeDrafter(model, _dynamic_shape(ctx.knobs), ctx.sampling, source)
 
 
-def _build_prompt_lookup(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return PromptLookupDrafter(knobs["ngram"], knobs["draft_len"])
+def _build_prompt_lookup(ctx: BuildContext):
+    return PromptLookupDrafter(ctx.knobs["ngram"], ctx.knobs["draft_len"])
 
 
-def _build_ngram_tree(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return NgramTreeDrafter(knobs["ngram"], knobs["depth"], knobs["budget"])
+def _build_ngram_tree(ctx: BuildContext):
+    return NgramTreeDrafter(ctx.knobs["ngram"], ctx.knobs["depth"], ctx.knobs["budget"])
 
 
-def _build_retrieval(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return _retriever(knobs, datastores)
+def _build_graft(ctx: BuildContext):
+    model, source = _drafting_model(ctx)
+    return GraftDrafter(ModelTreeDrafter(model, _dynamic_shape(ctx.knobs), ctx.sampling, source), _retriever(ctx),
+                        ctx.knobs["prune_prob"])
 
 
-def _build_graft(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    model, source = _drafting_model(target, draft_model, knobs)
-    shape = DynamicShape(knobs["depth"], knobs["top_k"], knobs["budget"])
-    return GraftDrafter(ModelTreeDrafter(model, shape, sampling, source), _retriever(knobs, datastores),
-                        knobs["prune_prob"])
-
-
-def _build_jacobi(target, draft_model, knobs, sampling, datastores=None, trained=None):
-    return JacobiDrafter(knobs["window"])
+def _build_jacobi(ctx: BuildContext):
+    return JacobiDrafter(ctx.knobs["window"])
 
 
 METHODS = {
@@ -178,7 +200,7 @@ METHODS = {
             "Model-free: a suffix-array datastore returns the most frequent continuations of the current "
             "suffix, as a trie. Corpus: the prompt + text so far, the shipped corpus, or your text file.",
             (CORPUS, NGRAM, TREE_DEPTH, BUDGET),
-            _build_retrieval,
+            _retriever,
             uses_corpus=True,
         ),
         Method(
@@ -235,12 +257,21 @@ METHODS = {
 }
 
 
-def get_method(name: str) -> Method:
+def register_method(method: Method) -> Method:
+    """Add a method to the registry (the app, the CLI, validation and the method-wide tests pick it up)."""
+    if method.name in METHODS:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name) -> Method:
     try:
         return METHODS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
 def knob_table() -> dict[str, Knob]:
+    """Every method's knobs, each once, in registry order."""
     return {k.name: k for m in METHODS.values() for k in m.knobs}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .drafters import Context, Draft, ngram_continuations
+from .drafters import Context, Draft, DrafterBase, ngram_continuations
 from .trie import TokenTrie, count_trie
 
 SEPARATOR = -1  # between documents in a corpus; never a token id
@@ -134,7 +134,7 @@ def draft_from_trie(trie: TokenTrie, device, forwards: int = 0) -> Draft:
     )
 
 
-class TrieDrafter:
+class TrieDrafter(DrafterBase):
     """A model-free drafter: `build(context ids, max depth)` returns a trie; no state between steps."""
 
     depth: int
@@ -147,14 +147,8 @@ class TrieDrafter:
         self.depth = knobs.get("depth", self.depth)
         self.budget = knobs.get("budget", self.budget)
 
-    def reset(self, prompt_ids: np.ndarray) -> None:
-        pass
-
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
         return draft_from_trie(self.build(ctx.ids_host, max_depth), ctx.ids.device)
-
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        pass
 
 
 class NgramTreeDrafter(TrieDrafter):

@@ -11,29 +11,18 @@ Contract (checked by the tests and by `check_diffusion_invariants`):
 - only eligible cells are revealed, except by Prophet's all-in, which reveals
   every scored masked cell;
 - remasking (only `remask`) returns fewer cells than it reveals.
+
+Every schedule is one `Schedule` entry of the `SCHEDULES` registry: its select function, its help
+text, the `ScheduleParams` knobs it reads and where it comes from. A new schedule is one function
+plus one `register_schedule(Schedule(...))` call (the built-ins are the table at the end of this file).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 
 import numpy as np
-
-SCHEDULES = ("low_confidence", "random", "margin", "entropy", "threshold", "prophet", "remask")
-SCHEDULE_HELP = {
-    "low_confidence": "LLaDA: each step reveal the k most confident masked cells of the block; k spreads the block "
-                      "over its step budget",
-    "random": "reveal k random masked cells of the block (the MDLM/LLaDA 'random' baseline)",
-    "margin": "Dream 'topk_margin': reveal the k cells with the largest gap between their top two tokens",
-    "entropy": "Dream 'entropy': reveal the k cells whose distributions have the lowest entropy",
-    "threshold": "Fast-dLLM: reveal every masked cell of the block whose confidence passes the threshold "
-                 "(at least the single most confident one)",
-    "prophet": "Prophet: low-confidence steps until the mean top-2 logit gap of the remaining cells passes a "
-               "threshold that loosens with progress (×1.5, ×1, ×0.5 by thirds), then reveal every scored cell "
-               "at once ('all-in')",
-    "remask": "low-confidence steps that may also remask revealed cells of the block that were committed with a "
-              "confidence below a floor (RCR-style), weakest first, always fewer than it reveals",
-}
 
 
 @dataclass
@@ -62,6 +51,7 @@ class Selection:
     rule: str  # what fired, in words
     threshold: float = math.nan
     signal: float = math.nan
+    all_in: bool = False  # every scored masked cell was revealed at once (Prophet's early commit)
 
 
 @dataclass(frozen=True)
@@ -98,49 +88,154 @@ def _top(indices: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
     return np.sort(indices[order[:k]])
 
 
-def select(name: str, view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+def transfer_count(view: CellView) -> int:
+    """How many cells a fixed-count schedule reveals this step (`per_step_count` over the eligible cells)."""
+    return per_step_count(int(np.count_nonzero(view.eligible)), view.steps_left)
+
+
+def top_eligible(view: CellView, key: np.ndarray, k: int) -> np.ndarray:
+    """The k eligible cells with the largest `key` ([L], over the canvas); ties go to the leftmost cell."""
     eligible = np.flatnonzero(view.eligible)
-    if eligible.size == 0:
+    return _top(eligible, np.asarray(key, dtype=np.float64)[eligible], k)
+
+
+NO_CELLS = np.zeros(0, dtype=np.int64)
+NO_CELLS.setflags(write=False)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One registry entry: `select(view, params, rng) -> Selection` and what the app says about it."""
+
+    name: str
+    select: Callable[[CellView, ScheduleParams, np.random.Generator], Selection]
+    help: str
+    params: tuple[str, ...] = ()  # the ScheduleParams knobs it reads
+    source: str = ""  # the paper or system it follows
+
+
+SCHEDULES: dict[str, Schedule] = {}
+
+
+class _HelpView(Mapping):
+    """`SCHEDULE_HELP[name]`: the help text of every registered schedule, derived from `SCHEDULES`."""
+
+    def __getitem__(self, name: str) -> str:
+        return SCHEDULES[name].help
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SCHEDULES)
+
+    def __len__(self) -> int:
+        return len(SCHEDULES)
+
+
+SCHEDULE_HELP: Mapping[str, str] = _HelpView()
+_KNOBS = {f.name for f in fields(ScheduleParams)}
+
+
+def register_schedule(schedule: Schedule) -> Schedule:
+    """Add a schedule to `SCHEDULES` (the app's dropdowns, the CLI and `DiffusionConfig` read it)."""
+    if schedule.name in SCHEDULES:
+        raise ValueError(f"a schedule named {schedule.name!r} is already registered")
+    unknown = set(schedule.params) - _KNOBS
+    if unknown:
+        raise ValueError(f"schedule {schedule.name!r} reads unknown knobs {sorted(unknown)}; "
+                         f"ScheduleParams has {sorted(_KNOBS)}")
+    SCHEDULES[schedule.name] = schedule
+    return schedule
+
+
+def select(name: str, view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    """Run the registered schedule `name` on one step's view."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")
+    if not view.eligible.any():
         raise ValueError("no eligible cell: the active block has no scored masked cell")
-    k = per_step_count(eligible.size, view.steps_left)
+    return SCHEDULES[name].select(view, params, rng)
+
+
+# the built-in schedules ------------------------------------------------------------------
+def _low_confidence(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    k = transfer_count(view)
+    return Selection(top_eligible(view, view.confidence, k), NO_CELLS, f"top-{k} by confidence")
+
+
+def _random(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    eligible, k = np.flatnonzero(view.eligible), transfer_count(view)
+    pick = np.sort(rng.choice(eligible, size=min(k, eligible.size), replace=False))
+    return Selection(pick.astype(np.int64), NO_CELLS, f"{k} at random")
+
+
+def _margin(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    k = transfer_count(view)
+    return Selection(top_eligible(view, view.top2_gap, k), NO_CELLS, f"top-{k} by margin")
+
+
+def _entropy(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    k = transfer_count(view)
+    return Selection(top_eligible(view, -view.entropy.astype(np.float64), k), NO_CELLS, f"{k} lowest entropy")
+
+
+def _threshold(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    eligible = np.flatnonzero(view.eligible)
     conf = view.confidence[eligible].astype(np.float64)
-    empty = np.zeros(0, dtype=np.int64)
-    if name == "low_confidence":
-        return Selection(_top(eligible, conf, k), empty, f"top-{k} by confidence")
-    if name == "random":
-        pick = np.sort(rng.choice(eligible, size=min(k, eligible.size), replace=False))
-        return Selection(pick.astype(np.int64), empty, f"{k} at random")
-    if name == "margin":
-        return Selection(_top(eligible, view.top2_gap[eligible].astype(np.float64), k), empty, f"top-{k} by margin")
-    if name == "entropy":
-        return Selection(_top(eligible, -view.entropy[eligible].astype(np.float64), k), empty,
-                         f"{k} lowest entropy")
-    if name == "threshold":
-        above = eligible[conf >= params.threshold]
-        best = float(conf.max())
-        if above.size:
-            return Selection(above, empty, f"threshold {params.threshold:.2f}: {above.size} above",
-                             params.threshold, best)
-        return Selection(_top(eligible, conf, 1), empty, f"threshold {params.threshold:.2f}: none above, the best one",
-                         params.threshold, best)
-    if name == "prophet":
-        scored_masked = np.flatnonzero(view.masked & (view.proposal >= 0))
-        gap = float(np.mean(logit_gap(view.confidence[scored_masked], view.top2_gap[scored_masked])))
-        tau = prophet_threshold(params.prophet_gap, view.progress)
-        if gap >= tau:
-            return Selection(scored_masked, empty, f"prophet all-in: mean gap {gap:.2f} ≥ {tau:.2f}", tau, gap)
-        return Selection(_top(eligible, conf, k), empty, f"top-{k} by confidence (gap {gap:.2f} < {tau:.2f})", tau, gap)
-    if name == "remask":
-        reveal = _top(eligible, conf, k)
-        remask = empty
-        if view.steps_left > 1 and reveal.size > 1:
-            weak = np.flatnonzero(view.revisable & (view.commit_conf < params.remask_below))
-            if weak.size:
-                # the weakest first, and always fewer than revealed so the canvas still fills up
-                weak = weak[np.argsort(view.commit_conf[weak], kind="stable")][: reveal.size - 1]
-                remask = np.sort(weak)
-        rule = f"top-{k} by confidence" + (f", remask {remask.size} below {params.remask_below:.2f}" if remask.size else "")
-        own = view.commit_conf[view.revisable]
-        weakest = float(np.min(own[np.isfinite(own)])) if np.isfinite(own).any() else math.nan
-        return Selection(reveal, remask, rule, params.remask_below, weakest)
-    raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")
+    above, best = eligible[conf >= params.threshold], float(conf.max())
+    if above.size:
+        return Selection(above, NO_CELLS, f"threshold {params.threshold:.2f}: {above.size} above", params.threshold,
+                         best)
+    return Selection(top_eligible(view, view.confidence, 1), NO_CELLS,
+                     f"threshold {params.threshold:.2f}: none above, the best one", params.threshold, best)
+
+
+def _prophet(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    scored_masked = np.flatnonzero(view.masked & (view.proposal >= 0))
+    gap = float(np.mean(logit_gap(view.confidence[scored_masked], view.top2_gap[scored_masked])))
+    tau = prophet_threshold(params.prophet_gap, view.progress)
+    if gap >= tau:
+        return Selection(scored_masked, NO_CELLS, f"prophet all-in: mean gap {gap:.2f} ≥ {tau:.2f}", tau, gap,
+                         all_in=True)
+    k = transfer_count(view)
+    return Selection(top_eligible(view, view.confidence, k), NO_CELLS,
+                     f"top-{k} by confidence (gap {gap:.2f} < {tau:.2f})", tau, gap)
+
+
+def _remask(view: CellView, params: ScheduleParams, rng: np.random.Generator) -> Selection:
+    k = transfer_count(view)
+    reveal, remask = top_eligible(view, view.confidence, k), NO_CELLS
+    if view.steps_left > 1 and reveal.size > 1:
+        weak = np.flatnonzero(view.revisable & (view.commit_conf < params.remask_below))
+        if weak.size:
+            # the weakest first, and always fewer than revealed so the canvas still fills up
+            weak = weak[np.argsort(view.commit_conf[weak], kind="stable")][: reveal.size - 1]
+            remask = np.sort(weak)
+    rule = f"top-{k} by confidence" + (f", remask {remask.size} below {params.remask_below:.2f}" if remask.size else "")
+    own = view.commit_conf[view.revisable]
+    weakest = float(np.min(own[np.isfinite(own)])) if np.isfinite(own).any() else math.nan
+    return Selection(reveal, remask, rule, params.remask_below, weakest)
+
+
+for _schedule in (
+    Schedule("low_confidence", _low_confidence,
+             "LLaDA: each step reveal the k most confident masked cells of the block; k spreads the block over its "
+             "step budget", (), "LLaDA"),
+    Schedule("random", _random, "reveal k random masked cells of the block (the MDLM/LLaDA 'random' baseline)", (),
+             "MDLM / LLaDA"),
+    Schedule("margin", _margin,
+             "Dream 'topk_margin': reveal the k cells with the largest gap between their top two tokens", (), "Dream"),
+    Schedule("entropy", _entropy, "Dream 'entropy': reveal the k cells whose distributions have the lowest entropy",
+             (), "Dream"),
+    Schedule("threshold", _threshold,
+             "Fast-dLLM: reveal every masked cell of the block whose confidence passes the threshold (at least the "
+             "single most confident one)", ("threshold",), "Fast-dLLM"),
+    Schedule("prophet", _prophet,
+             "Prophet: low-confidence steps until the mean top-2 logit gap of the remaining cells passes a threshold "
+             "that loosens with progress (×1.5, ×1, ×0.5 by thirds), then reveal every scored cell at once "
+             "('all-in')", ("prophet_gap",), "Prophet"),
+    Schedule("remask", _remask,
+             "low-confidence steps that may also remask revealed cells of the block that were committed with a "
+             "confidence below a floor (RCR-style), weakest first, always fewer than it reveals", ("remask_below",),
+             "RCR"),
+):
+    register_schedule(_schedule)
+del _schedule

@@ -20,12 +20,12 @@ import torch
 
 from ..config import SamplingConfig
 from ..models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads
-from .drafters import Context, Draft
+from .drafters import Context, Draft, DrafterBase
 from .sampling import processed_probs
 from .tree_drafters import Expansion, ModelTreeDrafter, StaticShape, slot_mask
 
 
-class MedusaDrafter:
+class MedusaDrafter(DrafterBase):
     reads_target_features = True
 
     def __init__(self, heads: MedusaHeads, lm_head, shape: StaticShape, sampling: SamplingConfig, name: str = "medusa"):
@@ -69,9 +69,6 @@ class MedusaDrafter:
     @property
     def heads_dtype(self):
         return next(self.heads.parameters()).dtype
-
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        pass
 
 
 class FeatureDraftKV:
@@ -181,7 +178,5 @@ class FeatureTreeDrafter(ModelTreeDrafter):
 
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
         if ctx.ids.shape[0] < 2:  # a one-token prompt: no (feature, token) pair to start from yet
-            self._exp = Expansion()
-            self._chosen = []
-            return Draft.empty(ctx.ids.device)
+            return self.adopt(Expansion(), [], ctx.ids.device)
         return super().propose(ctx, max_depth, generator)

@@ -29,7 +29,7 @@ from ..kernels.tree_attention import TreeMask
 from ..models import attention
 from ..models.cache import SlabCache
 from . import kv
-from .drafters import Context, Draft
+from .drafters import Context, Draft, DrafterBase
 from .retrieval import RetrievalDrafter, draft_from_trie
 from .sampling import processed_probs, sample_without_replacement, without_replacement_proposal
 from .shapes import chain, parse_shape
@@ -216,15 +216,19 @@ class DynamicShape:
         return sorted(sorted(nodes, key=lambda n: (-exp.logp[n], n))[: self.budget])
 
 
-class ModelTreeDrafter:
-    """A draft model (or the target's early exit) growing a chain, a static tree or a dynamic tree."""
+class ModelTreeDrafter(DrafterBase):
+    """A draft model (or the target's early exit) growing a chain, a static tree or a dynamic tree.
+
+    `propose` = `grow` + the shape's selection + `adopt`; composite drafters (Graft) call the
+    same three public steps with their own selection in between."""
 
     def __init__(self, model: nn.Module, shape, sampling: SamplingConfig, source: str):
         self.kv = DraftKV(model)
         self.shape = shape
         self.sampling = sampling
         self.name = source
-        self._chosen: list = []  # final tree node (1-based, minus one) -> expansion node
+        self.forwards = 0  # drafter forwards spent on the current step
+        self._chosen: list = []  # drafted tree node i + 1 -> its expansion node (None: not this drafter's)
         self._exp: Expansion | None = None
 
     def set_shape(self, knobs: dict) -> None:
@@ -242,9 +246,10 @@ class ModelTreeDrafter:
 
     @torch.inference_mode()
     def grow(self, ctx: Context, max_depth: int, generator) -> Expansion:
+        """Expand the tree level by level under the shape; one drafter forward per level."""
         exp = Expansion()
-        self._exp = exp
-        self._chosen = []
+        self.adopt(exp, [])
+        self.forwards = 0
         if max_depth <= 0:
             return exp
         exp.caught_up = True
@@ -276,13 +281,24 @@ class ModelTreeDrafter:
         return exp
 
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
-        self.forwards = 0
         exp = self.grow(ctx, max_depth, generator)
         chosen = self.shape.select(exp, self.sampling) if len(exp) > 1 else []
-        return self._draft(exp, chosen, ctx.ids.device, exact=not self.sampling.greedy)
+        return self.adopt(exp, chosen, ctx.ids.device)
 
-    def _draft(self, exp: Expansion, chosen: list, device, exact: bool, sources=None) -> Draft:
-        self._chosen = list(chosen)
+    def ranked(self, exp: Expansion) -> list:
+        """The expansion's nodes the shape keeps under a greedy rerank (parents before children)."""
+        return self.shape.select(exp, SamplingConfig()) if len(exp) > 1 else []
+
+    def adopt(self, exp: Expansion, chosen: list, device=None) -> Draft | None:
+        """Make `chosen` (expansion nodes, or None for nodes another drafter added) this step's drafted
+        nodes, in tree order, so `commit` keeps the cache of the accepted ones. With a device, also
+        returns them as a Draft (every entry must then be an expansion node)."""
+        self._exp, self._chosen = exp, list(chosen)
+        if device is None:
+            return None
+        return self._draft(exp, chosen, device, exact=not self.sampling.greedy)
+
+    def _draft(self, exp: Expansion, chosen: list, device, exact: bool) -> Draft:
         if not chosen:
             return Draft.empty(device)
         index = {n: i + 1 for i, n in enumerate(chosen)}
@@ -296,11 +312,11 @@ class ModelTreeDrafter:
             parent=np.asarray([index.get(exp.parent[n], 0) for n in chosen], dtype=np.int64),
             draft_probs=torch.tensor([exp.prob[n] for n in chosen], device=device),
             dists=dists,
-            source=tuple(sources) if sources else (self.name,) * len(chosen),
+            source=(self.name,) * len(chosen),
             forwards=self.forwards,
         )
 
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
+    def commit(self, accepted_path: list, n_committed: int) -> None:
         if self._exp is None or not self._exp.caught_up:
             return
         slots = []
@@ -312,7 +328,7 @@ class ModelTreeDrafter:
         self.kv.keep(slots)
 
 
-class GraftDrafter:
+class GraftDrafter(DrafterBase):
     """Graft: prune the model's dynamic tree to its confident nodes, then graft retrieved
     continuations into the budget that pruning freed (merged by longest prefix, RASD-style).
 
@@ -335,10 +351,9 @@ class GraftDrafter:
 
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
         m = self.model
-        m.forwards = 0
         exp = m.grow(ctx, max_depth, generator)
         budget = m.shape.budget
-        ranked = m.shape.select(exp, SamplingConfig()) if len(exp) > 1 else []  # greedy rerank to the budget
+        ranked = m.ranked(exp)  # greedy rerank to the budget
         floor = np.log(max(self.prune_prob, 1e-30))
         kept = [n for n in ranked if exp.logp[n] >= floor]  # monotone along paths, so still a tree
         trie = TokenTrie()
@@ -353,9 +368,8 @@ class GraftDrafter:
                 break
             trie.add_path([graft.tokens[j] for j in graft.path_to(node)], graft.source[node], budget=budget)
         # map trie nodes back to expansion nodes so the drafter can keep its cache of accepted ones
-        m._chosen = [exp_of.get(i) for i in range(1, len(trie))]
-        m._exp = exp
+        m.adopt(exp, [exp_of.get(i) for i in range(1, len(trie))])
         return draft_from_trie(trie, ctx.ids.device, forwards=m.forwards)
 
-    def on_commit(self, accepted_path: list, n_committed: int) -> None:
-        self.model.on_commit(accepted_path, n_committed)
+    def commit(self, accepted_path: list, n_committed: int) -> None:
+        self.model.commit(accepted_path, n_committed)

@@ -104,7 +104,7 @@ def replay_builder(drafter, prompt_ids, output_ids, features: torch.Tensor | Non
         if features is not None:
             root = p + t - 1
             drafter.on_target_features(features[root : root + accepted + 1])
-        drafter.on_commit(path, accepted + 1)
+        drafter.commit(path, accepted + 1)
         nodes += len(tokens)
         t += accepted + 1
         steps += 1

@@ -5,7 +5,9 @@ which token is the mask, whether attention is fully bidirectional or
 block-causal, its natural block size, and whether its logits are *shifted*
 (models adapted from an AR checkpoint keep predicting the next position, so
 the distribution for cell j is read at position j - 1). `DIFFUSION_FAMILIES`
-records those facts; `DiffusionLM` hides them behind `forward()`.
+records those facts; `DiffusionLM` hides them behind `forward()`. How a family's model is
+called (which arguments it takes, whether it accepts our mask and KV cache) is a `ForwardStyle`
+object the family holds: `HF`, `PLAIN`, `SIGMA` or `SDAR`.
 
 Attention is expressed as a boolean "allowed" matrix [S, K] (query rows, key
 columns over cache + new tokens), which native transformers backbones receive
@@ -22,12 +24,93 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 
 from .loading import LoadedModel, ModelLoadError, default_device, default_dtype, hub_reachable
 
 FULL, BLOCK_CAUSAL = "full", "block-causal"
+
+
+def _all_allowed(ids: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """The attention rule as an [S, K] boolean on `ids`' device; None: every token sees every token."""
+    if allowed is None:
+        return torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool, device=ids.device)
+    return allowed.to(ids.device)
+
+
+@dataclass(frozen=True)
+class ForwardStyle:
+    """How a family's model is called: `forward(lm, ids, positions, allowed, cache)` → logits [S, V].
+
+    `can_cache`: the call takes our attention rule and a KV cache, so block-causal models can keep finished
+    blocks' KV (see `DiffusionLM.can_cache`)."""
+
+    name: str
+    can_cache: ClassVar[bool] = False
+
+    def forward(self, lm: "DiffusionLM", ids, positions, allowed, cache) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class HFForward(ForwardStyle):
+    """A native transformers model: input_ids, position_ids, a 4D additive mask and a DynamicCache."""
+
+    can_cache: ClassVar[bool] = True
+
+    def forward(self, lm, ids, positions, allowed, cache):
+        allowed, dtype = _all_allowed(ids, allowed), lm.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        kwargs = {"input_ids": ids.unsqueeze(0), "position_ids": positions.unsqueeze(0),
+                  "attention_mask": mask[None, None]}
+        if cache is not None:
+            kwargs.update(past_key_values=cache, use_cache=True)
+        return lm.model(**kwargs).logits[0]
+
+
+@dataclass(frozen=True)
+class PlainForward(ForwardStyle):
+    """Remote code with its own fixed (bidirectional) attention: input_ids only, no mask, no cache."""
+
+    def forward(self, lm, ids, positions, allowed, cache):
+        if cache is not None or allowed is not None and not bool(allowed.all()):
+            raise ModelLoadError(f"{lm.family.label} only runs full bidirectional attention without a cache")
+        return lm.model(ids.unsqueeze(0)).logits[0]
+
+
+@dataclass(frozen=True)
+class SigmaForward(ForwardStyle):
+    """DiT backbones (MDLM, BD3-LM) conditioned on the noise level, which these checkpoints zero anyway;
+    BD3-LM builds its own block-causal mask in sample mode."""
+
+    def forward(self, lm, ids, positions, allowed, cache):
+        if cache is not None:
+            raise ModelLoadError(f"{lm.family.label} runs without a KV cache in specviz")
+        kwargs = {"timesteps": torch.zeros(1, device=ids.device)}
+        if lm.attention == BLOCK_CAUSAL:
+            kwargs["sample_mode"] = True
+        out = lm.model(ids.unsqueeze(0), **kwargs)
+        return (out if isinstance(out, torch.Tensor) else out.logits)[0]
+
+
+@dataclass(frozen=True)
+class SDARForward(ForwardStyle):
+    """SDAR's code reads a 0/1 mask [1, q, kv] and appends to the cache only with store_kv."""
+
+    can_cache: ClassVar[bool] = True
+
+    def forward(self, lm, ids, positions, allowed, cache):
+        kw = {"attention_mask": _all_allowed(ids, allowed).float()[None], "position_ids": positions.unsqueeze(0)}
+        if cache is not None:
+            kw.update(past_key_values=cache, use_cache=True, store_kv=True)
+        return lm.model(ids.unsqueeze(0), **kw).logits[0]
+
+
+HF, PLAIN, SIGMA, SDAR = HFForward("hf"), PlainForward("plain"), SigmaForward("sigma"), SDARForward("sdar")
+FORWARD_STYLES = {f.name: f for f in (HF, PLAIN, SIGMA, SDAR)}
 
 
 @dataclass(frozen=True)
@@ -43,10 +126,16 @@ class DiffusionFamily:
     remote_code: bool  # loading needs trust_remote_code=True
     auto_class: str  # transformers Auto class used to load it
     backbone: str | None  # native transformers class with the same layout (tiny offline tests), if any
-    forward_style: str = "hf"  # "hf": input_ids + 4D mask + cache; "plain": input_ids only; "sigma": + timesteps
+    forward_style: ForwardStyle = HF  # how the model is called (HF, PLAIN, SIGMA, SDAR)
     stop_tokens: tuple = ()  # extra end-of-turn tokens, besides the tokenizer's EOS
     tried_on_real_weights: bool = False
     notes: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.forward_style, str):  # a style named by its key (older callers)
+            if self.forward_style not in FORWARD_STYLES:
+                raise ValueError(f"unknown forward style {self.forward_style!r}: use one of {', '.join(FORWARD_STYLES)}")
+            object.__setattr__(self, "forward_style", FORWARD_STYLES[self.forward_style])
 
 
 DIFFUSION_FAMILIES = {
@@ -55,14 +144,14 @@ DIFFUSION_FAMILIES = {
         DiffusionFamily(
             "llada", "LLaDA (8B, Llama-like, bidirectional)", ("GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base"),
             "<|mdm_mask|>", 126336, FULL, 32, shift=False, remote_code=True, auto_class="AutoModel",
-            backbone="LlamaForCausalLM", forward_style="plain", stop_tokens=("<|eot_id|>", "<|endoftext|>"),
+            backbone="LlamaForCausalLM", forward_style=PLAIN, stop_tokens=("<|eot_id|>", "<|endoftext|>"),
             notes="remasking over the whole canvas; semi-autoregressive blocks of 32 in the reference sampler",
         ),
         DiffusionFamily(
             "dream", "Dream (7B, Qwen2-based, bidirectional, shifted)", ("Dream-org/Dream-v0-Instruct-7B",
                                                                          "Dream-org/Dream-v0-Base-7B"),
             "<|mask|>", 151666, FULL, 32, shift=True, remote_code=True, auto_class="AutoModel",
-            backbone="Qwen2ForCausalLM", forward_style="plain", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            backbone="Qwen2ForCausalLM", forward_style=PLAIN, stop_tokens=("<|im_end|>", "<|endoftext|>"),
             notes="initialised from Qwen2.5-7B, so cell j is scored at position j - 1; no mask = full attention",
         ),
         DiffusionFamily(
@@ -75,14 +164,14 @@ DIFFUSION_FAMILIES = {
         DiffusionFamily(
             "sdar", "SDAR (1.7B, Qwen3 block diffusion)", ("JetLM/SDAR-1.7B-Chat", "JetLM/SDAR-4B-Chat"),
             "<|MASK|>", 151669, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForCausalLM",
-            backbone="Qwen3ForCausalLM", forward_style="sdar", stop_tokens=("<|im_end|>", "<|endoftext|>"),
+            backbone="Qwen3ForCausalLM", forward_style=SDAR, stop_tokens=("<|im_end|>", "<|endoftext|>"),
             notes="autoregressive across blocks, diffusion within a block of 4; its code imports flash-attn (GPU); "
                   "it takes a 0/1 mask [1, q, kv] and store_kv",
         ),
         DiffusionFamily(
             "mdlm", "MDLM (OpenWebText, DiT backbone)", ("kuleshov-group/mdlm-owt",),
             None, 50257, FULL, 1024, shift=False, remote_code=True, auto_class="AutoModelForMaskedLM",
-            backbone=None, forward_style="sigma",
+            backbone=None, forward_style=SIGMA,
             notes="GPT-2 tokenizer plus a mask token at 50257; a base model: prompts are continuations",
         ),
         DiffusionFamily(
@@ -90,7 +179,7 @@ DIFFUSION_FAMILIES = {
             ("kuleshov-group/bd3lm-owt-block_size4", "kuleshov-group/bd3lm-owt-block_size8",
              "kuleshov-group/bd3lm-owt-block_size16"),
             None, 50257, BLOCK_CAUSAL, 4, shift=False, remote_code=True, auto_class="AutoModelForMaskedLM",
-            backbone=None, forward_style="sigma",
+            backbone=None, forward_style=SIGMA,
             notes="block size is in the checkpoint name; GPT-2 tokenizer plus a mask token at 50257; "
                   "sample_mode=True makes its own block-causal mask",
         ),
@@ -197,7 +286,7 @@ class DiffusionLM:
     def can_cache(self) -> bool:
         """Finished blocks' KV can be reused exactly only when nothing attends forward (block-causal),
         and only through a call that takes our mask and cache."""
-        return self.attention == BLOCK_CAUSAL and self.family.forward_style in ("hf", "sdar")
+        return self.attention == BLOCK_CAUSAL and self.family.forward_style.can_cache
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -218,39 +307,7 @@ class DiffusionLM:
         return out
 
     def _forward(self, ids, positions, allowed, cache):
-        style = self.family.forward_style
-        if style == "plain":
-            # remote code with its own fixed (bidirectional) attention: no mask, no cache
-            if cache is not None or allowed is not None and not bool(allowed.all()):
-                raise ModelLoadError(f"{self.family.label} only runs full bidirectional attention without a cache")
-            return self.model(ids.unsqueeze(0)).logits[0]
-        if style == "sigma":
-            if cache is not None:
-                raise ModelLoadError(f"{self.family.label} runs without a KV cache in specviz")
-            # conditioned on the noise level, which these checkpoints zero anyway; BD3-LM builds its own
-            # block-causal mask in sample mode
-            kwargs = {"timesteps": torch.zeros(1, device=ids.device)}
-            if self.attention == BLOCK_CAUSAL:
-                kwargs["sample_mode"] = True
-            out = self.model(ids.unsqueeze(0), **kwargs)
-            return (out if isinstance(out, torch.Tensor) else out.logits)[0]
-        if style == "sdar":
-            # SDAR's code reads a 0/1 mask [1, q, kv] and appends to the cache only with store_kv
-            mask = (allowed if allowed is not None else torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool))
-            kw = {"attention_mask": mask.to(ids.device).float()[None], "position_ids": positions.unsqueeze(0)}
-            if cache is not None:
-                kw.update(past_key_values=cache, use_cache=True, store_kv=True)
-            return self.model(ids.unsqueeze(0), **kw).logits[0]
-        kwargs = {"input_ids": ids.unsqueeze(0), "position_ids": positions.unsqueeze(0)}
-        if allowed is None:
-            allowed = torch.ones(ids.shape[0], ids.shape[0], dtype=torch.bool, device=ids.device)
-        dtype = self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device)
-        mask.masked_fill_(~allowed.to(ids.device), torch.finfo(dtype).min)
-        kwargs["attention_mask"] = mask[None, None]
-        if cache is not None:
-            kwargs.update(past_key_values=cache, use_cache=True)
-        return self.model(**kwargs).logits[0]
+        return self.family.forward_style.forward(self, ids, positions, allowed, cache)
 
 
 def _tiny_config(backbone: str, vocab_size: int, hidden: int, n_layers: int, max_positions: int):
@@ -278,7 +335,7 @@ def tiny_family_model(family: str = "tiny", vocab_size: int = 96, hidden: int = 
 
     fam = DIFFUSION_FAMILIES[family]
     # the native backbone is causal when called plainly, so the tiny stand-in always takes our explicit mask
-    fam = replace(fam, forward_style="hf")
+    fam = replace(fam, forward_style=HF)
     if fam.backbone is None:
         raise ModelLoadError(f"{fam.label} has no native transformers backbone to build offline")
     config = _tiny_config(fam.backbone, vocab_size, hidden, n_layers, max_positions)

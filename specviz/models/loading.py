@@ -212,30 +212,57 @@ def tiny_random_llama(vocab_size: int = 96, n_layers: int = 2, hidden: int = 32,
     return model.eval()
 
 
-class ModelStore:
-    """Loaded models shared by every session (read-only), least recently used evicted.
+class LRUCache:
+    """A thread-safe least-recently-used map: `get(key, build)` returns the cached value or builds it.
 
-    Sessions hold their own decoding state; only weights and tokenizers live here.
+    Building happens under the lock, so two sessions asking for the same value build it once."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, key, build):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            value = build()
+            self._items[key] = value
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return value
+
+    def keys(self) -> list:
+        with self._lock:
+            return list(self._items)
+
+
+class ModelStore:
+    """Everything loaded once and shared by every session (read-only), least recently used evicted:
+    models, and through `cached`, trained heads, retrieval datastores and diffusion models.
+
+    Sessions hold their own decoding state; only weights, tokenizers and indexes live here.
     """
 
+    # how many of each kind stay loaded
+    CAPACITY = {"model": 3, "hub_head": 4, "datastore": 4, "diffusion": 2}
+
     def __init__(self, capacity: int = 3, loader=load_model):
-        self.capacity = capacity
         self._loader = loader
-        self._models: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._caches = {kind: LRUCache(capacity if kind == "model" else n) for kind, n in self.CAPACITY.items()}
+
+    @property
+    def capacity(self) -> int:
+        return self._caches["model"].capacity
 
     def get(self, model_id: str | None) -> LoadedModel:
         key = EMBEDDED_MODEL_ID if is_embedded(model_id) else model_id.strip()
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            loaded = self._loader(key)
-            self._models[key] = loaded
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-            return loaded
+        return self._caches["model"].get(key, lambda: self._loader(key))
+
+    def cached(self, kind: str, key, build):
+        """The value of `kind` (one of CAPACITY) under `key`, built by `build()` on a miss."""
+        return self._caches[kind].get(key, build)
 
     def loaded_ids(self) -> list:
-        with self._lock:
-            return list(self._models)
+        return self._caches["model"].keys()

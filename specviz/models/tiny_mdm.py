@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .diffusion import DIFFUSION_FAMILIES, FULL, DiffusionLM
+from .diffusion import DIFFUSION_FAMILIES, FULL, HF, DiffusionLM
 from .loading import ModelLoadError
 
 TINY_MDM_ID = "tiny-mdm"
@@ -27,7 +27,7 @@ TINY_MDM_FAMILY = replace(
     name="tiny-mdm",
     label="tiny MDM trained for specviz (4-layer Llama, minutes on one CPU thread, SmolLM2 sub-vocabulary)",
     hub_ids=(TINY_MDM_ID,),
-    forward_style="hf",
+    forward_style=HF,
     attention=FULL,
     shift=False,
     block_size=8,

@@ -19,18 +19,17 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .loading import EMBEDDED_MODEL_ID, ModelLoadError, hub_reachable, is_embedded
-from .trained_heads import ExitDraftLayers, FeatureDrafter, MedusaHeads
+from .trained_heads import ExitDraftLayers, FeatureDrafter, MedusaHeads, distilled_exit_model
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "drafters"
 SHIPPED = {EMBEDDED_MODEL_ID: ASSETS / "smollm2-135m-instruct"}
 MANIFEST = "manifest.json"
-FILES = {"medusa": "medusa.safetensors", "eagle": "eagle.safetensors", "exit": "exit.safetensors"}
-KIND_LABELS = {"medusa": "Medusa heads", "eagle": "EAGLE-style feature drafter", "exit": "distilled early exit"}
 
 
 @dataclass
@@ -48,9 +47,9 @@ class TrainedDrafters:
 
 def missing_message(kind: str, target_id: str) -> str:
     if is_embedded(target_id):
-        return (f"the embedded model has no shipped {KIND_LABELS[kind]} (looked in {SHIPPED[EMBEDDED_MODEL_ID]}); "
+        return (f"the embedded model has no shipped {trained_kind(kind).label} (looked in {SHIPPED[EMBEDDED_MODEL_ID]}); "
                 f"rebuild them with `python -m specviz train`, or pick another method")
-    return (f"{target_id!r} has no shipped {KIND_LABELS[kind]}: give a head checkpoint (Hub id or local directory) "
+    return (f"{target_id!r} has no shipped {trained_kind(kind).label}: give a head checkpoint (Hub id or local directory) "
             f"trained for this target in the trained-head field")
 
 
@@ -112,57 +111,149 @@ def medusa_from_hub(state: dict, n_blocks: int) -> tuple:
     return heads, lm
 
 
-# ------------------------------------------------------------------ building modules from saved state
-def build(kind: str, config: dict, state: dict, target) -> nn.Module:
-    dtype = target.dtype
-    ranked = None
-    if kind == "eagle":
-        m = FeatureDrafter(config["hidden"], config["n_heads"], config["n_kv_heads"], config["intermediate"],
-                           config["rope_theta"], config["rms_eps"], config.get("head_dim"), config.get("fc_bias", True))
-        state = dict(state)
-        ranked = state.pop(DRAFT_VOCAB_KEY, None)
-        m.load_state_dict(eagle_from_hub(state))
-    elif kind == "medusa":
-        m = MedusaHeads(config["hidden"], config["n_heads"], config.get("n_blocks", 1))
-        m.tree, m.rank_accuracy = config.get("tree"), config.get("rank_accuracy")
-        heads, lm = medusa_from_hub(state, m.n_blocks)
-        m.load_state_dict(heads)
-        if lm:
-            vocab = next(iter(lm.values())).shape[0]
-            m.own_lm_heads = nn.ModuleList(nn.Linear(m.hidden, vocab, bias=False) for _ in range(m.n_heads))
-            m.own_lm_heads.load_state_dict(lm)
-    elif kind == "exit":
-        m = ExitDraftLayers(target, config["exit_layer"], config.get("n_trained", 1))
-        m.load_state_dict(state)
-    else:
-        raise ValueError(f"unknown drafter kind {kind!r}")
-    hidden = target.config.hidden_size
-    if kind in ("eagle", "medusa") and config["hidden"] != hidden:
-        raise ModelLoadError(f"the {KIND_LABELS[kind]} were trained for hidden size {config['hidden']}, "
-                             f"but the target's is {hidden}: they belong to another model")
-    device = next(target.parameters()).device
-    if kind == "eagle" and ranked is not None:
+# ------------------------------------------------------------------ one record per drafter kind
+def _device(target) -> torch.device:
+    return next(target.parameters()).device
+
+
+def _build_eagle(config: dict, state: dict, target) -> nn.Module:
+    m = FeatureDrafter(config["hidden"], config["n_heads"], config["n_kv_heads"], config["intermediate"],
+                       config["rope_theta"], config["rms_eps"], config.get("head_dim"), config.get("fc_bias", True))
+    state = dict(state)
+    ranked = state.pop(DRAFT_VOCAB_KEY, None)
+    m.load_state_dict(eagle_from_hub(state))
+    if ranked is not None:
         if int(ranked.max()) >= target.config.vocab_size:
             raise ModelLoadError("the EAGLE drafter's ranked vocabulary has ids beyond the target's vocabulary")
-        m.draft_vocab = ranked.to(device=device, dtype=torch.long)
-    return m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        m.draft_vocab = ranked.to(device=_device(target), dtype=torch.long)
+    return m
+
+
+def _build_medusa(config: dict, state: dict, target) -> nn.Module:
+    m = MedusaHeads(config["hidden"], config["n_heads"], config.get("n_blocks", 1))
+    m.tree, m.rank_accuracy = config.get("tree"), config.get("rank_accuracy")
+    heads, lm = medusa_from_hub(state, m.n_blocks)
+    m.load_state_dict(heads)
+    if lm:
+        vocab = next(iter(lm.values())).shape[0]
+        m.own_lm_heads = nn.ModuleList(nn.Linear(m.hidden, vocab, bias=False) for _ in range(m.n_heads))
+        m.own_lm_heads.load_state_dict(lm)
+    return m
+
+
+def _build_exit(config: dict, state: dict, target) -> nn.Module:
+    m = ExitDraftLayers(target, config["exit_layer"], config.get("n_trained", 1))
+    m.load_state_dict(state)
+    return m
+
+
+def _eagle_to_file(module: nn.Module, state: dict) -> dict:
+    state = eagle_to_hub(state)
+    if getattr(module, "draft_vocab", None) is not None:  # token ids: kept exact, not fp16
+        state[DRAFT_VOCAB_KEY] = module.draft_vocab.detach().to(torch.int64).contiguous().cpu()
+    return state
+
+
+def _eagle_hub_config(cfg: dict, state: dict, target) -> dict:
+    heads = cfg.get("num_attention_heads")
+    return {"hidden": cfg["hidden_size"], "n_heads": heads, "n_kv_heads": cfg.get("num_key_value_heads") or heads,
+            "intermediate": cfg["intermediate_size"], "rope_theta": cfg.get("rope_theta", 10000.0),
+            "rms_eps": cfg.get("rms_norm_eps", 1e-6), "head_dim": cfg.get("head_dim"), "fc_bias": "fc.bias" in state}
+
+
+def _medusa_hub_config(cfg: dict, state: dict, target) -> dict:
+    n_heads = cfg.get("medusa_num_heads") or len({k.split(".")[0] for k in state})
+    return {"hidden": cfg.get("hidden_size", target.config.hidden_size), "n_heads": int(n_heads),
+            "n_blocks": int(cfg.get("medusa_num_layers", 1))}
+
+
+@dataclass(frozen=True)
+class TrainedKind:
+    """One kind of trained drafter: how it is named, stored, rebuilt, started fresh and loaded from the Hub.
+
+    `build(config, state, target)` makes the module from a manifest / Hub config and the state in its
+    file layout (left on the CPU; `build()` below moves it); `fresh(target, exit_layer)` an untrained
+    one; `to_file(module, fp16 state)` the state in its file layout. `hub_config(config.json, state,
+    target)` reads a Hub head checkpoint's config, None when the kind has no Hub format (shipped only).
+    `reads_hidden`: its config names the hidden size it was trained for, which must be the target's.
+    `draft_model(target, module)`: the module as a stand-alone causal LM draft (the distilled exit),
+    None when the drafter rides on the target's features."""
+
+    name: str
+    label: str
+    file: str
+    build: Callable[[dict, dict, nn.Module], nn.Module]
+    fresh: Callable[[nn.Module, int], nn.Module]
+    to_file: Callable[[nn.Module, dict], dict] = lambda module, state: state
+    hub_config: Callable[[dict, dict, nn.Module], dict] | None = None
+    reads_hidden: bool = True
+    draft_model: Callable[[nn.Module, nn.Module], nn.Module] | None = None
+
+    @property
+    def hub_heads(self) -> bool:
+        """Whether a Hub / local head checkpoint can stand in for the shipped weights."""
+        return self.hub_config is not None
+
+    def replay_model(self, target, module) -> nn.Module | None:
+        """The drafting model the what-if replay should drive for this kind, or None (use another)."""
+        return None if self.draft_model is None else self.draft_model(target, module)
+
+
+TRAINED_KINDS: dict[str, TrainedKind] = {k.name: k for k in (
+    TrainedKind("eagle", "EAGLE-style feature drafter", "eagle.safetensors", _build_eagle,
+                lambda target, exit_layer: FeatureDrafter.for_target(target.config),
+                to_file=_eagle_to_file, hub_config=_eagle_hub_config),
+    TrainedKind("medusa", "Medusa heads", "medusa.safetensors", _build_medusa,
+                lambda target, exit_layer: MedusaHeads(target.config.hidden_size, 4),
+                to_file=lambda module, state: medusa_to_hub(state), hub_config=_medusa_hub_config),
+    TrainedKind("exit", "distilled early exit", "exit.safetensors", _build_exit,
+                lambda target, exit_layer: ExitDraftLayers(target, exit_layer),
+                reads_hidden=False, draft_model=distilled_exit_model),
+)}
+
+
+def trained_kind(name: str) -> TrainedKind:
+    try:
+        return TRAINED_KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown trained drafter kind {name!r}; the kinds are {', '.join(TRAINED_KINDS)}") from None
+
+
+def hub_kinds() -> list:
+    """The kinds a Hub / local head checkpoint can supply."""
+    return [k.name for k in TRAINED_KINDS.values() if k.hub_heads]
+
+
+def _hub_kind(kind: str) -> TrainedKind:
+    spec = trained_kind(kind)
+    if not spec.hub_heads:
+        raise ModelLoadError(f"the {spec.label} is a shipped drafter only: head checkpoints are "
+                             f"{' or '.join(trained_kind(k).label for k in hub_kinds())}")
+    return spec
+
+
+# ------------------------------------------------------------------ building modules from saved state
+def build(kind: str, config: dict, state: dict, target) -> nn.Module:
+    spec = trained_kind(kind)
+    hidden = target.config.hidden_size
+    if spec.reads_hidden and config["hidden"] != hidden:
+        raise ModelLoadError(f"the {spec.label} were trained for hidden size {config['hidden']}, "
+                             f"but the target's is {hidden}: they belong to another model")
+    m = spec.build(config, state, target)
+    return m.to(device=_device(target), dtype=target.dtype).eval().requires_grad_(False)
 
 
 def save_drafter(directory: Path, kind: str, module: nn.Module) -> dict:
     """Write one drafter as fp16 safetensors in its Hub layout; returns its manifest entry."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in module.state_dict().items()}
-    if kind == "eagle":
-        state = eagle_to_hub(state)
-        if getattr(module, "draft_vocab", None) is not None:  # token ids: kept exact, not fp16
-            state[DRAFT_VOCAB_KEY] = module.draft_vocab.detach().to(torch.int64).contiguous().cpu()
-    elif kind == "medusa":
-        state = medusa_to_hub(state)
-    path = Path(directory) / FILES[kind]
+    spec = trained_kind(kind)
+    state = spec.to_file(module, {k: v.detach().to(torch.float16).contiguous().cpu()
+                                  for k, v in module.state_dict().items()})
+    path = Path(directory) / spec.file
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
-    return {"file": FILES[kind], "bytes": path.stat().st_size, "sha256": sha256(path), "dtype": "float16",
+    return {"file": spec.file, "bytes": path.stat().st_size, "sha256": sha256(path), "dtype": "float16",
             "config": module.config(), "parameters": sum(v.numel() for v in state.values() if v.is_floating_point())}
 
 
@@ -230,6 +321,7 @@ def available_kinds(target_id: str | None = None) -> set:
 # ------------------------------------------------------------------ Hub heads
 def load_hub_head(head_id: str, kind: str, target) -> nn.Module:
     """An EAGLE-1/2 or Medusa head checkpoint by Hub id or local directory."""
+    _hub_kind(kind)
     head_id = head_id.strip()
     local = Path(head_id).expanduser()
     if local.is_dir():
@@ -260,28 +352,18 @@ def _read_state(directory: Path) -> dict:
 
 
 def load_head_directory(directory: Path, kind: str, target) -> nn.Module:
+    spec = _hub_kind(kind)
     directory = Path(directory)
     cfg_path = directory / "config.json"
     if not cfg_path.exists():
-        raise ModelLoadError(f"{directory} has no config.json; it is not an EAGLE or Medusa head checkpoint")
-    cfg = json.loads(cfg_path.read_text())
+        raise ModelLoadError(f"{directory} has no config.json; it is not a head checkpoint ({spec.label})")
     state = _read_state(directory)
-    if kind == "eagle":
-        heads = cfg.get("num_attention_heads")
-        config = {"hidden": cfg["hidden_size"], "n_heads": heads, "n_kv_heads": cfg.get("num_key_value_heads") or heads,
-                  "intermediate": cfg["intermediate_size"], "rope_theta": cfg.get("rope_theta", 10000.0),
-                  "rms_eps": cfg.get("rms_norm_eps", 1e-6), "head_dim": cfg.get("head_dim"),
-                  "fc_bias": "fc.bias" in state}
-    elif kind == "medusa":
-        n_heads = cfg.get("medusa_num_heads") or len({k.split(".")[0] for k in state})
-        config = {"hidden": cfg.get("hidden_size", target.config.hidden_size), "n_heads": int(n_heads),
-                  "n_blocks": int(cfg.get("medusa_num_layers", 1))}
-    else:
-        raise ModelLoadError(f"Hub heads are EAGLE or Medusa checkpoints, not {kind!r}")
     try:
-        return build(kind, config, state, target)
+        return build(kind, spec.hub_config(json.loads(cfg_path.read_text()), state, target), state, target)
+    except ModelLoadError:
+        raise
     except (RuntimeError, KeyError, ValueError) as err:
-        raise ModelLoadError(f"{directory} does not fit this target as {KIND_LABELS[kind]}: {str(err).splitlines()[0]}") from None
+        raise ModelLoadError(f"{directory} does not fit this target as {spec.label}: {str(err).splitlines()[0]}") from None
 
 
 def fresh_drafter(kind: str, target, seed: int = 0, jitter: float = 0.0, exit_layer: int = 1) -> nn.Module:
@@ -289,18 +371,12 @@ def fresh_drafter(kind: str, target, seed: int = 0, jitter: float = 0.0, exit_la
 
     `jitter` adds seeded noise to every weight so that even a fresh Medusa head (whose residual
     starts at zero) drafts something other than the target's own next token."""
+    spec = trained_kind(kind)
     torch.manual_seed(seed)
-    if kind == "medusa":
-        m = MedusaHeads(target.config.hidden_size, 4)
-    elif kind == "eagle":
-        m = FeatureDrafter.for_target(target.config)
-    elif kind == "exit":
-        m = ExitDraftLayers(target, exit_layer)
-    else:
-        raise ValueError(f"unknown drafter kind {kind!r}")
+    m = spec.fresh(target, exit_layer)
     if jitter:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(torch.randn(p.shape, generator=g) * jitter)
-    return m.to(device=next(target.parameters()).device, dtype=target.dtype).eval().requires_grad_(False)
+    return m.to(device=_device(target), dtype=target.dtype).eval().requires_grad_(False)

@@ -178,7 +178,7 @@ class ExitDraftLayers(nn.Module):
 def distilled_exit_model(target, trained: ExitDraftLayers) -> nn.Module:
     """The target's first layers with the trained top layers and norm swapped in: a causal LM the
     model-tree drafter can drive like any draft model."""
-    from ..decoding.drafters import early_exit_model
+    from .early_exit import early_exit_model
 
     draft = early_exit_model(target, trained.exit_layer)
     first = trained.exit_layer - trained.n_trained

@@ -11,19 +11,66 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..models.loading import cache_dir, load_embedded
-from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter
+from ..models.trained import SHIPPED, MANIFEST, EMBEDDED_MODEL_ID, check_manifest, save_drafter, trained_kind
 from .data import MAX_LEN, chat_ids, generate_answers, load_sequences, record_features, save_sequences
 from .prompts import build_prompt_set
 from .queries import SELF_QUERIES, generate_queries, save_queries
 from .train import train_eagle, train_exit, train_medusa
 
-KINDS = ("eagle", "medusa", "exit")
+
+def _labelled(args) -> str:
+    return "answer and prompt tokens (after the chat header)" if args.loss_on_prompt else "answer tokens"
+
+
+def _train_medusa(target, feats, args) -> tuple:
+    module, stats = train_medusa(target, feats, n_heads=args.medusa_heads, epochs=args.medusa_epochs,
+                                 on_prompt=args.loss_on_prompt, seed=args.seed)
+    recipe = {"heads": args.medusa_heads, "epochs": args.medusa_epochs, "lr": 1e-3, "batch_positions": 1024,
+              "labelled": _labelled(args),
+              "loss": "soft CE to the target's distribution at t+k over the data's tokens, head k weighted 0.8^(k-1)"}
+    return module, stats, recipe
+
+
+def _train_eagle(target, feats, args) -> tuple:
+    module, stats = train_eagle(target, feats, epochs=args.eagle_epochs, cls_weight=args.eagle_cls_weight,
+                                unroll=args.eagle_unroll, cls_on_prompt=args.loss_on_prompt,
+                                draft_vocab=args.draft_vocab, seed=args.seed)
+    recipe = {"epochs": args.eagle_epochs, "lr": 5e-4, "sequences_per_batch": 8, "input_noise": 0.1,
+              "unrolled_steps": args.eagle_unroll,
+              "ranked_draft_vocabulary": f"{args.draft_vocab} most frequent data tokens (after the chat header)",
+              "labelled": _labelled(args),
+              "loss": f"per unrolled step: smooth-L1 on features (scaled by their std) + {args.eagle_cls_weight} x "
+                      "soft CE of lm_head(predicted feature)"}
+    return module, stats, recipe
+
+
+def _train_exit(target, feats, args) -> tuple:
+    module, stats = train_exit(target, feats, args.exit_layer, n_trained=1, epochs=args.exit_epochs, seed=args.seed)
+    recipe = {"exit_layer": args.exit_layer, "trained_layers": 1, "epochs": args.exit_epochs, "lr": 2e-4,
+              "sequences_per_batch": 8, "loss": "soft CE to the target's distribution at the same position"}
+    return module, stats, recipe
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """How `specviz train` makes one kind of models.trained.TRAINED_KINDS:
+    `train(target, feats, args) -> (module, TrainStats, recipe dict)`; `exit_features`: it reads the
+    recorded features at the input of the exit layer (`--exit-layer`)."""
+
+    train: Callable
+    exit_features: bool = False
+
+
+TRAINERS = {"eagle": Trainer(_train_eagle), "medusa": Trainer(_train_medusa), "exit": Trainer(_train_exit, True)}
+KINDS = tuple(trained_kind(k).name for k in TRAINERS)  # the order of training
 
 
 def hardware(device: torch.device) -> str:
@@ -146,7 +193,8 @@ def run(args) -> int:
         return write_queries(target, loaded.tokenizer, args.write_queries, args.seed, device)
     seqs, provenance = self_distillation_data(target, loaded.tokenizer, args.prompts, args.max_new_tokens, args.seed)
     t0 = time.perf_counter()
-    feats = cached_features(target, seqs, args.exit_layer if "exit" in kinds else None,
+    exit_layer = args.exit_layer if any(TRAINERS[k].exit_features for k in kinds) else None
+    feats = cached_features(target, seqs, exit_layer,
                             f"n{len(seqs)}-t{args.max_new_tokens}-s{args.seed}")
     n_answer = int(sum(len(s.answer_ids) for s in seqs))
     print(f"[features] {feats.tokens.shape[0]} tokens ({n_answer} answer tokens) in {time.perf_counter() - t0:.0f} s")
@@ -167,26 +215,7 @@ def run(args) -> int:
     })
     drafters = manifest.setdefault("drafters", {})
     for kind in kinds:
-        if kind == "medusa":
-            module, stats = train_medusa(target, feats, n_heads=args.medusa_heads, epochs=args.medusa_epochs,
-                                         on_prompt=args.loss_on_prompt, seed=args.seed)
-            recipe = {"heads": args.medusa_heads, "epochs": args.medusa_epochs, "lr": 1e-3, "batch_positions": 1024,
-                      "labelled": "answer and prompt tokens (after the chat header)" if args.loss_on_prompt else "answer tokens",
-                      "loss": "soft CE to the target's distribution at t+k over the data's tokens, head k weighted 0.8^(k-1)"}
-        elif kind == "eagle":
-            module, stats = train_eagle(target, feats, epochs=args.eagle_epochs, cls_weight=args.eagle_cls_weight,
-                                        unroll=args.eagle_unroll, cls_on_prompt=args.loss_on_prompt,
-                                        draft_vocab=args.draft_vocab, seed=args.seed)
-            recipe = {"epochs": args.eagle_epochs, "lr": 5e-4, "sequences_per_batch": 8, "input_noise": 0.1,
-                      "unrolled_steps": args.eagle_unroll,
-                      "ranked_draft_vocabulary": f"{args.draft_vocab} most frequent data tokens (after the chat header)",
-                      "labelled": "answer and prompt tokens (after the chat header)" if args.loss_on_prompt else "answer tokens",
-                      "loss": f"per unrolled step: smooth-L1 on features (scaled by their std) + {args.eagle_cls_weight} x "
-                              "soft CE of lm_head(predicted feature)"}
-        else:
-            module, stats = train_exit(target, feats, args.exit_layer, n_trained=1, epochs=args.exit_epochs, seed=args.seed)
-            recipe = {"exit_layer": args.exit_layer, "trained_layers": 1, "epochs": args.exit_epochs, "lr": 2e-4,
-                      "sequences_per_batch": 8, "loss": "soft CE to the target's distribution at the same position"}
+        module, stats, recipe = TRAINERS[kind].train(target, feats, args)
         entry = save_drafter(out, kind, module.cpu())
         entry.update({"recipe": recipe, "training": stats.to_dict()})
         drafters[kind] = entry
@@ -224,7 +253,7 @@ def _args_to_cli(args) -> list:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--drafters", default="all", help="comma-separated: medusa, eagle, exit (default all)")
+    p.add_argument("--drafters", default="all", help=f"comma-separated: {', '.join(KINDS)} (default all)")
     p.add_argument("--out", default=None, help="output directory (default: the shipped assets/drafters/… directory)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -1,31 +1,35 @@
-"""The Speculative tab: controls, the Run / Step / Pause / Reset handlers, and the step slider.
+"""The Speculative tab: its controls, its TabSpec for the shared controller, and the what-if replay.
 
-Handlers are generators that stream one render per decoding step. All model
-work shares one queue (`concurrency_id="model"`), so sessions take turns on the
-CPU/GPU while each keeps its own state in `gr.State`.
+Model work shares one queue (`concurrency_id="model"`), so sessions take turns on the
+CPU/GPU while each keeps its own `Session` in `gr.State`. Each step record becomes its
+view data once, when it arrives (`viz.live.SpecLiveView`); a streamed step renders only
+the current step, the full panels render on scrub and at the end.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
-from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, SHAPE_KNOBS, TEMPERATURE, TOP_P, ConfigError
+from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P, ConfigError
 from ..decoding.registry import METHODS, knob_table
 from ..models import ModelLoadError, ModelStore
 from ..models.trained import available_kinds
-from ..runner import prepare_run, what_if
-from ..textio import check_prompt_fits, encode_prompt
-from ..viz.whatif import whatif_figure, whatif_table_html
+from ..runs import compare_with_ar, prepare_run, what_if
+from ..settings import DEFAULT_METHOD, RunSettings
+from ..textio import PieceDecoder, check_prompt_fits, encode_prompt, token_label
+from ..viz.live import SpecLiveView
 from ..viz.tree import empty_figure
-from .controls import export_panel, run_buttons, scrubber_update, step_scrubber, user_errors, write_trace
-from .session import SpecSession, measure_speedup, new_session, render
+from ..viz.whatif import whatif_figure, whatif_table_html
+from .controller import (Session, TabController, TabSpec, export_panel, run_buttons, scrubber_update,
+                         step_scrubber, user_errors, wire)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
 KNOB_NAMES = tuple(k.name for k in KNOBS)
-DEFAULT_METHOD = "sps"
+TREE_DEPTH_VIEW = 16
 
 
 def load_examples() -> list:
@@ -33,12 +37,15 @@ def load_examples() -> list:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _control(knob, **kw):
+def knob_control(knob, prefix: str, value=None, **kw):
+    """The control for one knob: a checkbox, a dropdown of its options, or a slider over its range."""
+    value = knob.default if value is None else value
+    common = dict(label=knob.name, info=knob.help, elem_id=f"{prefix}-{knob.name}", **kw)
+    if knob.boolean:
+        return gr.Checkbox(value=bool(value), **common)
     if knob.choices:
-        return gr.Dropdown(list(knob.choices), value=knob.default, label=knob.name, info=knob.help,
-                           allow_custom_value=knob.free_text, elem_id=f"sv-knob-{knob.name}", **kw)
-    return gr.Slider(knob.low, knob.high, value=knob.default, step=1 if knob.integer else 0.01,
-                     label=knob.name, info=knob.help, elem_id=f"sv-knob-{knob.name}", **kw)
+        return gr.Dropdown(list(knob.choices), value=value, allow_custom_value=knob.free_text, **common)
+    return gr.Slider(knob.low, knob.high, value=value, step=1 if knob.integer else 0.01, **common)
 
 
 def _method_info(name: str) -> str:
@@ -76,137 +83,133 @@ def _knob_visibility(name: str):
     return [_method_info(name), *updates, draft]
 
 
-class SpeculativeTab:
+def collect_settings(method, *values) -> dict:
+    """The controls' values as one settings dict: the method's own knobs only, plus the common fields."""
+    knob_values = dict(zip(KNOB_NAMES, values[: len(KNOBS)]))
+    max_new, temperature, top_p, seed, target, draft = values[len(KNOBS):]
+    m = METHODS.get(method)
+    own = {k.name: knob_values[k.name] for k in m.knobs} if m else {}
+    uses_draft = bool(m and (m.uses_draft_model or m.uses_trained))
+    return {"method": method, **own, "max_new_tokens": max_new, "temperature": temperature, "top_p": top_p,
+            "seed": seed, "target": target, "draft": draft if uses_draft else ""}
+
+
+class SpeculativeSpec(TabSpec):
+    prefix = "sv"
+    api_prefix = ""
+    smaller = "pick a smaller model, fewer new tokens or a smaller draft"
+    trace_name = "specviz-speculative"
+
     def __init__(self, store: ModelStore):
         self.store = store
 
-    # the settings ------------------------------------------------------------
-    def _key(self, prompt, method, *rest):
-        knob_values = dict(zip(KNOB_NAMES, rest[: len(KNOBS)]))
-        max_new, temperature, top_p, seed, target, draft = rest[len(KNOBS):]
-        m = METHODS.get(method)
-        used = {k.name: knob_values[k.name] for k in m.knobs} if m else {}
-        return (prompt, method, tuple(sorted(used.items())), max_new, temperature, top_p, seed,
-                (target or "").strip(), (draft or "").strip())
+    def parse(self, settings):
+        return RunSettings.from_dict(settings)
 
-    @staticmethod
-    def _run_part(key):
-        """The settings that need a fresh run; tree-shape knobs are left out, they apply mid-run."""
-        knobs = tuple((n, v) for n, v in key[2] if n not in SHAPE_KNOBS)
-        return (*key[:2], knobs, *key[3:])
-
-    def _start(self, key) -> SpecSession:
-        prompt, method, knob_items, max_new, temperature, top_p, seed, target, draft = key
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}")
-        m = METHODS[method]
-        knobs = dict(knob_items)
-        if not prompt or not str(prompt).strip():
-            raise ConfigError("the prompt is empty: type a question or pick an example")
-        prepared = prepare_run(self.store, method, target or None, draft if (m.uses_draft_model or m.uses_trained) else None,
-                               knobs, max_new, temperature, top_p, seed)
+    def start(self, prompt, settings) -> Session:
+        prepared = prepare_run(self.store, settings)
         ids = encode_prompt(prepared.target.tokenizer, prompt)
-        check_prompt_fits(len(ids), prepared.config.max_new_tokens, prepared.target.max_positions)
-        return new_session(key, prepared, prompt, ids)
+        check_prompt_fits(len(ids), settings.max_new_tokens, prepared.target.max_positions)
+        session = Session(prompt, settings, prepared, prepared.decoder(ids, record=True), SpecLiveView())
+        session.extra["pieces"] = PieceDecoder(prepared.target.tokenizer)
+        return session
 
-    def _session_for(self, session: SpecSession | None, key):
-        """Resume the session when the settings are unchanged and it is not finished; else start afresh.
+    def live_changes(self, session, settings):
+        return session.settings.live_changes(settings)
 
-        A change of tree-shape knobs alone (depth, top_k, budget, preset, draft length, prune
-        threshold) keeps the run and takes effect on its next step."""
-        if session is None or session.done or self._run_part(session.key) != self._run_part(key):
-            return self._start(key), "new run"
-        if session.key != key:
-            changed = dict(set(key[2]) - set(session.key[2]))
-            checked = session.prepared.method.check_knobs({**dict(session.key[2]), **changed})
-            session.decoder.update_shape({n: checked[n] for n in changed})
-            session.key = key
-            return session, "shape changed: " + ", ".join(f"{n}={v}" for n, v in sorted(changed.items())) + " from this step"
-        return session, ""
+    def apply_live(self, session, changes, settings) -> None:
+        super().apply_live(session, changes, settings)
+        session.run = replace(session.run, settings=settings)
 
-    # rendering ---------------------------------------------------------------
-    def _outputs(self, session, status: str, k=None, tree_depth=None):
-        r = render(session, k, tree_depth)
-        slider = scrubber_update(r["n_steps"], r["k"])
-        summary = _run_summary(session)
-        return (session, status, r["text"], slider, r["tree"], r["confidence"], r["strip"], r["metrics"],
-                r["depth"], summary)
+    def advance(self, session) -> None:
+        step = session.decoder.step()
+        if step is None:
+            return
+        tok = session.run.target.tokenizer
+        pieces = session.extra["pieces"].extend(step.committed_ids)
+        session.view.backend = session.decoder.backend
+        session.view.add(step, [token_label(tok, t) for t in step.tree.token_ids],
+                         token_label(tok, step.bonus_token) if step.bonus_token >= 0 else "", pieces)
 
-    def _status(self, session: SpecSession, note: str = "") -> str:
-        if not session.steps:
+    def finish(self, session) -> str:
+        if "speedup" not in session.extra:
+            session.extra["speedup"] = compare_with_ar(session.run, session.decoder.trace())
+        return ""
+
+    def status(self, session, note: str = "") -> str:
+        if session is None or session.n_steps == 0:
             return note or "Ready."
-        s = session.steps[-1]
+        s = session.decoder.records[-1]
         accepted = f"{s.n_accepted} of {s.n_drafted} drafted accepted" if s.n_drafted else "nothing drafted"
-        state = {"eos": "finished (end of sequence)", "length": "finished (token limit)"}.get(session.decoder.finish_reason, "paused" if session.paused else "running")
-        return (f"**Step {s.step}** · {accepted} · + {s.bonus_kind} `{session.bonus_labels[-1]}` · "
-                f"{len(session.pieces.ids)} tokens · {state}" + (f" · {note}" if note else ""))
+        finish = session.decoder.finish_reason
+        state = {"eos": "finished (end of sequence)", "length": "finished (token limit)"}.get(
+            finish, "paused" if session.paused else "running")
+        added = f" · + {s.bonus_kind} `{session.view.bonus_labels[-1]}`" if s.bonus_token >= 0 else ""
+        return (f"**Step {s.step}** · {accepted}{added} · {len(session.extra['pieces'].ids)} tokens · {state}"
+                + (f" · {note}" if note else ""))
 
-    # handlers ----------------------------------------------------------------
-    def run(self, *args):
-        *settings, tree_depth, session = args
-        yield from self._drive(settings, session, None, tree_depth)
+    def _metrics_context(self, session) -> dict:
+        d = session.decoder
+        return dict(speedup=session.extra.get("speedup"), finish=d.finish_reason, wall_s=d.wall_s)
 
-    def step(self, *args):
-        *settings, tree_depth, session = args
-        yield from self._drive(settings, session, 1, tree_depth)
+    def outputs_empty(self, status):
+        r = SpecLiveView().live()
+        return (None, status, r["text"], scrubber_update(0, 0), r["tree"], r["confidence"], r["strip"],
+                r["metrics"], r["depth"], None)
 
-    def _drive(self, settings, session, max_steps, tree_depth=None):
-        key = self._key(*settings)
-        with user_errors("pick a smaller model, fewer new tokens or a smaller draft"):
-            if session is None or self._run_part(session.key) != self._run_part(key) or session.done:
-                yield self._outputs(session, "Loading the model and preparing the run…", tree_depth=tree_depth)
-            session, note = self._session_for(session, key)
-            session.paused = False
-            taken = 0
-            while not session.done and not session.paused and (max_steps is None or taken < max_steps):
-                with session.lock:
-                    session.advance()
-                taken += 1
-                yield self._outputs(session, self._status(session, note), tree_depth=tree_depth)
-            if session.done and session.speedup is None:
-                yield self._outputs(session, self._status(session, "measuring plain AR on the same prompt…"),
-                                    tree_depth=tree_depth)
-                session.speedup = measure_speedup(session)
-            yield self._outputs(session, self._status(session, "" if session.done else note), tree_depth=tree_depth)
+    def outputs_live(self, session, status, view):
+        r = session.view.live(tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
+        n = session.n_steps
+        return (session, status, r["text"], scrubber_update(n, n - 1), r["tree"], r["confidence"], r["strip"],
+                r["metrics"], r["depth"], gr.skip())
 
-    def pause(self, session):
-        if session is None:
-            return "Nothing is running."
-        session.paused = True
-        return self._status(session, "pause requested")
+    def outputs_full(self, session, status, k, view):
+        r = session.view.full(k, tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
+        n = session.n_steps
+        k = n - 1 if k is None else k
+        return (session, status, r["text"], scrubber_update(n, k), r["tree"], r["confidence"], r["strip"],
+                r["metrics"], r["depth"], self.summary(session))
 
-    def reset(self, session):
-        return self._outputs(None, "Reset. Press Run or Step to start.")
+    def summary(self, session) -> dict | None:
+        if session is None or session.n_steps == 0:
+            return None
+        trace = session.decoder.trace()
+        return {
+            "method": trace.method,
+            "target": trace.target_id,
+            "draft": trace.draft_id,
+            "settings": trace.settings,
+            "text": session.extra["pieces"].text,
+            "prompt_ids": trace.prompt_ids.tolist(),
+            "output_ids": trace.output_ids.tolist(),
+            "finished": trace.finish_reason or None,
+            "kernels": trace.backend,
+            "summary": trace.summary(),
+            "speedup_vs_ar": session.extra.get("speedup"),
+        }
 
-    def scrub(self, k, tree_depth, session):
-        if session is None or not session.steps:
-            return self._outputs(session, "Nothing recorded yet.")[1:]
-        r = self._outputs(session, self._status(session, f"showing recorded step {int(k)}"), k, tree_depth)
-        return r[1:]
 
-    def export(self, session):
-        if session is None or not session.steps:
-            raise gr.Error("Nothing to export yet: run or step first.", print_exception=False)
-        return write_trace(session.trace(), "specviz-speculative")
+class SpeculativeTab:
+    def __init__(self, store: ModelStore):
+        self.store = store
+        self.spec = SpeculativeSpec(store)
+        self.controller = TabController(self.spec)
 
     def what_if(self, session):
         """Replay this prompt's greedy output under other shapes and builders (no target forwards)."""
-        if session is None or not session.steps:
+        if session is None or session.n_steps == 0:
             raise gr.Error("Run (or step) a greedy decode first; the what-if replays its output.", print_exception=False)
-        try:
-            with session.lock:
-                rows = what_if(session.prepared, session.decoder.prompt_ids, session.decoder.output_ids)
-        except (ConfigError, ModelLoadError, ValueError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        tau = len(session.pieces.ids) / len(session.steps)
-        label = f"this run ({session.prepared.method.name})"
-        partial = "" if session.done else " (so far)"
-        return (whatif_figure([r.to_dict() for r in rows], tau, label + partial),
-                whatif_table_html([r.to_dict() for r in rows], tau, label + partial))
+        with user_errors(self.spec.smaller), session.lock:
+            rows = what_if(self.store, session.run, session.decoder.prompt_ids, session.decoder.output_ids)
+        tau = len(session.decoder.output_ids) / session.n_steps
+        label = f"this run ({session.settings.method})" + ("" if session.done else " (so far)")
+        return (whatif_figure([r.to_dict() for r in rows], tau, label),
+                whatif_table_html([r.to_dict() for r in rows], tau, label))
 
     # layout --------------------------------------------------------------------
     def build(self):
         examples = load_examples()
+        empty = SpecLiveView().live()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 prompt = gr.Textbox(label="Prompt", lines=4, value=examples[0]["prompt"] if examples else "",
@@ -214,10 +217,12 @@ class SpeculativeTab:
                 method = gr.Dropdown([(_method_label(m), m.name) for m in METHODS.values()], value=DEFAULT_METHOD,
                                      label="Method", elem_id="sv-method")
                 method_info = gr.Markdown(_method_info(DEFAULT_METHOD))
-                default_knobs = {k.name for k in METHODS[DEFAULT_METHOD].knobs}
-                knob_sliders = [_control(k, visible=k.name in default_knobs) for k in KNOBS]
+                default_method = METHODS[DEFAULT_METHOD]
+                own = {k.name for k in default_method.knobs}
+                knob_controls = [knob_control(k, "sv-knob", default_method.default(k), visible=k.name in own)
+                                 for k in KNOBS]
                 with gr.Accordion("Sampling and length", open=False):
-                    max_new = _control(MAX_NEW_TOKENS)
+                    max_new = knob_control(MAX_NEW_TOKENS, "sv-knob")
                     temperature = gr.Slider(TEMPERATURE.low, TEMPERATURE.high, value=TEMPERATURE.default, step=0.05,
                                             label="temperature", info="0 = greedy; > 0 = lossless speculative sampling")
                     top_p = gr.Slider(TOP_P.low, TOP_P.high, value=TOP_P.default, step=0.01, label="top_p")
@@ -226,22 +231,23 @@ class SpeculativeTab:
                     target = gr.Textbox(value=EMBEDDED_MODEL_ID, label="Target model",
                                         info="the embedded model, or any Hugging Face causal LM id / local path")
                     draft = gr.Textbox(value="", **DRAFT_FIELD)
-                run_btn, step_btn, pause_btn, reset_btn = run_buttons("sv")
+                buttons = run_buttons("sv")
                 if examples:
                     gr.Examples([[e["prompt"], e["method"]] for e in examples], [prompt, method], label="Examples")
             with gr.Column(scale=2):
                 status = gr.Markdown("Ready. Press **Run** to stream steps, or **Step** to advance one.", elem_id="sv-status")
-                text = gr.HTML(render(None)["text"], label="Generated text", elem_id="sv-text")
+                text = gr.HTML(empty["text"], label="Generated text", elem_id="sv-text")
                 slider = step_scrubber("sv")
-                tree_depth = gr.Slider(1, 16, value=16, step=1, label="Tree view: show depth ≤", elem_id="sv-tree-depth",
+                tree_depth = gr.Slider(1, 16, value=TREE_DEPTH_VIEW, step=1, label="Tree view: show depth ≤",
+                                       elem_id="sv-tree-depth",
                                        info="deeper nodes collapse into a '+n' marker (the accepted path always shows); "
                                             "drag to pan, scroll or box-select to zoom, hover for probabilities")
-                tree = gr.Plot(render(None)["tree"], label="Draft tree", elem_id="sv-tree")
-                confidence = gr.Plot(render(None)["confidence"], label="Per-position confidence", elem_id="sv-confidence")
-                strip = gr.Plot(render(None)["strip"], label="Running strip", elem_id="sv-strip")
+                tree = gr.Plot(empty["tree"], label="Draft tree", elem_id="sv-tree")
+                confidence = gr.Plot(empty["confidence"], label="Per-position confidence", elem_id="sv-confidence")
+                strip = gr.Plot(empty["strip"], label="Running strip", elem_id="sv-strip")
                 with gr.Row():
                     metrics = gr.HTML("", label="Metrics", elem_id="sv-metrics")
-                    depth = gr.Plot(render(None)["depth"], label="Acceptance by depth", elem_id="sv-depth")
+                    depth = gr.Plot(empty["depth"], label="Acceptance by depth", elem_id="sv-depth")
                 with gr.Accordion("What if? Replay this prompt under other tree shapes", open=False):
                     gr.Markdown("In greedy decoding the output is the same for every drafter, so the recorded output "
                                 "alone decides how far any tree would have been accepted at each step. This replays "
@@ -251,41 +257,20 @@ class SpeculativeTab:
                     whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
                                           label="τ by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
-                with gr.Accordion("Export: run summary and trace (JSON)", open=False):
+                with gr.Accordion("Export: settings, run summary and trace (JSON)", open=False):
+                    settings_box = gr.JSON(label="Settings of the last Run / Step (the API's `settings`)",
+                                           elem_id="sv-settings")
                     export_btn, export_file = export_panel("sv")
                     summary = gr.JSON(label="Run summary", elem_id="sv-summary")
 
         state = gr.State(None)
-        settings = [prompt, method, *knob_sliders, max_new, temperature, top_p, seed, target, draft]
+        view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW})
         outputs = [state, status, text, slider, tree, confidence, strip, metrics, depth, summary]
-        method.change(_knob_visibility, method, [method_info, *knob_sliders, draft], queue=False)
-        run_event = run_btn.click(self.run, [*settings, tree_depth, state], outputs, api_name="run",
-                                  concurrency_id="model", concurrency_limit=1)
-        step_btn.click(self.step, [*settings, tree_depth, state], outputs, api_name="step",
-                       concurrency_id="model", concurrency_limit=1)
+        method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False)
+        wire(self.controller, collect=collect_settings,
+             collect_inputs=[method, *knob_controls, max_new, temperature, top_p, seed, target, draft],
+             prompt=prompt, settings_box=settings_box, view_state=view_state, state=state, outputs=outputs,
+             buttons=buttons, slider=slider, export_button=export_btn, export_file=export_file,
+             view_controls=[("tree_depth", tree_depth)])
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_id="model", concurrency_limit=1)
-        pause_btn.click(self.pause, state, status, queue=False, api_name="pause")
-        export_btn.click(self.export, state, export_file, api_name="export")
-        reset_btn.click(self.reset, state, outputs, cancels=[run_event], api_name="reset")
-        for event in (slider.release, slider.input, tree_depth.release, tree_depth.input):
-            event(self.scrub, [slider, tree_depth, state], outputs[1:], api_name=False, trigger_mode="always_last")
-
-
-def _run_summary(session: SpecSession | None) -> dict | None:
-    if session is None or not session.steps:
-        return None
-    trace = session.trace()
-    return {
-        "method": trace.method,
-        "target": trace.target_id,
-        "draft": trace.draft_id,
-        "config": trace.config,
-        "text": session.pieces.text,
-        "prompt_ids": trace.prompt_ids.tolist(),
-        "output_ids": trace.output_ids.tolist(),
-        "finished": trace.finish_reason or None,
-        "kernels": trace.backend,
-        "summary": trace.summary(),
-        "speedup_vs_ar": session.speedup,
-    }

@@ -5,7 +5,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..trace import STATUS_NAMES, SpecStep
-from .palette import ACCEPT_PROB_COLOR, DRAFT_COLOR, KIND_COLORS, KIND_LABELS, STATUS_COLORS
+from .palette import (ACCEPT_PROB_COLOR, ACCEPT_PROB_EDGE_COLOR, BACKGROUND, DRAFT_COLOR, KIND_COLORS, KIND_LABELS,
+                      STATUS_COLORS)
 from .tree import empty_figure
 
 
@@ -29,7 +30,7 @@ def step_confidence_figure(step: SpecStep, labels: list) -> go.Figure:
                          marker_color=[STATUS_COLORS[STATUS_NAMES[int(step.status[i])]] for i in nodes], customdata=status,
                          hovertemplate="target p = %{y:.3f}<br>%{customdata}<extra></extra>"))
     fig.add_trace(go.Scatter(x=xs, y=np.nan_to_num(step.accept_probs[nodes]), name="accept p", mode="markers",
-                             marker=dict(symbol="diamond", size=11, color=ACCEPT_PROB_COLOR, line=dict(width=1, color="#78350f")),
+                             marker=dict(symbol="diamond", size=11, color=ACCEPT_PROB_COLOR, line=dict(width=1, color=ACCEPT_PROB_EDGE_COLOR)),
                              hovertemplate="accept p = %{y:.3f}<extra></extra>"))
     fig.update_layout(
         title=f"Step {step.step}: per-position probabilities (bar colour of target p = outcome)",
@@ -38,15 +39,17 @@ def step_confidence_figure(step: SpecStep, labels: list) -> go.Figure:
         yaxis=dict(range=[0, 1.05], title="probability"),
         margin=dict(l=40, r=10, t=50, b=40),
         legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
     )
     return fig
 
 
-def running_strip_figure(tokens: list, labels: list, current_step: int | None = None) -> go.Figure:
+def running_strip_figure(tokens: list, labels: list, current_step: int | None = None, first: int = 0,
+                         title: str | None = None) -> go.Figure:
     """One bar per generated token: height = target probability when committed, colour = how it was committed.
 
-    `tokens` are `trace.CommittedToken`s; `labels[i]` is the display text of token i.
+    `tokens` are `trace.CommittedToken`s; `labels[i]` is the display text of token i. `first` is the generated
+    position of `tokens[0]`, for a trailing window of a longer generation (the x axis keeps the positions).
     """
     if not tokens:
         return empty_figure("No tokens yet", height=200)
@@ -57,7 +60,7 @@ def running_strip_figure(tokens: list, labels: list, current_step: int | None = 
             continue
         fig.add_trace(
             go.Bar(
-                x=idx,
+                x=[first + i for i in idx],
                 y=[np.nan_to_num(tokens[i].target_prob, nan=0.0) for i in idx],
                 name=KIND_LABELS[kind].split(" (")[0],
                 marker=dict(
@@ -70,13 +73,13 @@ def running_strip_figure(tokens: list, labels: list, current_step: int | None = 
             )
         )
     fig.update_layout(
-        title="Whole generation: target probability of each committed token",
+        title=title or "Whole generation: target probability of each committed token",
         height=220,
         bargap=0.05,
         xaxis=dict(title="generated token"),
         yaxis=dict(range=[0, 1.05]),
         margin=dict(l=40, r=10, t=45, b=40),
         legend=dict(orientation="h", y=1.18, x=1, xanchor="right"),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
     )
     return fig

@@ -22,11 +22,18 @@ import plotly.graph_objects as go
 from ..trace import CELL_STATE_NAMES, KEPT, MASKED, REMASKED, REVEALED, summarize_diffusion
 from .palette import (
     AR_REFERENCE_COLOR,
+    BACKGROUND,
+    BAR_TRACK_COLOR,
+    INK_COLOR,
     LATTICE_ALL_IN_COLOR,
     LATTICE_BLOCK_COLOR,
     LATTICE_CURRENT_COLOR,
     LATTICE_STATE_COLORS,
+    MARK_ON_DARK_COLOR,
+    MUTED_COLOR,
     RUN_COLORS,
+    SUBTLE_COLOR,
+    TRANSPARENT,
 )
 from .panels import _row
 from .tree import empty_figure
@@ -39,7 +46,6 @@ SIGNALS = {
 TEXT_CELLS = 2500  # commit-order numbers are drawn as text up to this many cells (and ≤ TEXT_WIDTH columns)
 TEXT_WIDTH = 64
 ROW_PX, MIN_HEIGHT, MAX_HEIGHT = 18, 260, 1400
-ALL_IN_RULE = "prophet all-in"
 _N_STATES = len(CELL_STATE_NAMES)
 # a cell's colour value: state + _LO + _SPAN * shade, so the shade never leaves its state's band
 _LO, _SPAN = 0.02, 0.96
@@ -72,17 +78,18 @@ def signal_shade(step, signal: str = "confidence") -> np.ndarray:
 
 
 def is_all_in(step) -> bool:
-    """The schedule committed everything left this step (Prophet's early commit)."""
-    return step.rule.strip().lower().startswith(ALL_IN_RULE)
+    """The schedule committed everything left this step (Prophet's early commit), as the step records it."""
+    return bool(step.all_in)
 
 
-def commit_order(steps: list) -> np.ndarray:
+def commit_order(steps: list, start: int = 0) -> np.ndarray:
     """[S, L] running commit number of each cell on the row where it was revealed (0 elsewhere).
 
     Numbers run 1, 2, 3 … over the whole run, in step order and, within a step, left to right;
-    a cell that is remasked and revealed again gets a new number."""
+    a cell that is remasked and revealed again gets a new number. `start`: commits before `steps[0]`
+    (when the steps are a trailing window of a run)."""
     order = np.zeros((len(steps), steps[0].length if steps else 0), dtype=np.int64)
-    n = 0
+    n = start
     for i, s in enumerate(steps):
         for j in np.flatnonzero(s.cell_state == REVEALED):
             n += 1
@@ -94,53 +101,93 @@ def _num(x) -> str:
     return f"{x:.3f}" if x is not None and np.isfinite(x) else "–"
 
 
-def _label(labels, i: int, j: int) -> str:
+def _label(labels, j: int) -> str:
     try:
-        return html.escape(str(labels[i][j]))
+        return html.escape(str(labels[j]))
     except (IndexError, TypeError):
         return "?"
 
 
-def lattice_cells(steps: list, canvas_labels: list, proposal_labels: list, signal: str = "confidence"):
+class CommitState:
+    """What the lattice needs to know about the steps before a row: for each cell, the step and running number
+    of its commit (-1 / 0: not committed) and its shade under every signal when it was committed.
+
+    `lattice_row` reads it, `advance` moves it past one step, so a trailing window of rows can be drawn from
+    the state before its first row without replaying the run."""
+
+    def __init__(self, length: int):
+        self.steps = 0  # steps seen: the row number of the next step
+        self.n = 0  # commits so far
+        self.at = np.full(length, -1, dtype=np.int64)
+        self.no = np.zeros(length, dtype=np.int64)
+        self.value = {signal: np.full(length, np.nan) for signal in SIGNALS}
+
+    def copy(self) -> "CommitState":
+        out = CommitState(0)
+        out.steps, out.n, out.at, out.no = self.steps, self.n, self.at.copy(), self.no.copy()
+        out.value = {k: v.copy() for k, v in self.value.items()}
+        return out
+
+    def advance(self, step) -> None:
+        revealed = np.flatnonzero(step.cell_state == REVEALED)
+        remasked = step.cell_state == REMASKED
+        for signal, value in self.value.items():
+            value[revealed] = signal_shade(step, signal)[revealed]
+            value[remasked] = np.nan
+        self.at[revealed], self.at[remasked] = step.step, -1
+        self.no[revealed] = self.n + 1 + np.arange(revealed.shape[0])
+        self.no[remasked] = 0
+        self.n += int(revealed.shape[0])
+        self.steps += 1
+
+
+def lattice_row(step, state: CommitState, canvas_labels, proposal_labels, signal: str = "confidence") -> tuple:
+    """(z [L], customdata [L, 9] object array) of one lattice row: `step` drawn on top of `state`, the
+    commits before it (not changed). Labels are the row's: `canvas_labels[j]`, `proposal_labels[j]`."""
+    length = step.length
+    shade = signal_shade(step, signal)
+    st = step.cell_state.astype(np.int64)
+    kept = st == KEPT
+    value = shade.copy()
+    value[kept] = state.value[signal][kept]
+    z = st + _LO + _SPAN * np.nan_to_num(value, nan=0.0)
+    data = np.empty((length, 9), dtype=object)
+    committed_value = state.value[signal]
+    rule = html.escape(step.rule)
+    row, n = state.steps, state.n
+    for j in range(length):
+        s_j = int(st[j])
+        if s_j == REVEALED:
+            n += 1
+            note = f"<br>commit #{n} · rule: {rule}"
+        elif s_j == KEPT:
+            note = f"<br>committed at step {state.at[j]} (#{state.no[j]}) with {_num(committed_value[j])}"
+        elif s_j == REMASKED:
+            note = f"<br>taken back (committed at step {state.at[j]}, #{state.no[j]})"
+        else:
+            note = "" if step.proposal[j] >= 0 else "<br>not scored"
+        canvas = _label(canvas_labels, j) if step.canvas[j] >= 0 else "[mask]"
+        proposal = _label(proposal_labels, j) if step.proposal[j] >= 0 else "–"
+        data[j] = (row, j, CELL_STATE_NAMES[s_j], canvas, proposal, _num(step.confidence[j]), _num(step.top2_gap[j]),
+                   _num(step.entropy[j]), note)
+    return z, data
+
+
+def lattice_cells(steps: list, canvas_labels: list, proposal_labels: list, signal: str = "confidence",
+                  start: CommitState | None = None):
     """(z [S, L] colour values, customdata [S, L, 9] object array) of the lattice heatmap.
 
     customdata per cell: step, position, state name, canvas label (escaped, "[mask]" when masked),
     proposal label (escaped, "–" when not scored), confidence, top-2 gap, entropy (formatted), note
-    (commit number and rule for revealed cells; for kept cells when they were committed and their shade value)."""
+    (commit number and rule for revealed cells; for kept cells when they were committed and their shade value).
+    `start`: the commit state before `steps[0]` when the steps are a trailing window of a run."""
     n_steps, length = len(steps), steps[0].length
     z = np.zeros((n_steps, length), dtype=np.float64)
     data = np.empty((n_steps, length, 9), dtype=object)
-    commit_val = np.full(length, np.nan)
-    commit_at = np.full(length, -1, dtype=np.int64)
-    commit_no = np.zeros(length, dtype=np.int64)
-    n = 0
+    state = start.copy() if start is not None else CommitState(length)
     for i, s in enumerate(steps):
-        shade = signal_shade(s, signal)
-        st = s.cell_state.astype(np.int64)
-        value = shade.copy()
-        kept = st == KEPT
-        value[kept] = commit_val[kept]
-        z[i] = st + _LO + _SPAN * np.nan_to_num(value, nan=0.0)
-        conf = [_num(x) for x in s.confidence]
-        gap = [_num(x) for x in s.top2_gap]
-        ent = [_num(x) for x in s.entropy]
-        rule = html.escape(s.rule)
-        for j in range(length):
-            state = int(st[j])
-            if state == REVEALED:
-                n += 1
-                commit_val[j], commit_at[j], commit_no[j] = shade[j], s.step, n
-                note = f"<br>commit #{n} · rule: {rule}"
-            elif state == KEPT:
-                note = f"<br>committed at step {commit_at[j]} (#{commit_no[j]}) with {_num(commit_val[j])}"
-            elif state == REMASKED:
-                note = f"<br>taken back (committed at step {commit_at[j]}, #{commit_no[j]})"
-                commit_val[j], commit_at[j], commit_no[j] = np.nan, -1, 0
-            else:
-                note = "" if s.proposal[j] >= 0 else "<br>not scored"
-            canvas = _label(canvas_labels, i, j) if s.canvas[j] >= 0 else "[mask]"
-            proposal = _label(proposal_labels, i, j) if s.proposal[j] >= 0 else "–"
-            data[i, j] = (i, j, CELL_STATE_NAMES[state], canvas, proposal, conf[j], gap[j], ent[j], note)
+        z[i], data[i] = lattice_row(s, state, canvas_labels[i], proposal_labels[i], signal)
+        state.advance(s)
     return z, data
 
 
@@ -160,6 +207,8 @@ def lattice_figure(
     signal: str = "confidence",
     overlays=("commit_order", "blocks", "threshold"),
     title: str | None = None,
+    start: CommitState | None = None,
+    cells: tuple | None = None,
 ) -> go.Figure:
     """The step × position lattice of a diffusion or Jacobi run.
 
@@ -168,20 +217,27 @@ def lattice_figure(
     "confidence", "top2_gap" or "entropy". `overlays`: "commit_order" (running commit number on each
     revealed cell; text on small grids, dots on big ones), "blocks" (the active block's boundaries over
     the steps it was active), "threshold" (rows where the schedule went all-in). `current_step` gets an
-    outline (the scrubber); every row is always shown.
+    outline (the scrubber); every row given is shown.
+
+    A trailing window of a run: `steps` are its last rows and `start` the `CommitState` before the first of
+    them (rows keep their step numbers, commit numbers keep counting). `cells`: the rows' (z, customdata)
+    when the caller has them already (see `lattice_row`); the labels are then not read.
     """
     if not steps:
         return empty_figure("No denoising steps yet")
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r}; expected one of {sorted(SIGNALS)}")
     n_steps, length = len(steps), steps[0].length
-    _check_labels("canvas_labels", canvas_labels, n_steps, length)
-    _check_labels("proposal_labels", proposal_labels, n_steps, length)
-    z, data = lattice_cells(steps, canvas_labels, proposal_labels, signal)
+    first = start.steps if start is not None else 0
+    if cells is None:
+        _check_labels("canvas_labels", canvas_labels, n_steps, length)
+        _check_labels("proposal_labels", proposal_labels, n_steps, length)
+        cells = lattice_cells(steps, canvas_labels, proposal_labels, signal, start)
+    z, data = cells
     small = n_steps * length <= TEXT_CELLS and length <= TEXT_WIDTH
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        z=z, x=np.arange(length), y=np.arange(n_steps), customdata=data, name="cells",
+        z=z, x=np.arange(length), y=np.arange(first, first + n_steps), name="cells",
         colorscale=lattice_colorscale(), zmin=0, zmax=_N_STATES, showscale=False,
         xgap=1 if small else 0, ygap=1 if small else 0,
         hovertemplate="step %{customdata[0]} · position %{customdata[1]} · <b>%{customdata[2]}</b>"
@@ -189,6 +245,9 @@ def lattice_figure(
                       "<br>confidence %{customdata[5]} · top-2 gap %{customdata[6]} · entropy %{customdata[7]} nats"
                       "%{customdata[8]}<extra></extra>",
     ))
+    # set after add_trace: add_trace deep-copies a trace's arrays, element by element for an object array
+    # (about 5 µs a cell: 0.1 s for 24 rows of 512 cells); an assignment keeps the array as it is
+    fig.data[0].customdata = data
     # legend: one square per state present, in its strong colour
     present = set(np.unique(np.concatenate([s.cell_state for s in steps])).tolist())
     legend_names = {
@@ -204,27 +263,27 @@ def lattice_figure(
                                      marker=dict(symbol="square", size=12, color=color)))
 
     if "commit_order" in overlays:
-        order = commit_order(steps)
+        order = commit_order(steps, start.n if start is not None else 0)
         ii, jj = np.nonzero(order)
         fig.add_trace(go.Scatter(
-            x=jj, y=ii, name="commit order (#1, #2, … over the run)", hoverinfo="skip",
+            x=jj, y=first + ii, name="commit order (#1, #2, … over the run)", hoverinfo="skip",
             mode="text" if small else "markers",
             text=[str(order[i, j]) for i, j in zip(ii, jj)] if small else None,
-            textfont=dict(size=9 if length > 24 else 11, color="white"),
-            marker=dict(size=4, color="white", line=dict(width=0.5, color="#0f172a")),
+            textfont=dict(size=9 if length > 24 else 11, color=MARK_ON_DARK_COLOR),
+            marker=dict(size=4, color=MARK_ON_DARK_COLOR, line=dict(width=0.5, color=INK_COLOR)),
         ))
 
     if "blocks" in overlays:
         xs, ys = [], []
-        start = 0
+        run = 0
         for i in range(1, n_steps + 1):
-            if i < n_steps and (steps[i].block_start, steps[i].block_end) == (steps[start].block_start, steps[start].block_end):
+            if i < n_steps and (steps[i].block_start, steps[i].block_end) == (steps[run].block_start, steps[run].block_end):
                 continue
-            for b in (steps[start].block_start, steps[start].block_end):
+            for b in (steps[run].block_start, steps[run].block_end):
                 if 0 < b < length:
                     xs += [b - 0.5, b - 0.5, None]
-                    ys += [start - 0.5, i - 0.5, None]
-            start = i
+                    ys += [first + run - 0.5, first + i - 0.5, None]
+            run = i
         if xs:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="block boundary", hoverinfo="skip",
                                      line=dict(color=LATTICE_BLOCK_COLOR, width=2, dash="dash")))
@@ -232,15 +291,15 @@ def lattice_figure(
     if "threshold" in overlays:
         for i, s in enumerate(steps):
             if is_all_in(s):
-                fig.add_shape(type="line", name="all-in", x0=-0.5, x1=length - 0.5, y0=i + 0.5, y1=i + 0.5,
-                              line=dict(color=LATTICE_ALL_IN_COLOR, width=3))
-                fig.add_annotation(name="all-in", x=1.0, xref="paper", xanchor="left", y=i, yref="y",
+                fig.add_shape(type="line", name="all-in", x0=-0.5, x1=length - 0.5, y0=first + i + 0.5,
+                              y1=first + i + 0.5, line=dict(color=LATTICE_ALL_IN_COLOR, width=3))
+                fig.add_annotation(name="all-in", x=1.0, xref="paper", xanchor="left", y=first + i, yref="y",
                                    text="all-in", showarrow=False, font=dict(size=10, color=LATTICE_ALL_IN_COLOR))
 
-    if current_step is not None and 0 <= current_step < n_steps:
+    if current_step is not None and first <= current_step < first + n_steps:
         fig.add_shape(type="rect", name="current-step", x0=-0.5, x1=length - 0.5,
                       y0=current_step - 0.5, y1=current_step + 0.5,
-                      line=dict(color=LATTICE_CURRENT_COLOR, width=3), fillcolor="rgba(0,0,0,0)")
+                      line=dict(color=LATTICE_CURRENT_COLOR, width=3), fillcolor=TRANSPARENT)
 
     height = int(min(MAX_HEIGHT, max(MIN_HEIGHT, ROW_PX * n_steps + 130)))
     fig.update_layout(
@@ -249,8 +308,8 @@ def lattice_figure(
         height=height,
         margin=dict(l=50, r=50, t=100, b=40),
         xaxis=dict(title="canvas position", range=[-0.5, length - 0.5], showgrid=False, zeroline=False),
-        yaxis=dict(title="step", range=[n_steps - 0.5, -0.5], showgrid=False, zeroline=False),
-        plot_bgcolor="white",
+        yaxis=dict(title="step", range=[first + n_steps - 0.5, first - 0.5], showgrid=False, zeroline=False),
+        plot_bgcolor=BACKGROUND,
         legend=dict(orientation="h", y=1.01, yanchor="bottom", x=0, font=dict(size=11)),
         hoverlabel=dict(align="left"),
     )
@@ -262,7 +321,7 @@ def cell_topk_html(step, position: int, topk_labels: list, state_name: str | Non
 
     `topk_labels[r]` is the display text of `step.topk_ids[position, r]`."""
     if not 0 <= position < step.length:
-        return f'<div class="sv-topk" style="color:#94a3b8">Position {int(position)} is off the canvas (0–{step.length - 1}).</div>'
+        return f'<div class="sv-topk" style="color:{MUTED_COLOR}">Position {int(position)} is off the canvas (0–{step.length - 1}).</div>'
     state = state_name or CELL_STATE_NAMES[int(step.cell_state[position])]
     header = (
         f'<div style="margin-bottom:4px"><b>step {step.step} · position {position}</b> · {html.escape(state)}'
@@ -271,11 +330,11 @@ def cell_topk_html(step, position: int, topk_labels: list, state_name: str | Non
     )
     proposal = int(step.proposal[position])
     if proposal < 0:
-        return (f'<div class="sv-topk">{header}<div style="color:#94a3b8">This cell was not scored at step '
+        return (f'<div class="sv-topk">{header}<div style="color:{MUTED_COLOR}">This cell was not scored at step '
                 f"{step.step}: the model proposed nothing for it (outside the active block, or already committed).</div></div>")
     k = step.topk_ids.shape[1] if step.topk_ids.ndim == 2 else 0
     if k == 0:
-        return (f'<div class="sv-topk">{header}<div style="color:#94a3b8">Top-k candidates were not recorded for this run '
+        return (f'<div class="sv-topk">{header}<div style="color:{MUTED_COLOR}">Top-k candidates were not recorded for this run '
                 "(K = 0); only the proposal and its confidence are known.</div></div>")
     canvas = int(step.canvas[position])
     color = LATTICE_STATE_COLORS["revealed-now"][1]
@@ -292,15 +351,15 @@ def cell_topk_html(step, position: int, topk_labels: list, state_name: str | Non
         if tok == canvas:
             marks.append("on canvas")
         width = 100.0 * min(max(p, 0.0), 1.0) if np.isfinite(p) else 0.0
-        bar = (f'<div style="width:120px;height:10px;background:#e2e8f0;border-radius:2px">'
+        bar = (f'<div style="width:120px;height:10px;background:{BAR_TRACK_COLOR};border-radius:2px">'
                f'<div style="width:{width:.1f}%;height:10px;background:{color};border-radius:2px"></div></div>')
         weight = "font-weight:bold;" if tok == proposal else ""
         rows.append(
             f'<tr style="{weight}"><td>{r + 1}</td><td style="font-family:ui-monospace,Menlo,monospace">'
             f"{html.escape(str(label))}</td><td>{_num(p)}</td><td>{bar}</td>"
-            f'<td style="color:#64748b">{html.escape(", ".join(marks))}</td></tr>'
+            f'<td style="color:{SUBTLE_COLOR}">{html.escape(", ".join(marks))}</td></tr>'
         )
-    table = ('<table class="sv-metrics"><tr style="color:#64748b"><td>rank</td><td>token</td><td>p</td><td></td><td></td></tr>'
+    table = (f'<table class="sv-metrics"><tr style="color:{SUBTLE_COLOR}"><td>rank</td><td>token</td><td>p</td><td></td><td></td></tr>'
              + "".join(rows) + "</table>")
     return f'<div class="sv-topk">{header}{table}</div>'
 
@@ -338,7 +397,7 @@ def tokens_per_forward_figure(steps: list) -> go.Figure:
                              marker_color=LATTICE_STATE_COLORS["remasked"][1],
                              hovertemplate="step %{x}: %{y:.2f} per forward taken back<extra></extra>"))
     fig.add_trace(go.Scatter(x=xs, y=running, mode="lines", name="running mean (committed ÷ forwards)",
-                             line=dict(color="#0f172a", width=2),
+                             line=dict(color=INK_COLOR, width=2),
                              hovertemplate="after step %{x}: %{y:.2f} cells per forward<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color=AR_REFERENCE_COLOR, dash="dash", width=1.5), name="autoregressive",
                   annotation_text="autoregressive", annotation_position="top left",
@@ -354,7 +413,7 @@ def tokens_per_forward_figure(steps: list) -> go.Figure:
         yaxis=dict(title="cells per forward", rangemode="tozero"),
         margin=dict(l=50, r=10, t=50, b=40),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
     )
     return fig
 
@@ -392,7 +451,7 @@ def progress_figure(runs: dict) -> go.Figure:
         yaxis=dict(title="steps", rangemode="tozero"),
         margin=dict(l=50, r=10, t=50, b=40),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
     )
     return fig
 
@@ -418,8 +477,8 @@ def schedule_figure(steps: list) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=sig, mode="lines+markers", name="signal", customdata=rules,
                                  line=dict(color=RUN_COLORS[0], width=2), marker=dict(size=5),
                                  hovertemplate="step %{x}: signal %{y:.3f}<br>rule: %{customdata}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=xs, y=thr, mode="lines+markers", name="threshold", marker=dict(size=4, color="#0f172a"),
-                                 line=dict(color="#0f172a", dash="dash", width=2),
+        fig.add_trace(go.Scatter(x=xs, y=thr, mode="lines+markers", name="threshold", marker=dict(size=4, color=INK_COLOR),
+                                 line=dict(color=INK_COLOR, dash="dash", width=2),
                                  hovertemplate="step %{x}: threshold %{y:.3f}<extra></extra>"))
         fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines", name="mean confidence of revealed cells",
                                  line=dict(color=LATTICE_STATE_COLORS["kept"][1], width=1.5),
@@ -449,9 +508,45 @@ def schedule_figure(steps: list) -> go.Figure:
         yaxis=dict(range=[0, 1.05]) if unit else dict(rangemode="tozero"),
         margin=dict(l=50, r=10, t=60, b=40),
         legend=dict(orientation="h", y=-0.3, x=0, font=dict(size=10)),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
     )
     return fig
+
+
+MASKED_CELL_SPAN = f'<span class="sv-tok" style="color:{MUTED_COLOR}" title="masked">▢</span>'
+
+
+def canvas_cell_span(position: int, token_id: int, piece: str, commit_step: int, now: bool) -> str:
+    """The span of one committed canvas cell: `piece` is its text; `now`: committed at the step shown (blue),
+    else earlier (green)."""
+    color = LATTICE_STATE_COLORS["revealed-now" if now else "kept"][1]
+    title = f"position {position} · committed at step {commit_step} · id {token_id}"
+    return f'<span class="sv-tok" style="border-bottom:2px solid {color}" title="{title}">{html.escape(piece)}</span>'
+
+
+def canvas_spans_html(spans: list | None) -> str:
+    """The canvas-text panel around already built cell spans (None: nothing run yet)."""
+    if spans is None:
+        return f'<div class="sv-text" style="color:{MUTED_COLOR}">The canvas text appears here.</div>'
+    return '<div class="sv-text">' + "".join(spans) + "</div>"
+
+
+def canvas_text_end(step) -> int:
+    """How many cells the canvas text shows after `step`: through the first EOS, else the whole canvas."""
+    return step.eos_at + 1 if step.eos_at >= 0 else step.length
+
+
+def canvas_text_html(step, commit_step: np.ndarray, pieces: list) -> str:
+    """The text on the canvas after `step`, one span per cell (masked cells as ▢); `commit_step[j]` is the step
+    that committed cell j (`trace.commit_steps(steps, step.step)`), `pieces[j]` the text of `step.canvas[j]`."""
+    spans = []
+    for j in range(canvas_text_end(step)):
+        tok = int(step.canvas[j])
+        if tok < 0:
+            spans.append(MASKED_CELL_SPAN)
+        else:
+            spans.append(canvas_cell_span(j, tok, str(pieces[j]), int(commit_step[j]), commit_step[j] == step.step))
+    return canvas_spans_html(spans)
 
 
 def diffusion_metrics_html(summary: dict, finish: str, backend: str) -> str:

@@ -1,5 +1,24 @@
-"""The one palette: the same status or source gets the same colour in every view."""
+"""The one palette: the same status or source gets the same colour in every view.
 
+Every colour the views draw is named here; the other viz modules import these names and contain no colour
+literal of their own (tests/viz/test_palette.py checks both that and the rule below).
+
+Status colours (root / accepted / rejected / never reached, and the bonus / correction token) fill the
+tree's nodes; source colours ring them, naming the drafter that proposed the node. A ring must never read
+as a status, so every source colour keeps a Euclidean RGB distance of at least `MIN_SOURCE_STATUS_DISTANCE`
+from every status colour, and the sources keep `MIN_SOURCE_DISTANCE` from each other.
+"""
+
+# --- neutrals --------------------------------------------------------------------------------------
+BACKGROUND = "white"  # plot background
+INK_COLOR = "#0f172a"  # text, outlines, reference lines
+SUBTLE_COLOR = "#64748b"  # secondary text, annotations
+MUTED_COLOR = "#94a3b8"  # placeholder text, tried-but-not-taken edges, collapsed markers
+BAR_TRACK_COLOR = "#e2e8f0"  # the empty part of a probability bar
+TRANSPARENT = "rgba(0,0,0,0)"
+MARK_ON_DARK_COLOR = "white"  # marks drawn on strongly coloured cells (commit order)
+
+# --- status of a draft-tree node, and how the step's last token came about --------------------------
 STATUS_COLORS = {
     "root": "#475569",
     "accepted": "#16a34a",
@@ -17,30 +36,47 @@ KIND_LABELS = {
     "bonus": "bonus token (all drafts accepted, or none drafted)",
     "correction": "token drawn after a rejection",
 }
+# every colour a node's fill or the step's final star can take
+STATUS_PALETTE = {**STATUS_COLORS, **KIND_COLORS}
+
+# --- which drafter proposed a node (the ring around it) --------------------------------------------
+# Adjacent shades of one hue (green-600 / green-700, slate-600 / slate-500 …) lie 32-54 apart in RGB and
+# read as "the same colour"; 80 is half again the widest of those, so a ring never passes for a status.
+MIN_SOURCE_STATUS_DISTANCE = 80.0
+MIN_SOURCE_DISTANCE = 60.0  # sources that share a tree (graft: a model plus retrieval stores) stay apart
 SOURCE_COLORS = {
-    "root": "#475569",
-    "draft-model": "#2563eb",
-    "early-exit": "#0891b2",
-    "ngram": "#ca8a04",
-    "retrieval:context": "#d97706",
-    "retrieval:shipped": "#db2777",
-    "retrieval:file": "#9333ea",
-    "retrieval": "#be185d",  # several stores pooled
-    "scripted": "#64748b",
+    "draft-model": "#2563eb",  # blue
+    "early-exit": "#0891b2",  # cyan: early-exit-L<k>
+    "distilled-exit": "#38bdf8",  # sky: distilled-exit-L<k>
+    "ngram": "#eab308",  # yellow: prompt lookup and the n-gram trie
+    "retrieval:context": "#84cc16",  # lime
+    "retrieval:shipped": "#f472b6",  # pink
+    "retrieval:file": "#831843",  # wine
+    "retrieval": "#5eead4",  # aqua: several stores pooled
+    "graft": "#4d7c0f",  # olive
+    "jacobi": "#78350f",  # brown
     # trained drafters
-    "eagle": "#16a34a",
-    "medusa": "#7c3aed",
-    "distilled-exit": "#0d9488",
+    "eagle": INK_COLOR,  # near black
+    "medusa": "#d946ef",  # fuchsia
 }
+OTHER_SOURCE_COLOR = "#a8a29e"  # stone: any other drafter (tests' scripted drafters, future ones)
+
 DRAFT_COLOR = "#60a5fa"
 TARGET_COLOR = "#1e293b"
 ACCEPT_PROB_COLOR = "#f59e0b"
+ACCEPT_PROB_EDGE_COLOR = "#78350f"
+ACCEPT_RATE_COLOR = "#86efac"  # per-node acceptance rate beside the path reach (depth chart)
 
 
 def source_color(source: str) -> str:
+    """The ring colour of a node proposed by `source` (the root's ring is its fill)."""
+    if source == "root":
+        return STATUS_COLORS["root"]
     # early-exit drafters are named early-exit-L<k>, distilled ones distilled-exit-L<k>
-    key = "early-exit" if source.startswith("early-exit") else "distilled-exit" if source.startswith("distilled-exit") else source
-    return SOURCE_COLORS.get(key, "#64748b")
+    for family in ("early-exit", "distilled-exit"):
+        if source.startswith(family):
+            return SOURCE_COLORS[family]
+    return SOURCE_COLORS.get(source, OTHER_SOURCE_COLOR)
 
 
 def css() -> str:
@@ -50,7 +86,7 @@ def css() -> str:
         ".sv-tok{border-radius:3px;padding:1px 0;cursor:help}",
         ".sv-legend span{margin-right:14px;font-size:12px}",
         ".sv-swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:middle}",
-        ".sv-metrics td{padding:2px 10px 2px 0}.sv-metrics td:first-child{color:#64748b}",
+        f".sv-metrics td{{padding:2px 10px 2px 0}}.sv-metrics td:first-child{{color:{SUBTLE_COLOR}}}",
     ]
     for kind, color in KIND_COLORS.items():
         rules.append(f".sv-{kind}{{background:{color}26;border-bottom:2px solid {color}}}")
@@ -70,3 +106,12 @@ LATTICE_CURRENT_COLOR = "#f59e0b"  # the scrubber's row
 LATTICE_ALL_IN_COLOR = "#db2777"  # steps where the schedule committed everything left (early commit)
 AR_REFERENCE_COLOR = "#64748b"  # the one-token-per-forward reference
 RUN_COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#ca8a04")  # runs overlaid in one chart
+
+# --- the what-if panel (viz/whatif.py) ---------------------------------------------------------------
+WHATIF_FAMILY_COLORS = {
+    "model chain": "#0891b2",
+    "model static tree": "#2563eb",
+    "fitted to this run": "#7c3aed",
+    "model-free": "#ca8a04",
+}
+WHATIF_RUN_COLOR = STATUS_COLORS["accepted"]  # the dashed line at this run's τ

@@ -5,7 +5,7 @@ import html
 
 import plotly.graph_objects as go
 
-from .palette import KIND_COLORS, KIND_LABELS, STATUS_COLORS
+from .palette import ACCEPT_RATE_COLOR, BACKGROUND, INK_COLOR, KIND_COLORS, KIND_LABELS, MUTED_COLOR, STATUS_COLORS
 from .tree import empty_figure
 
 
@@ -17,23 +17,30 @@ def legend_html() -> str:
     return f'<div class="sv-legend">{items}</div>'
 
 
-def generated_text_html(pieces: list, tokens: list, current_step: int | None = None) -> str:
-    """`pieces[i]` is the text of generated token i and `tokens[i]` its `CommittedToken`."""
-    if not pieces:
-        return legend_html() + '<div class="sv-text" style="color:#94a3b8">The generated text appears here.</div>'
-    spans = []
-    for piece, t in zip(pieces, tokens):
-        title = f"step {t.step} · {KIND_LABELS[t.kind]} · depth {t.depth} · target p {t.target_prob:.3f} · id {t.token_id}"
-        style = ' style="outline:1px solid #0f172a"' if current_step is not None and t.step == current_step else ""
-        spans.append(
-            f'<span class="sv-tok sv-{t.kind}" data-step="{t.step}" title="{html.escape(title)}"{style}>'
-            f"{html.escape(piece)}</span>"
-        )
+def token_span(piece: str, t, outlined: bool = False) -> str:
+    """The span of one generated token (`t` its `CommittedToken`); the current step's tokens are outlined."""
+    title = (f"step {t.step} · {KIND_LABELS.get(t.kind, t.kind)} · depth {t.depth} · target p {t.target_prob:.3f}"
+             f" · id {t.token_id}")
+    style = f' style="outline:1px solid {INK_COLOR}"' if outlined else ""
+    return (f'<span class="sv-tok sv-{t.kind}" data-step="{t.step}" title="{html.escape(title)}"{style}>'
+            f"{html.escape(piece)}</span>")
+
+
+def text_html(spans: list) -> str:
+    """The generated-text panel around already built token spans."""
+    if not spans:
+        return legend_html() + f'<div class="sv-text" style="color:{MUTED_COLOR}">The generated text appears here.</div>'
     return legend_html() + '<div class="sv-text">' + "".join(spans) + "</div>"
 
 
+def generated_text_html(pieces: list, tokens: list, current_step: int | None = None) -> str:
+    """`pieces[i]` is the text of generated token i and `tokens[i]` its `CommittedToken`."""
+    return text_html([token_span(piece, t, current_step is not None and t.step == current_step)
+                      for piece, t in zip(pieces, tokens)])
+
+
 def _row(name: str, value: str, note: str = "") -> str:
-    note = f' <span style="color:#94a3b8">{html.escape(note)}</span>' if note else ""
+    note = f' <span style="color:{MUTED_COLOR}">{html.escape(note)}</span>' if note else ""
     return f"<tr><td>{html.escape(name)}</td><td><b>{html.escape(value)}</b>{note}</td></tr>"
 
 
@@ -77,7 +84,7 @@ def depth_chart(summary: dict) -> go.Figure:
     ))
     fig.add_trace(go.Bar(
         x=xs, y=[r if r is not None else 0.0 for r in rates], name="accepted ÷ reached nodes",
-        marker_color="#86efac", text=[f"{r:.0%}" if r is not None else "–" for r in rates], textposition="outside",
+        marker_color=ACCEPT_RATE_COLOR, text=[f"{r:.0%}" if r is not None else "–" for r in rates], textposition="outside",
         hovertemplate="depth %{x}: %{y:.1%} of the nodes verification reached were accepted<extra></extra>",
     ))
     fig.update_layout(
@@ -87,7 +94,7 @@ def depth_chart(summary: dict) -> go.Figure:
         xaxis=dict(title="draft depth", dtick=1),
         yaxis=dict(range=[0, 1.18], tickformat=".0%"),
         margin=dict(l=40, r=10, t=45, b=40),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
     )
     return fig

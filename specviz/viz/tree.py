@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..trace import ACCEPTED, REJECTED, ROOT, STATUS_NAMES, UNREACHED, SpecStep
-from .palette import KIND_COLORS, STATUS_COLORS, source_color
+from .palette import BACKGROUND, INK_COLOR, KIND_COLORS, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR, source_color
 
 BONUS_NODE = "bonus"
 
@@ -38,15 +38,22 @@ def visible_nodes(step: SpecStep, max_depth: int | None) -> tuple:
     return [i for i in range(step.tree.size) if keep[i]], hidden_below
 
 
+def has_bonus(step: SpecStep) -> bool:
+    """Whether the step ends with a token of the target's own (bonus or correction); not when the accepted
+    path ended at end-of-sequence and nothing was added after it (bonus_token -1, bonus_kind "none")."""
+    return step.bonus_token >= 0 and step.bonus_kind in KIND_COLORS
+
+
 def _graph(step: SpecStep, nodes: list) -> nx.DiGraph:
     g = nx.DiGraph()
     for i in nodes:
         g.add_node(i)
         if i > 0:
             g.add_edge(int(step.tree.parent[i]), i)
-    last = int(step.accepted_path[-1]) if step.n_accepted else 0
-    g.add_node(BONUS_NODE)
-    g.add_edge(last, BONUS_NODE)
+    if has_bonus(step):
+        last = int(step.accepted_path[-1]) if step.n_accepted else 0
+        g.add_node(BONUS_NODE)
+        g.add_edge(last, BONUS_NODE)
     return g
 
 
@@ -100,9 +107,9 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "",
         ys += [pos[u][1], pos[v][1], None]
     styles = {
         "path": dict(color=STATUS_COLORS["accepted"], width=4),
-        "tried": dict(color="#94a3b8", width=1.5),
+        "tried": dict(color=MUTED_COLOR, width=1.5),
         "unreached": dict(color=STATUS_COLORS["never-reached"], width=1, dash="dot"),
-        "bonus": dict(color=KIND_COLORS[step.bonus_kind], width=3, dash="dash"),
+        "bonus": dict(color=KIND_COLORS.get(step.bonus_kind, MUTED_COLOR), width=3, dash="dash"),
     }
     for key, (xs, ys) in groups.items():
         if xs:
@@ -132,7 +139,7 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "",
                 name=name,
                 text=[_short(labels[i]) if labelled else "" for i in nodes],
                 textposition="top center",
-                textfont=dict(size=13 if not big else 11, color="#0f172a" if status != UNREACHED else "#94a3b8"),
+                textfont=dict(size=13 if not big else 11, color=INK_COLOR if status != UNREACHED else MUTED_COLOR),
                 marker=dict(
                     size=(16 if not big else 10) if status != ROOT else 20,
                     color=STATUS_COLORS[name],
@@ -148,31 +155,15 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "",
         fig.add_trace(go.Scatter(
             x=[pos[i][0] + 0.45 for i in collapsed], y=[pos[i][1] for i in collapsed], mode="markers+text",
             name="collapsed", text=[f"+{int(hidden_below[i])}" for i in collapsed], textposition="middle right",
-            textfont=dict(size=11, color="#64748b"), marker=dict(symbol="triangle-right", size=10, color="#94a3b8"),
+            textfont=dict(size=11, color=SUBTLE_COLOR), marker=dict(symbol="triangle-right", size=10, color=MUTED_COLOR),
             hovertext=[f"{int(hidden_below[i])} deeper nodes hidden; raise 'show depth' to see them" for i in collapsed],
             hoverinfo="text"))
     # the source legend: the ring colour says which drafter proposed a node
     for src in sorted(set(step.tree.source[i] for i in shown) - {"root"}):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"from {src}",
-                                 marker=dict(size=12, color="white", line=dict(color=source_color(src), width=3))))
-    bx, by = pos[BONUS_NODE]
-    fig.add_trace(
-        go.Scatter(
-            x=[bx],
-            y=[by],
-            mode="markers+text",
-            name=step.bonus_kind,
-            text=[_short(bonus_label)],
-            textposition="top center",
-            textfont=dict(size=11, color=KIND_COLORS[step.bonus_kind]),
-            marker=dict(size=20, color=KIND_COLORS[step.bonus_kind], symbol="star"),
-            hovertext=[
-                f"<b>{bonus_label}</b> (id {step.bonus_token})<br>{step.bonus_kind} token from the target"
-                f"<br>target p = {_fmt(step.bonus_prob)}"
-            ],
-            hoverinfo="text",
-        )
-    )
+                                 marker=dict(size=12, color=BACKGROUND, line=dict(color=source_color(src), width=3))))
+    if has_bonus(step):
+        _add_bonus_star(fig, step, bonus_label, pos[BONUS_NODE])
     height = int(min(1600, max(300, (46 if not big else 22) * n_rows + 120)))
     fig.update_layout(
         title=title or (f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted"
@@ -182,12 +173,33 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "",
         margin=dict(l=20, r=20, t=50, b=30),
         xaxis=dict(title="depth", dtick=1, zeroline=False, showgrid=False),
         yaxis=dict(visible=False, autorange="reversed"),
-        plot_bgcolor="white",
+        plot_bgcolor=BACKGROUND,
         legend=dict(orientation="h", y=-0.08),
         hoverlabel=dict(align="left"),
         dragmode="pan",
     )
     return fig
+
+
+def _add_bonus_star(fig: go.Figure, step: SpecStep, bonus_label: str, at: tuple) -> None:
+    color = KIND_COLORS[step.bonus_kind]
+    fig.add_trace(
+        go.Scatter(
+            x=[at[0]],
+            y=[at[1]],
+            mode="markers+text",
+            name=step.bonus_kind,
+            text=[_short(bonus_label)],
+            textposition="top center",
+            textfont=dict(size=11, color=color),
+            marker=dict(size=20, color=color, symbol="star"),
+            hovertext=[
+                f"<b>{bonus_label}</b> (id {step.bonus_token})<br>{step.bonus_kind} token from the target"
+                f"<br>target p = {_fmt(step.bonus_prob)}"
+            ],
+            hoverinfo="text",
+        )
+    )
 
 
 def _short(label: str, limit: int = 10) -> str:
@@ -196,7 +208,7 @@ def _short(label: str, limit: int = 10) -> str:
 
 def empty_figure(message: str, height: int = 260) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#64748b"))
-    fig.update_layout(height=height, xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white",
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color=SUBTLE_COLOR))
+    fig.update_layout(height=height, xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor=BACKGROUND,
                       margin=dict(l=10, r=10, t=10, b=10))
     return fig

@@ -9,12 +9,8 @@ import html
 
 import plotly.graph_objects as go
 
-FAMILY_COLORS = {
-    "model chain": "#0891b2",
-    "model static tree": "#2563eb",
-    "fitted to this run": "#7c3aed",
-    "model-free": "#ca8a04",
-}
+from .palette import BACKGROUND, WHATIF_RUN_COLOR
+from .palette import WHATIF_FAMILY_COLORS as FAMILY_COLORS
 
 
 def whatif_figure(rows: list, run_tau: float, run_label: str) -> go.Figure:
@@ -32,13 +28,13 @@ def whatif_figure(rows: list, run_tau: float, run_label: str) -> go.Figure:
                        for r in sub],
             hoverinfo="text",
         ))
-    fig.add_vline(x=run_tau, line=dict(color="#16a34a", width=2, dash="dash"),
+    fig.add_vline(x=run_tau, line=dict(color=WHATIF_RUN_COLOR, width=2, dash="dash"),
                   annotation_text=f"{run_label}: τ {run_tau:.2f}", annotation_position="top")
     fig.update_layout(
         height=max(300, 26 * len(rows) + 120), barmode="group", margin=dict(l=10, r=40, t=40, b=30),
         xaxis=dict(title="τ = tokens per target forward (higher is better)",
                    range=[0, 1.3 * max([r["tau"] for r in rows] + [run_tau])]),  # room for the bar labels
-        yaxis=dict(autorange="reversed"), plot_bgcolor="white", legend=dict(orientation="h", y=-0.12),
+        yaxis=dict(autorange="reversed"), plot_bgcolor=BACKGROUND, legend=dict(orientation="h", y=-0.12),
     )
     return fig
 

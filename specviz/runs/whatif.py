@@ -1,0 +1,39 @@
+"""The what-if panel's replay of a finished greedy run under other shapes and builders (decoding/whatif.py)."""
+from __future__ import annotations
+
+from ..config import EXIT_LAYER, NGRAM, ConfigError
+from ..decoding.drafters import PromptLookupDrafter
+from ..decoding.retrieval import NgramTreeDrafter, RetrievalDrafter
+from ..decoding.whatif import what_if as replay
+from ..models.early_exit import early_exit_model
+from ..models.trained import trained_kind
+from .corpus import load_datastores
+
+
+def what_if(store, prepared, prompt_ids, output_ids) -> list:
+    if not prepared.settings.greedy:
+        raise ConfigError("the what-if replay needs a greedy run (temperature 0): only then is the output "
+                          "the same for every drafter")
+    if len(output_ids) == 0:
+        raise ConfigError("nothing was generated yet: run or step first")
+    target = prepared.target.model
+    knobs = prepared.settings.knobs
+    kind = trained_kind(prepared.method.uses_trained) if prepared.method.uses_trained else None
+    replay_model = kind.replay_model(target, prepared.trained) if kind is not None else None
+    if prepared.draft is not None:
+        model, label = prepared.draft.model, "draft model"
+    elif replay_model is not None:
+        model, label = replay_model, kind.label
+    else:
+        n_layers = getattr(target.config, "num_hidden_layers", 2)
+        k = min(int(knobs.get("exit_layer", EXIT_LAYER.default)), n_layers - 1)
+        model, label = early_exit_model(target, k), f"early exit, {k} layers"
+    n = int(knobs.get("ngram", NGRAM.default))
+    shipped = load_datastores(store, prepared.target, "shipped")
+    builders = {
+        f"prompt lookup (chain 3, n≤{n})": PromptLookupDrafter(n, 3),
+        f"n-gram tree (depth 5, 32 nodes, n≤{n})": NgramTreeDrafter(n, 5, 32),
+        "retrieval: context (32 nodes)": RetrievalDrafter({}, True, n, 5, 32),
+        "retrieval: context+shipped (32 nodes)": RetrievalDrafter(shipped, True, n, 5, 32),
+    }
+    return replay(model, label, builders, prompt_ids, output_ids)
