@@ -22,14 +22,23 @@ STATUS_NAMES = ("root", "accepted", "rejected", "never-reached")
 # how the one token the target adds at the end of a step came about
 BONUS = "bonus"  # every draft on the path was accepted (or nothing was drafted)
 CORRECTION = "correction"  # drawn after a rejection (residual sample or target argmax)
+NO_BONUS = "none"  # the accepted path ended at end of sequence, so nothing was added after it (bonus_token -1)
 
 
 def tree_depths(parent: np.ndarray) -> np.ndarray:
-    """Depth of each node of a topologically ordered tree (root 0)."""
-    depth = np.zeros(parent.shape[0], dtype=np.int64)
-    for i in range(1, parent.shape[0]):
-        depth[i] = depth[parent[i]] + 1
-    return depth
+    """Depth of each node of a tree (roots, the nodes with a negative parent, at 0).
+
+    Pointer jumping: `jump` is each node's 2^k-th ancestor (or its root) and `depth` the distance
+    to it; O(log depth) vector operations, no loop over nodes."""
+    parent = np.asarray(parent, dtype=np.int64).reshape(-1)
+    jump = np.where(parent < 0, np.arange(parent.shape[0]), parent)
+    depth = (parent >= 0).astype(np.int64)
+    while True:
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            return depth
+        depth = depth + depth[jump]
+        jump = nxt
 
 
 def is_chain(parent: np.ndarray) -> bool:
@@ -460,7 +469,7 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
             assert getattr(s, name).shape[0] == n, f"step {k}: {name} has the wrong length"
         for name in ("draft_probs", "target_probs", "accept_probs"):
             a = getattr(t, name) if name == "draft_probs" else getattr(s, name)
-            a = a[np.isfinite(a)] if name == "accept_probs" else a
+            a = a[np.isfinite(a)] if name != "draft_probs" else a  # NaN: untested, or a run that did not record
             assert np.all((a >= 0) & (a <= 1 + 1e-5)), f"step {k}: {name} outside [0, 1]"
         if np.all(np.isfinite(s.target_probs)):  # recorded: every accepted node was tested
             assert np.all(np.isfinite(s.accept_probs[s.accepted_path])), f"step {k}: accepted node never tested"
@@ -476,8 +485,18 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
         for i in range(1, n):
             parent_ok = s.status[t.parent[i]] in (ROOT, ACCEPTED)
             assert (s.status[i] != UNREACHED) == parent_ok, f"step {k}: node {i} reached status wrong"
-        # committed = accepted tokens then the bonus, possibly cut short
-        full = np.concatenate([t.token_ids[s.accepted_path], [s.bonus_token]])
+        # committed = accepted tokens then the bonus, possibly cut short; nothing follows a path that ended
+        # the sequence (NO_BONUS)
+        assert s.bonus_kind in (BONUS, CORRECTION, NO_BONUS), f"step {k}: bonus kind {s.bonus_kind!r}"
+        if s.bonus_kind == NO_BONUS:
+            assert s.bonus_token == -1 and np.isnan(s.bonus_prob), f"step {k}: no bonus, yet a bonus token"
+            assert s.n_accepted >= 1, f"step {k}: no bonus after an empty path"
+            assert not eos_ids or int(t.token_ids[s.accepted_path[-1]]) in set(eos_ids), \
+                f"step {k}: no bonus, but the path does not end at EOS"
+        else:
+            assert s.bonus_token >= 0, f"step {k}: bonus token {s.bonus_token}"
+        bonus = [] if s.bonus_kind == NO_BONUS else [s.bonus_token]
+        full = np.concatenate([t.token_ids[s.accepted_path], np.asarray(bonus, dtype=np.int64)])
         c = s.committed_ids
         assert 1 <= c.shape[0] <= full.shape[0] and np.array_equal(c, full[: c.shape[0]]), f"step {k}: committed ids"
         if c.shape[0] < full.shape[0]:
@@ -488,6 +507,8 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
         if eos_ids:
             # a record never claims a token after the end of sequence: not on its accepted path, not as the
             # bonus after an accepted EOS, and no step after the one that committed it
+            below_eos = np.isin(t.token_ids[t.parent[1:]], list(eos_ids)) & (t.parent[1:] > 0)
+            assert not below_eos.any(), f"step {k}: the tree holds nodes after EOS"
             on_path = first_eos(t.token_ids[s.accepted_path], eos_ids)
             assert on_path < 0 or on_path == s.n_accepted - 1, f"step {k}: the accepted path continues past EOS"
             assert on_path < 0 or c.shape[0] == s.n_accepted, f"step {k}: a bonus token after an accepted EOS"

@@ -23,6 +23,15 @@ def qkv(b, hq, hkv, q_len, kv_len, d, dtype, seed):
     return q, k, v
 
 
+def nan_buffers(written: list):
+    """Output buffers pre-filled with NaN: an element the kernel does not write stays NaN and fails the check."""
+    def alloc(shape, dtype):
+        buf = torch.full(shape, float("nan"), dtype=dtype)
+        written.append(buf)
+        return buf
+    return alloc
+
+
 def assert_close(out, ref, dtype):
     assert not torch.isnan(out).any()
     err = (out.float() - ref.float()).abs().max().item()
@@ -50,8 +59,10 @@ def test_triton_matches_reference_on_trees(dtype, n_nodes, prefix, heads, d, spl
     mask = TreeMask.from_allowed(ancestor_matrix(random_parent(n_nodes, rng)), "cpu")
     q, k, v = qkv(1, *heads, n_nodes, prefix + n_nodes, d, dtype, seed=n_nodes)
     ref = tree_attention_naive(q, k, v, mask.bits, n_nodes)
-    out = torch.full_like(q, float("nan"))
-    out.copy_(tt.tree_attention(q, k, v, mask.bits, n_nodes, splits=splits))
+    buffers = []
+    out = tt.tree_attention(q, k, v, mask.bits, n_nodes, splits=splits, buffers=nan_buffers(buffers))
+    assert buffers, "the kernel must write into the NaN-filled buffers"
+    assert not any(torch.isnan(b).any() for b in buffers), "an output element was never written"
     assert out.dtype == dtype
     assert_close(out, ref, dtype)
 

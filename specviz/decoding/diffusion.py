@@ -42,6 +42,7 @@ from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..models.diffusion import BLOCK_CAUSAL, DiffusionLM
 from ..trace import KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, Trace, canvas_output, first_eos
+from .engine import RecordingDecoder
 from .kv import truncate
 from .schedules import SCHEDULES, CellView, ScheduleParams, select
 
@@ -71,7 +72,7 @@ class DiffusionConfig:
         return asdict(self)
 
 
-class DiffusionDecoder:
+class DiffusionDecoder(RecordingDecoder):
     """Decodes one prompt step by step. `settings` is the run's settings JSON that its trace records
     (default: the config's own fields)."""
 
@@ -115,10 +116,6 @@ class DiffusionDecoder:
         self.wall_s = 0.0  # decode wall time of those steps, prefill included
 
     # state -----------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return bool(self.finish_reason)
-
     @property
     def backend(self) -> str:
         return f"{backend_for(self.device)} ({self.device.type})"
@@ -196,19 +193,10 @@ class DiffusionDecoder:
             win = torch.cat([self.boundary_logits, win[:-1]])
         return np.arange(self.start, window_end), win
 
-    # one step ----------------------------------------------------------------
-    def step(self) -> DiffusionStep | None:
-        """One forward and its selection; None once done."""
-        if self.done:
-            return None
-        t0 = time.perf_counter()
-        record = self._step()
-        self.wall_s += time.perf_counter() - t0
-        self.records.append(record)
-        return record
-
+    # one step (`step()` times it and keeps the record, see RecordingDecoder) ---------
     @torch.inference_mode()
     def _step(self) -> DiffusionStep:
+        """One forward and its selection."""
         if not self._prefilled:
             self._prefill()
         cfg, L = self.config, self.config.gen_length
@@ -315,10 +303,6 @@ class DiffusionDecoder:
             self.block += 1
             self.start, self.end = self.end, min(L, self.end + B)
             self.block_started, self.block_steps = True, 0
-
-    def steps(self):
-        while not self.done:
-            yield self.step()
 
     @property
     def output_ids(self) -> np.ndarray:

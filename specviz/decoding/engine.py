@@ -9,6 +9,17 @@ Recording (`record=True`) only adds host copies of values the step computed
 anyway plus the target's top-k for hover; it never touches the random stream
 or the decisions, so the tokens are identical either way (tested).
 
+The hot path reads the device back once per step: the verdict, with the tree's
+tokens and (when recording) every recorded value riding along in the same
+transfer (`verify.read_verdict`). The committed tokens live in a device buffer
+that grows in place, mirrored on the host from that same read; nothing is
+re-uploaded. Model drafters add one read per tree level they grow
+(tests/decoding/test_host_syncs.py counts them).
+
+A draft past the end of sequence is meaningless: verification never accepts a
+node below an EOS node, the record drops those nodes, and a step whose
+accepted path ends in EOS adds nothing after it (`bonus_kind` NO_BONUS).
+
 Every decoder (this one, the diffusion decoder, Jacobi's lattice view) follows
 the `Decoder` protocol: `step()`, `steps()`, `done`, and `trace()`, which builds
 the run's `Trace` from the records it produced, so the CLI, the app and the
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Iterator, Protocol, runtime_checkable
 
@@ -28,12 +40,12 @@ from ..kernels.logit_stats import logit_stats
 from ..kernels.tree_attention import TreeMask
 from ..models import attention
 from ..models.cache import SlabCache
-from ..trace import SpecStep, DraftTree, Trace
+from ..trace import NO_BONUS, SpecStep, DraftTree, Trace
 from . import kv
 from .drafters import Context, Draft, Drafter, FeatureTap
 from .sampling import processed_probs
-from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs
-from .verify import verify_tree
+from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs, upload
+from .verify import Verdict, read_verdict, verify_on_device
 
 TOPK_RECORDED = 5
 
@@ -52,7 +64,45 @@ class Decoder(Protocol):
     def trace(self) -> Trace: ...
 
 
-class SpeculativeDecoder:
+class RecordingDecoder(ABC):
+    """What every decoder's `step()` shares: time `_step()`, keep its record, stop once finished.
+
+    A subclass sets `records = []`, `wall_s = 0.0` and `finish_reason = ""` when it starts, and
+    implements `_step()` (one record; sets `finish_reason` when the run is over) and `trace()`."""
+
+    records: list
+    wall_s: float  # decode wall time of the steps so far, prefill included
+    finish_reason: str
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finish_reason)
+
+    def step(self):
+        """One step and its record; None once the run is over."""
+        if self.done:
+            return None
+        t0 = time.perf_counter()
+        record = self._step()
+        self.wall_s += time.perf_counter() - t0
+        self.records.append(record)
+        return record
+
+    def steps(self) -> Iterator:
+        """Yield one record per step until the run is over."""
+        while not self.done:
+            yield self.step()
+
+    @abstractmethod
+    def _step(self):
+        """Advance one step and return its record."""
+
+    @abstractmethod
+    def trace(self) -> Trace:
+        """The run so far as a `Trace`."""
+
+
+class SpeculativeDecoder(RecordingDecoder):
     """`settings` is the run's `RunSettings` (anything with method, knobs, max_new_tokens, sampling and
     to_dict()); `target_id` / `draft_id` label the models in the trace."""
 
@@ -89,7 +139,15 @@ class SpeculativeDecoder:
         self.device = next(target.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
         self.prompt_ids = prompt
-        self.ids_host = prompt.copy()
+        # the committed tokens, root included: a device buffer written in place, and its host mirror
+        self.n_ids = 0
+        self._ids = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._ids_host = np.zeros(0, dtype=np.int64)
+        self._reserve(prompt.shape[0] + settings.max_new_tokens + 1)
+        self.n_ids = prompt.shape[0]
+        self._ids_host[: self.n_ids] = prompt
+        self._ids[: self.n_ids] = upload(prompt, self.device)
+        self._eos = upload(sorted(self.eos_ids), self.device) if self.eos_ids else None
         self.n_new = 0
         self.n_steps = 0
         self.finish_reason = ""
@@ -108,12 +166,24 @@ class SpeculativeDecoder:
         return f"{kernels} ({self.device.type})"
 
     @property
-    def done(self) -> bool:
-        return bool(self.finish_reason)
+    def ids_host(self) -> np.ndarray:
+        """The committed tokens so far, prompt included (a view: read it, do not keep it across steps)."""
+        return self._ids_host[: self.n_ids]
 
     @property
     def output_ids(self) -> np.ndarray:
-        return self.ids_host[self.prompt_ids.shape[0] :]
+        return self._ids_host[self.prompt_ids.shape[0] : self.n_ids]
+
+    def _reserve(self, length: int) -> None:
+        """Room for `length` committed tokens in both buffers (grown by doubling if settings change mid-run)."""
+        if length <= self._ids_host.shape[0]:
+            return
+        length = max(length, 2 * self._ids_host.shape[0])
+        ids = torch.zeros(length, dtype=torch.long, device=self.device)
+        ids[: self.n_ids] = self._ids[: self.n_ids]
+        host = np.zeros(length, dtype=np.int64)
+        host[: self._ids_host.shape[0]] = self._ids_host
+        self._ids, self._ids_host = ids, host
 
     @torch.inference_mode()
     def prefill(self) -> None:
@@ -123,65 +193,72 @@ class SpeculativeDecoder:
         self.cache = attention.new_cache(self.target, self.prompt_ids.shape[0] + self.settings.max_new_tokens + 288)
         self.drafter.reset(self.prompt_ids)
         if self.prompt_ids.shape[0] > 1:
-            ids = torch.from_numpy(self.prompt_ids[:-1]).to(self.device).unsqueeze(0)
+            ids = self._ids[: self.prompt_ids.shape[0] - 1].unsqueeze(0)
             with self._tapped():
                 self.target(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
             if self.tap is not None:
                 self.drafter.on_target_features(self.tap.take()[0])
         self.prefill_ms = (time.perf_counter() - t0) * 1000
 
-    def step(self) -> SpecStep | None:
-        """One propose → score → select → commit iteration; None once the run is over."""
-        if self.done:
-            return None
-        t0 = time.perf_counter()
-        record = self._step()
-        self.wall_s += time.perf_counter() - t0
-        self.records.append(record)
-        return record
-
     @torch.inference_mode()
     def _step(self) -> SpecStep:
+        """One propose → score → select → commit iteration."""
         if self.cache is None:
             self.prefill()
-        root_pos = self.ids_host.shape[0] - 1
+        root_pos = self.n_ids - 1
         remaining = self.settings.max_new_tokens - self.n_new
+        self._reserve(self.n_ids + remaining)
         # a step commits accepted drafts + 1, so deeper drafts than this are wasted
         max_depth = min(remaining - 1, self.max_positions - root_pos - 1)
 
         t0 = time.perf_counter()
-        ctx = Context(torch.from_numpy(self.ids_host).to(self.device), self.ids_host)
+        ctx = Context(self._ids[: self.n_ids], self.ids_host)
         draft = self.drafter.propose(ctx, max_depth, self.generator)
         t1 = time.perf_counter()
 
-        root = ctx.ids[-1:]
-        tokens = torch.cat([root, draft.token_ids])
+        tokens = torch.cat([ctx.ids[-1:], draft.token_ids])
         parent = np.concatenate([[-1], draft.parent]).astype(np.int64)
+        parent_t = upload(parent, self.device)
         with self._tapped():
             logits = self._score(tokens, parent, root_pos)
-        verdict, target_probs = self._select(tokens, parent, logits, draft)
-        kv.keep_path(self.cache, root_pos, verdict.accepted_path)
+        out = self._verify(tokens, parent_t, logits, draft)
+        # the step's one read: the verdict, the tree's tokens and draft probabilities, and the record
+        verdict, (tokens_h, draft_probs_h, *recorded) = read_verdict(
+            out, tokens, draft.draft_probs, *(self._recorded(logits, out) if self.record else ()))
+
+        path = verdict.accepted_path
+        if path and int(tokens_h[path[-1]]) in self.eos_ids:
+            # the path ended the sequence: nothing follows it
+            verdict = replace(verdict, bonus_token=-1, bonus_kind=NO_BONUS)
+        bonus = [] if verdict.bonus_kind == NO_BONUS else [verdict.bonus_token]
+        committed = np.concatenate([tokens_h[path], np.asarray(bonus, dtype=np.int64)])[:remaining]
+        eos_at = np.flatnonzero(np.isin(committed, list(self.eos_ids))) if self.eos_ids else ()
+        if len(eos_at):
+            committed = committed[: eos_at[0] + 1]
+            self.finish_reason = "eos"
+
+        kv.keep_path(self.cache, root_pos, path)
+        # the root and the accepted nodes, as device indices into this step's tree
+        kept = torch.cat([out.path.new_zeros(1), out.path[0, : len(path)]])
         if self.tap is not None:
             # the root's and the accepted nodes' features: the positions this step commits before the bonus
-            self.drafter.on_target_features(self.tap.take()[0, [0, *verdict.accepted_path]])
+            self.drafter.on_target_features(self.tap.take()[0].index_select(0, kept))
         # drafters that reuse the target's own predictions (Jacobi) read them here
         self.drafter.on_scored(logits, verdict)
 
-        committed = [int(t) for t in tokens[verdict.accepted_path].tolist()] + [verdict.bonus_token]
-        committed = committed[:remaining]
-        for i, t in enumerate(committed):
-            if t in self.eos_ids:
-                committed = committed[: i + 1]
-                self.finish_reason = "eos"
-                break
-        self.ids_host = np.concatenate([self.ids_host, np.asarray(committed, dtype=np.int64)])
-        self.n_new += len(committed)
+        # commit: the device buffer takes the tokens from the device, the host mirror from the read
+        c = committed.shape[0]
+        self._ids[self.n_ids : self.n_ids + c] = torch.cat([tokens.index_select(0, kept[1:]), out.bonus])[:c]
+        self._ids_host[self.n_ids : self.n_ids + c] = committed
+        self.n_ids += c
+        self.n_new += c
         if not self.finish_reason and self.n_new >= self.settings.max_new_tokens:
             self.finish_reason = "length"
-        self.drafter.commit(verdict.accepted_path, len(committed))
+        self.drafter.commit(path, c)
         t2 = time.perf_counter()
 
-        record = self._record(root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, t1 - t0, t2 - t1)
+        record = self._record(root_pos, tokens_h, parent, draft, draft_probs_h, recorded, verdict, committed,
+                              t1 - t0, t2 - t1)
         self.n_steps += 1
         return record
 
@@ -195,7 +272,7 @@ class SpeculativeDecoder:
             out = self.target(input_ids=tokens.unsqueeze(0), past_key_values=self.cache, use_cache=True)
         elif isinstance(self.cache, SlabCache):
             # our tree-attention kernel reads the bit-packed ancestor mask in every layer
-            positions = torch.from_numpy(prefix_len + depths(parent)).to(self.device).unsqueeze(0)
+            positions = upload(prefix_len + depths(parent), self.device).unsqueeze(0)
             out = self.target(
                 input_ids=tokens.unsqueeze(0),
                 position_ids=positions,
@@ -214,15 +291,32 @@ class SpeculativeDecoder:
             )
         return out.logits[0]
 
-    def _select(self, tokens, parent, logits, draft: Draft):
+    def _verify(self, tokens, parent_t, logits, draft: Draft):
+        """The kernel's verdict on the device, with every node below an EOS node out of reach."""
         proposals = None
         if not self.sampling.greedy and draft.dists is not None:
             # row i is the distribution node i was drawn from; the root row is never read
             proposals = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
-        verdict = verify_tree(tokens, parent, logits, self.sampling, proposals, self.generator)
-        # the full distributions are only needed for the recorded top-k hover
-        target_probs = processed_probs(logits, self.sampling) if self.record else None
-        return verdict, target_probs
+        if self._eos is not None and tokens.shape[0] > 1:
+            # a draft past the end of sequence is meaningless: in the rows verification reads, an EOS node
+            # gives its children probability 0, so none is accepted (and the bonus after an EOS is dropped)
+            below_eos = torch.isin(tokens, self._eos)
+            below_eos[0] = False  # the root is committed text, its row scores real drafts
+            rows, cols = parent_t[1:], tokens[1:]
+            logits = logits.clone()
+            logits[rows, cols] = logits[rows, cols].masked_fill(below_eos[rows], float("-inf"))
+        return verify_on_device(tokens, parent_t, logits, self.sampling, proposals, self.generator)
+
+    def _recorded(self, logits, out) -> tuple:
+        """The record's device tensors, read back with the verdict: each node's target probability and
+        acceptance chance, the target's top-k and uncertainty after it, and the bonus token's probability."""
+        probs = processed_probs(logits, self.sampling)
+        topk = probs.topk(min(TOPK_RECORDED, probs.shape[-1]), dim=-1)
+        last = out.path[0].gather(0, (out.n_accepted - 1).clamp_min(0))
+        bonus_row = torch.where(out.n_accepted > 0, last, torch.zeros_like(last))
+        stats = logit_stats(logits, temperature=self.sampling.temperature or 1.0)
+        return (out.target_prob[0], out.accept_prob[0], topk.indices, topk.values, stats.entropy, stats.top2_gap,
+                probs[bonus_row, out.bonus.clamp_min(0)])
 
     def update_shape(self, knobs: dict, settings=None) -> None:
         """Apply live knobs (tree shape, draft length, window) from the next step on; `settings`, when
@@ -230,58 +324,73 @@ class SpeculativeDecoder:
         self.settings = settings or replace(self.settings, knobs={**self.settings.knobs, **knobs})
         self.drafter.set_shape(knobs)
 
-    def _record(self, root_pos, tokens, parent, draft, logits, target_probs, verdict, committed, draft_s, verify_s):
-        n = tokens.shape[0]
+    def _past_eos(self, tokens_h: np.ndarray, parent: np.ndarray) -> np.ndarray | None:
+        """[N] bool: the nodes below an EOS node, which verification never reached; None if there are none."""
+        if not self.eos_ids:
+            return None
+        is_eos = np.isin(tokens_h, list(self.eos_ids))
+        is_eos[0] = False
+        if not is_eos.any():
+            return None
+        below = ancestor_matrix(parent)[:, is_eos].sum(axis=1) > is_eos  # an EOS among the strict ancestors
+        return below if below.any() else None
+
+    def _record(self, root_pos, tokens_h, parent, draft, draft_probs_h, recorded, verdict: Verdict, committed,
+                draft_s, verify_s) -> SpecStep:
+        n = tokens_h.shape[0]
         if self.record:
-            node_probs = verdict.target_probs
-            topk = target_probs.topk(min(TOPK_RECORDED, target_probs.shape[-1]), dim=-1)
-            bonus_row = verdict.accepted_path[-1] if verdict.accepted_path else 0
-            bonus_prob = float(target_probs[bonus_row, verdict.bonus_token])
-            node_probs_h = node_probs.float().cpu().numpy()
-            topk_ids, topk_probs = topk.indices.cpu().numpy(), topk.values.float().cpu().numpy()
-            accept_probs = verdict.accept_probs.float().cpu().numpy()
-            stats = logit_stats(logits, temperature=self.sampling.temperature or 1.0)
-            entropy, gap = stats.entropy.cpu().numpy(), stats.top2_gap.cpu().numpy()
+            node_probs, accept_probs, topk_ids, topk_probs, entropy, gap, bonus_prob = recorded
+            bonus_prob = float("nan") if verdict.bonus_kind == NO_BONUS else float(bonus_prob[0])
         else:
             entropy = gap = np.zeros(0, np.float32)
-            node_probs_h = np.full(n, np.nan, dtype=np.float32)
+            node_probs = np.full(n, np.nan, dtype=np.float32)
             topk_ids, topk_probs = np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
             accept_probs = np.full(n, np.nan, dtype=np.float32)
             bonus_prob = float("nan")
-        draft_probs = np.concatenate([[1.0], draft.draft_probs.float().cpu().numpy()]).astype(np.float32)
+        per_node = {
+            "token_ids": tokens_h, "draft_probs": np.concatenate([[1.0], draft_probs_h]).astype(np.float32),
+            "source": np.asarray(("root", *draft.source), dtype=object), "status": verdict.status,
+            "target_probs": node_probs, "accept_probs": accept_probs, "topk_ids": topk_ids, "topk_probs": topk_probs,
+        }
+        if self.record:
+            per_node.update(entropy=entropy, gap=gap)
+        path = np.asarray(verdict.accepted_path, dtype=np.int64)
+        below = self._past_eos(tokens_h, parent)
+        if below is not None:
+            # the record holds no node after an end of sequence: keep the rest, renumbered
+            keep = ~below
+            index = np.cumsum(keep) - 1
+            per_node = {k: v[keep] for k, v in per_node.items()}
+            parent = np.where(parent[keep] < 0, -1, index[np.maximum(parent[keep], 0)])
+            path = index[path]
         tree = DraftTree(
-            token_ids=tokens.cpu().numpy().astype(np.int64),
-            parent=parent,
-            draft_probs=draft_probs,
-            source=("root", *draft.source),
+            token_ids=per_node["token_ids"].astype(np.int64),
+            parent=parent.astype(np.int64),
+            draft_probs=per_node["draft_probs"],
+            source=tuple(per_node["source"]),
         )
         return SpecStep(
             step=self.n_steps,
             root_pos=root_pos,
             tree=tree,
-            target_probs=node_probs_h.astype(np.float32),
-            accept_probs=accept_probs.astype(np.float32),
-            status=verdict.status,
-            accepted_path=np.asarray(verdict.accepted_path, dtype=np.int64),
+            target_probs=per_node["target_probs"].astype(np.float32),
+            accept_probs=per_node["accept_probs"].astype(np.float32),
+            status=per_node["status"].astype(np.int8),
+            accepted_path=path,
             bonus_token=verdict.bonus_token,
             bonus_prob=bonus_prob,
             bonus_kind=verdict.bonus_kind,
-            committed_ids=np.asarray(committed, dtype=np.int64),
-            target_topk_ids=topk_ids.astype(np.int64),
-            target_topk_probs=topk_probs.astype(np.float32),
+            committed_ids=committed,
+            target_topk_ids=per_node["topk_ids"].astype(np.int64),
+            target_topk_probs=per_node["topk_probs"].astype(np.float32),
             draft_ms=draft_s * 1000,
             verify_ms=verify_s * 1000,
             target_forwards=1,
             draft_forwards=draft.forwards,
             lossless=self.lossless,
-            target_entropy=entropy.astype(np.float32),
-            target_top2_gap=gap.astype(np.float32),
+            target_entropy=per_node.get("entropy", entropy).astype(np.float32),
+            target_top2_gap=per_node.get("gap", gap).astype(np.float32),
         )
-
-    def steps(self):
-        """Yield one record per step until EOS or the token limit."""
-        while not self.done:
-            yield self.step()
 
     def trace(self) -> Trace:
         """The run so far: its settings (live knob changes included), every record, and its decode time."""

@@ -90,17 +90,10 @@ class JacobiLattice:
         self.spec_steps = []
         self.wall_s = 0.0
 
-    @property
-    def done(self) -> bool:
-        return self.decoder.done
-
-    @property
-    def finish_reason(self) -> str:
-        return self.decoder.finish_reason
-
-    @property
-    def prompt_ids(self) -> np.ndarray:
-        return self.decoder.prompt_ids
+    # the run's state is the speculative decoder's
+    done = property(lambda self: self.decoder.done)
+    finish_reason = property(lambda self: self.decoder.finish_reason)
+    prompt_ids = property(lambda self: self.decoder.prompt_ids)
 
     @property
     def backend(self) -> str:

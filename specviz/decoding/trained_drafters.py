@@ -22,7 +22,10 @@ from ..config import SamplingConfig
 from ..models.trained_heads import DraftKVCache, FeatureDrafter, MedusaHeads
 from .drafters import Context, Draft, DrafterBase
 from .sampling import processed_probs
+from .tree import upload
 from .tree_drafters import Expansion, ModelTreeDrafter, StaticShape, slot_mask
+
+CAPACITY = 1024  # the feature drafter's cache and feature store start this long and double when outgrown
 
 
 class MedusaDrafter(DrafterBase):
@@ -49,22 +52,17 @@ class MedusaDrafter(DrafterBase):
         if self.last_feature is None or not paths:
             return Draft.empty(ctx.ids.device)
         probs = processed_probs(self.heads(self.last_feature.to(self.heads_dtype), self.lm_head), self.sampling)  # [K, V]
-        # each depth's candidates: its head's most likely tokens, as many as the shape's widest rank
-        need = {}
-        for p in paths:
-            need[len(p)] = max(need.get(len(p), 0), p[-1] + 1)
-        top = {d: probs[d - 1].topk(k) for d, k in need.items()}
+        # node (r1, .., rd) holds head d's r_d-th most likely token: gathered on the device, no host read
+        top = probs[:depth].topk(min(max(p[-1] for p in paths) + 1, probs.shape[-1]), dim=-1)
+        k = top.indices.shape[-1]
+        at = upload([(len(p) - 1) * k + p[-1] for p in paths], ctx.ids.device)
         index = {(): 0}
-        tokens, parent, draft_p = [], [], []
+        parent = []
         for p in paths:  # normalised: parents come first
-            cand = top[len(p)]
-            tokens.append(int(cand.indices[p[-1]]))
-            draft_p.append(float(cand.values[p[-1]]))
             parent.append(index[p[:-1]])
-            index[p] = len(tokens)
-        device = ctx.ids.device
-        return Draft(torch.tensor(tokens, dtype=torch.long, device=device), np.asarray(parent, dtype=np.int64),
-                     torch.tensor(draft_p, device=device), None, (self.name,) * len(tokens), forwards=1)
+            index[p] = len(parent)
+        return Draft(top.indices.reshape(-1)[at], np.asarray(parent, dtype=np.int64), top.values.reshape(-1)[at],
+                     None, (self.name,) * len(paths), forwards=1)
 
     @property
     def heads_dtype(self):
@@ -99,23 +97,33 @@ class FeatureDraftKV:
         self.sub_bias = bias[self.vocab_ids] if bias is not None else None
 
     def reset(self) -> None:
-        self.cache = DraftKVCache()
-        self.features = None  # [n, H] the target's features of committed positions 0..n-1
+        self.cache = DraftKVCache(capacity=CAPACITY)
+        # the target's features of committed positions 0..n_features-1: a buffer written in place
+        self._features = None
+        self.n_features = 0
         self.n_cached = self.context_len = 0
         self.slot_parent, self.slot_depth, self.slot_feature = [], [], []
         self.root_feature = None
 
     def add_features(self, features: torch.Tensor) -> None:
-        f = features.to(self.dtype)
-        self.features = f if self.features is None else torch.cat([self.features, f])
+        n = features.shape[0]
+        end = self.n_features + n
+        if self._features is None or end > self._features.shape[0]:
+            grown = features.new_zeros((max(end, CAPACITY, 2 * self.n_features), features.shape[-1]), dtype=self.dtype)
+            if self.n_features:
+                grown[: self.n_features] = self.features
+            self._features = grown
+        self._features[self.n_features : end] = features
+        self.n_features = end
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """[n, H] the target's features of the committed positions so far."""
+        return None if self._features is None else self._features[: self.n_features]
 
     @property
     def dtype(self):
         return next(self.drafter.parameters()).dtype
-
-    @property
-    def n_features(self) -> int:
-        return 0 if self.features is None else self.features.shape[0]
 
     def _run(self, tokens, feats, positions, allowed):
         return self.drafter(self.embed(tokens).to(self.dtype)[None], feats[None], positions[None], allowed, self.cache)[0]
@@ -132,7 +140,7 @@ class FeatureDraftKV:
         n_entries = int(ids.shape[0]) - 1
         if self.n_features < n_entries:
             raise RuntimeError(f"the feature drafter has {self.n_features} target features for {n_entries} entries")
-        self.cache.keep(torch.arange(self.n_cached, device=ids.device))  # drop last step's slots
+        self.cache.truncate(self.n_cached)  # drop last step's slots
         new = torch.arange(self.n_cached, n_entries, device=ids.device)
         q = new.shape[0]
         allowed = torch.ones((q, self.n_cached + q), dtype=torch.bool, device=ids.device)
@@ -146,10 +154,10 @@ class FeatureDraftKV:
 
     def forward(self, tokens: torch.Tensor, parent_slots: list) -> torch.Tensor:
         depths = [1 if p < 0 else self.slot_depth[p] + 1 for p in parent_slots]
-        allowed = slot_mask(self.context_len, self.slot_parent, parent_slots)
+        allowed = upload(slot_mask(self.context_len, self.slot_parent, parent_slots), tokens.device, torch.bool)
         feats = torch.stack([self.root_feature if p < 0 else self.slot_feature[p] for p in parent_slots])
-        positions = torch.tensor([self.context_len - 1 + d for d in depths], device=tokens.device)
-        out = self._run(tokens, feats, positions, torch.from_numpy(allowed).to(tokens.device))
+        positions = upload([self.context_len - 1 + d for d in depths], tokens.device)
+        out = self._run(tokens, feats, positions, allowed)
         self.slot_parent += list(parent_slots)
         self.slot_depth += depths
         self.slot_feature += list(out)
@@ -157,7 +165,7 @@ class FeatureDraftKV:
 
     def keep(self, accepted_slots: list) -> None:
         # committed entries only; see the class doc
-        self.cache.keep(torch.arange(self.n_cached, device=self.features.device))
+        self.cache.truncate(self.n_cached)
 
 
 class FeatureTreeDrafter(ModelTreeDrafter):

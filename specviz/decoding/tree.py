@@ -4,27 +4,49 @@ Nodes are in topological order (parent[i] < i). Node i attends to the cached
 prefix and to its own ancestors (itself included), and sits at position
 prefix_len + depth(i), exactly where it would sit if its root-to-node path were
 decoded on its own.
+
+The ancestor matrix and the additive mask are built here once for everything
+that scores a tree: the engine's target pass (and `tree_attention_inputs`), and
+the model drafters' level passes over their own caches (`slot_mask`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..trace import tree_depths as depths
+from ..trace import is_chain, tree_depths as depths  # noqa: F401  (the engine's tree helpers, in one place)
 
 
-def ancestor_matrix(parent: np.ndarray) -> np.ndarray:
-    """[N, N] bool: anc[i, j] is True when j is i or an ancestor of i."""
+def ancestor_matrix(parent) -> np.ndarray:
+    """[N, N] bool: anc[i, j] is True when j is i or an ancestor of i. Nodes with a negative parent are roots.
+
+    Pointer jumping: after round k every row holds the ancestors less than 2^k away and `jump` the
+    2^k-th ancestor (or the root), so a row gathers its jump's row to double its reach. O(log depth)
+    numpy operations on the [N, N] matrix; no loop over nodes."""
+    parent = np.asarray(parent, dtype=np.int64).reshape(-1)
     n = parent.shape[0]
+    nodes = np.arange(n)
+    jump = np.where(parent < 0, nodes, parent)
     anc = np.eye(n, dtype=bool)
-    # parents precede children, so one forward sweep sees each parent's row complete
-    for i in range(1, n):
-        anc[i] |= anc[parent[i]]
-    return anc
+    anc[nodes, jump] = True
+    while True:
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):  # every jump is a root: every row is complete
+            return anc
+        anc |= anc[jump]
+        jump = nxt
 
 
-def is_chain(parent: np.ndarray) -> bool:
-    return bool(np.all(parent[1:] == np.arange(parent.shape[0] - 1)))
+def upload(values, device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Host values (a list or array) to the device, without waiting for the device's queued work."""
+    return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
+
+
+def additive_mask(allowed, dtype: torch.dtype, device) -> torch.Tensor:
+    """[Q, K] bool array -> [1, 1, Q, K] additive mask: 0 where allowed, the dtype's minimum elsewhere."""
+    allowed = upload(allowed, device, torch.bool)
+    mask = torch.zeros((1, 1, *allowed.shape), dtype=dtype, device=device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def tree_attention_inputs(parent: np.ndarray, prefix_len: int, dtype: torch.dtype, device) -> tuple:
@@ -32,7 +54,5 @@ def tree_attention_inputs(parent: np.ndarray, prefix_len: int, dtype: torch.dtyp
     n = parent.shape[0]
     allowed = np.ones((n, prefix_len + n), dtype=bool)
     allowed[:, prefix_len:] = ancestor_matrix(parent)
-    mask = torch.zeros((1, 1, n, prefix_len + n), dtype=dtype, device=device)
-    mask.masked_fill_(~torch.from_numpy(allowed).to(device), torch.finfo(dtype).min)
-    positions = torch.from_numpy(prefix_len + depths(parent)).to(device).unsqueeze(0)
-    return mask, positions
+    positions = upload(prefix_len + depths(parent), device).unsqueeze(0)
+    return additive_mask(allowed, dtype, device), positions

@@ -19,7 +19,7 @@ stop expanding at the budget instead.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,22 +31,20 @@ from ..models.cache import SlabCache
 from . import kv
 from .drafters import Context, Draft, DrafterBase
 from .retrieval import RetrievalDrafter, draft_from_trie
-from .sampling import processed_probs, sample_without_replacement, without_replacement_proposal
+from .sampling import processed_probs
 from .shapes import chain, parse_shape
+from .tree import additive_mask, ancestor_matrix, upload
 from .trie import TokenTrie
+from .verify import to_host
 
 
 def slot_mask(context_len: int, slot_parent: list, parent_slots: list) -> np.ndarray:
     """[q, context_len + n_slots + q] bool for q new tree nodes: each sees the committed context, its
     ancestor slots (following `slot_parent`; -1 is the root) and itself."""
     n_slots, q = len(slot_parent), len(parent_slots)
-    allowed = np.zeros((q, context_len + n_slots + q), dtype=bool)
-    allowed[:, :context_len] = True
-    for i, p in enumerate(parent_slots):
-        allowed[i, context_len + n_slots + i] = True
-        while p >= 0:
-            allowed[i, context_len + p] = True
-            p = slot_parent[p]
+    allowed = np.ones((q, context_len + n_slots + q), dtype=bool)
+    # the slots and the new nodes form a forest under the root; a new node's row is its ancestor row
+    allowed[:, context_len:] = ancestor_matrix([*slot_parent, *parent_slots])[n_slots:]
     return allowed
 
 
@@ -87,21 +85,17 @@ class DraftKV:
         if q == 1 and parent_slots[0] == n_slots - 1 and self._slots_form_chain():
             out = self.model(input_ids=tokens.view(1, 1), past_key_values=self.cache, use_cache=True)
         else:
-            total = self.context_len + n_slots + q
             allowed = slot_mask(self.context_len, self.slot_parent, parent_slots)
             device = tokens.device
-            positions = torch.tensor([[self.context_len - 1 + d for d in depths]], device=device)
+            positions = upload([[self.context_len - 1 + d for d in depths]], device)
             if isinstance(self.cache, SlabCache):
                 # the slots are the tree block; the committed context before them is visible to all
                 mask = TreeMask.from_allowed(allowed[:, self.context_len :], device)
                 out = self.model(input_ids=tokens.view(1, q), position_ids=positions, past_key_values=self.cache,
                                  use_cache=True, tree_mask=mask)
             else:
-                dtype = self.model.dtype
-                mask = torch.zeros((1, 1, q, total), dtype=dtype, device=device)
-                mask.masked_fill_(~torch.from_numpy(allowed).to(device), torch.finfo(dtype).min)
-                out = self.model(input_ids=tokens.view(1, q), attention_mask=mask, position_ids=positions,
-                                 past_key_values=self.cache, use_cache=True)
+                out = self.model(input_ids=tokens.view(1, q), attention_mask=additive_mask(allowed, self.model.dtype, device),
+                                 position_ids=positions, past_key_values=self.cache, use_cache=True)
         self.slot_parent += list(parent_slots)
         self.slot_depth += depths
         return out.logits[0]
@@ -237,16 +231,9 @@ class ModelTreeDrafter(DrafterBase):
     def reset(self, prompt_ids: np.ndarray) -> None:
         self.kv.reset()
 
-    def _children(self, dist: torch.Tensor, ranks: list, generator) -> tuple:
-        """Tokens for child ranks 0..max(ranks): the top ones (greedy) or a without-replacement draw."""
-        k = max(ranks) + 1
-        if self.sampling.greedy:
-            return dist.topk(min(k, int((dist > 0).sum()))).indices.tolist()
-        return sample_without_replacement(dist, k, generator).tolist()
-
     @torch.inference_mode()
     def grow(self, ctx: Context, max_depth: int, generator) -> Expansion:
-        """Expand the tree level by level under the shape; one drafter forward per level."""
+        """Expand the tree level by level under the shape: one drafter forward and one host read per level."""
         exp = Expansion()
         self.adopt(exp, [])
         self.forwards = 0
@@ -262,23 +249,39 @@ class ModelTreeDrafter(DrafterBase):
                 break
             need = [n for n, _ in plan if n not in exp.dist]
             if need:
-                tokens = torch.tensor([exp.token[n] for n in need], device=ctx.ids.device)
-                logits = self.kv.forward(tokens, [exp.slot[exp.parent[n]] for n in need])
+                tokens = upload([exp.token[n] for n in need], ctx.ids.device)
+                dists = processed_probs(self.kv.forward(tokens, [exp.slot[exp.parent[n]] for n in need]), self.sampling)
                 self.forwards += 1
                 base = len(self.kv.slot_parent) - len(need)
                 for i, n in enumerate(need):
                     exp.slot[n] = base + i
-                    exp.dist[n] = processed_probs(logits[i], self.sampling)
-            nxt = []
-            for node, ranks in plan:
-                dist = exp.dist[node]
-                order = self._children(dist, ranks, generator)
-                probs = dist[order].tolist()
-                for r in ranks:
-                    if r < len(order):
-                        nxt.append(exp.add(node, order[r], probs[r], r, tuple(order[:r])))
-            level = nxt
+                    exp.dist[n] = dists[i]
+            level = self._expand(exp, plan, generator)
         return exp
+
+    def _expand(self, exp: Expansion, plan: list, generator) -> list:
+        """Add the planned children of one level; returns the new nodes.
+
+        Each planned node's children are its top tokens (greedy) or a without-replacement draw
+        (Gumbel-top-k: perturb log p with Gumbel noise, take the top k: the order sequential sampling
+        without replacement would draw them). The whole level's candidates come back in one read;
+        tokens of probability 0 are never drafted."""
+        dists = torch.stack([exp.dist[n] for n, _ in plan])  # [P, V]
+        k = min(max(max(ranks) for _, ranks in plan) + 1, dists.shape[-1])
+        if self.sampling.greedy:
+            probs, order = dists.topk(k, dim=-1)
+        else:
+            u = torch.rand(dists.shape, generator=generator, device=dists.device).clamp_(1e-20, 1.0)
+            order = (dists.log() - (-u.log()).log()).topk(k, dim=-1).indices
+            probs = dists.gather(1, order)
+        order, probs = to_host(order, probs)
+        nxt = []
+        for (node, ranks), row, p in zip(plan, order.tolist(), probs.tolist()):
+            drawn = [t for t, q in zip(row, p) if q > 0]  # zero-probability tokens rank last
+            for r in ranks:
+                if r < len(drawn):
+                    nxt.append(exp.add(node, drawn[r], p[r], r, tuple(drawn[:r])))
+        return nxt
 
     def propose(self, ctx: Context, max_depth: int, generator) -> Draft:
         exp = self.grow(ctx, max_depth, generator)
@@ -304,13 +307,18 @@ class ModelTreeDrafter(DrafterBase):
         index = {n: i + 1 for i, n in enumerate(chosen)}
         dists = None
         if exact:
-            # drawn without replacement: the earlier siblings' tokens were not available to each child
-            dists = torch.stack([without_replacement_proposal(exp.dist[exp.parent[n]], exp.drawn_before[n])
-                                 for n in chosen])
+            # drawn without replacement: each child's proposal is its parent's distribution without the
+            # tokens drawn for its earlier siblings, renormalised
+            dists = torch.stack([exp.dist[exp.parent[n]] for n in chosen])
+            drawn = [(i, t) for i, n in enumerate(chosen) for t in exp.drawn_before[n]]
+            if drawn:
+                rows, cols = upload(drawn, device).unbind(1)
+                dists[rows, cols] = 0.0
+            dists = dists / dists.sum(dim=-1, keepdim=True)
         return Draft(
-            token_ids=torch.tensor([exp.token[n] for n in chosen], dtype=torch.long, device=device),
+            token_ids=upload([exp.token[n] for n in chosen], device),
             parent=np.asarray([index.get(exp.parent[n], 0) for n in chosen], dtype=np.int64),
-            draft_probs=torch.tensor([exp.prob[n] for n in chosen], device=device),
+            draft_probs=upload([exp.prob[n] for n in chosen], device, torch.float32),
             dists=dists,
             source=(self.name,) * len(chosen),
             forwards=self.forwards,
@@ -369,7 +377,8 @@ class GraftDrafter(DrafterBase):
             trie.add_path([graft.tokens[j] for j in graft.path_to(node)], graft.source[node], budget=budget)
         # map trie nodes back to expansion nodes so the drafter can keep its cache of accepted ones
         m.adopt(exp, [exp_of.get(i) for i in range(1, len(trie))])
-        return draft_from_trie(trie, ctx.ids.device, forwards=m.forwards)
+        # the drafter's forwards count even when pruning and retrieval left nothing to draft
+        return replace(draft_from_trie(trie, ctx.ids.device), forwards=m.forwards)
 
     def commit(self, accepted_path: list, n_committed: int) -> None:
         self.model.commit(accepted_path, n_committed)

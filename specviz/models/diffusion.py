@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from .loading import LoadedModel, ModelLoadError, default_device, default_dtype, hub_reachable
+from .loading import LoadedModel, ModelLoadError, default_device, default_dtype, hub_reachable, load_error
 
 FULL, BLOCK_CAUSAL = "full", "block-causal"
 
@@ -259,13 +259,9 @@ class DiffusionLM:
     def local_mask(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0]) - 1
 
-    @property
-    def attention(self) -> str:
-        return self.family.attention
-
-    @property
-    def shift(self) -> bool:
-        return self.family.shift
+    # the family's conventions, read through the model
+    attention = property(lambda self: self.family.attention, doc="FULL or BLOCK_CAUSAL")
+    shift = property(lambda self: self.family.shift, doc="logits of cell i sit at position i - 1")
 
     @property
     def device(self) -> torch.device:
@@ -373,16 +369,9 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
         model = auto.from_pretrained(model_id, dtype=dtype or default_dtype(device), local_files_only=not online,
                                      trust_remote_code=trust_remote_code)
         model = model.to(device).eval()
-    except torch.cuda.OutOfMemoryError:
-        raise ModelLoadError(f"out of GPU memory while loading {model_id!r}; pick a smaller model") from None
-    except (OSError, ValueError, KeyError, ImportError, AttributeError) as err:
-        if not online:
-            raise ModelLoadError(
-                f"cannot load {model_id!r}: the Hugging Face Hub is unreachable (offline) and the model is not in "
-                f"the local cache. The embedded model runs offline through Jacobi decoding."
-            ) from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot load {model_id!r} as a {fam.label}: {first}") from None
+    except (torch.cuda.OutOfMemoryError, OSError, ValueError, KeyError, ImportError, AttributeError) as err:
+        raise load_error(model_id, err, online, f"a {fam.label}",
+                         "The embedded model runs offline through Jacobi decoding.") from None
     mask_id = fam.mask_id
     if fam.name == "diffugpt" and getattr(tokenizer, "mask_token_id", None) is not None:
         mask_id = tokenizer.mask_token_id

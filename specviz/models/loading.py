@@ -151,16 +151,9 @@ def load_model(model_id: str | None, device: torch.device | None = None, dtype: 
         model = AutoModelForCausalLM.from_pretrained(
             model_id, dtype=dtype or default_dtype(device), local_files_only=not online
         )
-    except torch.cuda.OutOfMemoryError:
-        raise ModelLoadError(f"out of GPU memory while loading {model_id!r}; pick a smaller model") from None
-    except (OSError, ValueError, KeyError, ImportError) as err:
-        if not online:
-            raise ModelLoadError(
-                f"cannot load {model_id!r}: the Hugging Face Hub is unreachable (offline) and the model is not in "
-                f"the local cache. Use the embedded model, a local path, or download it on a machine with network."
-            ) from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot load {model_id!r} as a causal language model: {first}") from None
+    except (torch.cuda.OutOfMemoryError, OSError, ValueError, KeyError, ImportError) as err:
+        raise load_error(model_id, err, online, "a causal language model",
+                         "Use the embedded model, a local path, or download it on a machine with network.") from None
     try:
         model = model.to(device).eval()
     except torch.cuda.OutOfMemoryError:
@@ -210,6 +203,18 @@ def tiny_random_llama(vocab_size: int = 96, n_layers: int = 2, hidden: int = 32,
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
     return model.eval()
+
+
+def load_error(model_id: str, err: Exception, online: bool, what: str, offline_hint: str) -> ModelLoadError:
+    """The message for a model that failed to load: out of memory, offline and not cached, or the loader's
+    own first line."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return ModelLoadError(f"out of GPU memory while loading {model_id!r}; pick a smaller model")
+    if not online:
+        return ModelLoadError(f"cannot load {model_id!r}: the Hugging Face Hub is unreachable (offline) and the model "
+                              f"is not in the local cache. {offline_hint}")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelLoadError(f"cannot load {model_id!r} as {what}: {first}")
 
 
 class LRUCache:

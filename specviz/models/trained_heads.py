@@ -65,22 +65,67 @@ def _rotate_half(x):
 
 
 class DraftKVCache:
-    """The feature drafter's one-layer KV: [1, kv_heads, T, D] tensors grown by concatenation."""
+    """The feature drafter's one-layer KV: keys and values [B, kv_heads, T, D].
 
-    def __init__(self):
-        self.k = self.v = None
+    With a `capacity` (inference) it is preallocated like the target's slab: entries are written in
+    place behind a fill length, `k` / `v` are views of the filled part, and the buffer doubles if a
+    run outgrows it. Without one (training, the default) each `append` concatenates, so autograd
+    sees fresh tensors rather than a buffer written in place after it was read."""
+
+    def __init__(self, capacity: int = 0):
+        self.capacity = int(capacity)
+        self._k = self._v = None
+        self.length = 0
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+        return self.length
+
+    @property
+    def k(self):
+        return None if self._k is None else self._k[..., : self.length, :]
+
+    @property
+    def v(self):
+        return None if self._v is None else self._v[..., : self.length, :]
 
     def append(self, k, v):
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        n = k.shape[-2]
+        if not self.capacity:
+            self._k = k if self._k is None else torch.cat([self.k, k], dim=-2)
+            self._v = v if self._v is None else torch.cat([self.v, v], dim=-2)
+        else:
+            self._reserve(self.length + n, k)
+            self._k[..., self.length : self.length + n, :] = k
+            self._v[..., self.length : self.length + n, :] = v
+        self.length += n
         return self.k, self.v
 
+    def _reserve(self, length: int, like: torch.Tensor) -> None:
+        size = 0 if self._k is None else self._k.shape[-2]
+        if length <= size:
+            return
+        size = max(length, 2 * size, self.capacity)
+        shape = (*like.shape[:-2], size, like.shape[-1])
+        k, v = like.new_zeros(shape), like.new_zeros(shape)
+        if self.length:
+            k[..., : self.length, :], v[..., : self.length, :] = self.k, self.v
+        self._k, self._v = k, v
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` entries."""
+        self.length = min(self.length, int(length))
+        if not self.capacity and self._k is not None:
+            self._k, self._v = self.k, self.v
+
     def keep(self, index: torch.Tensor) -> None:
-        if self.k is not None:
-            self.k, self.v = self.k.index_select(-2, index), self.v.index_select(-2, index)
+        """Keep the entries at `index`, in that order."""
+        if self._k is None:
+            return
+        k, v = self.k.index_select(-2, index), self.v.index_select(-2, index)
+        self.length = 0
+        if not self.capacity:
+            self._k = self._v = None
+        self.append(k, v)
 
 
 class FeatureDrafter(nn.Module):

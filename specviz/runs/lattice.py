@@ -28,17 +28,9 @@ class LatticeRun:
     delimiter_ids: tuple = ()
     warnings: list = field(default_factory=list)
 
-    @property
-    def method(self) -> str:
-        return self.settings.method
-
-    @property
-    def label(self) -> str:
-        return self.settings.label
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.settings.gen_length
+    method = property(lambda self: self.settings.method, doc="diffusion or jacobi")
+    label = property(lambda self: self.settings.label)
+    max_new_tokens = property(lambda self: self.settings.gen_length, doc="the canvas length")
 
     def diffusion_config(self) -> DiffusionConfig:
         s, k = self.settings, self.settings.knobs

@@ -71,9 +71,14 @@ class TabSpec:
     api_prefix: str = ""  # "" for the Speculative tab, "lattice_" for the Diffusion tab
     smaller: str = "pick a smaller model or fewer new tokens"
     trace_name: str = "specviz"
+    settings_type: type = object  # RunSettings or LatticeSettings
 
-    def parse(self, settings: dict | None):  # -> a settings object
-        raise NotImplementedError
+    def __init__(self, store):
+        self.store = store
+
+    def parse(self, settings: dict | None):
+        """The settings dict an endpoint received, checked into the tab's settings object."""
+        return self.settings_type.from_dict(settings)
 
     def start(self, prompt: str, settings) -> Session:
         raise NotImplementedError
@@ -207,11 +212,15 @@ def scrubber_update(n_steps: int, k: int):
 
 
 def export_panel(prefix: str):
-    """A button that writes the whole trace (every step record) as JSON, and the file to download."""
-    with gr.Row():
-        button = gr.Button("Export the trace (JSON)", elem_id=f"{prefix}-export")
-        file = gr.File(label="Trace", elem_id=f"{prefix}-trace-file", interactive=False)
-    return button, file
+    """The export accordion: the settings of the last Run / Step (what the API's `settings` takes), a button
+    that writes the whole trace (every step record) as JSON with its file, and the run summary."""
+    with gr.Accordion("Export: settings, run summary and trace (JSON)", open=False):
+        settings = gr.JSON(label="Settings of the last Run / Step (the API's `settings`)", elem_id=f"{prefix}-settings")
+        with gr.Row():
+            button = gr.Button("Export the trace (JSON)", elem_id=f"{prefix}-export")
+            file = gr.File(label="Trace", elem_id=f"{prefix}-trace-file", interactive=False)
+        summary = gr.JSON(label="Run summary", elem_id=f"{prefix}-summary")
+    return settings, button, file, summary
 
 
 def write_trace(trace, name: str) -> str:

@@ -67,12 +67,7 @@ class DiffusionSpec(TabSpec):
     api_prefix = "lattice_"
     smaller = "pick a smaller model or a shorter canvas"
     trace_name = "specviz-lattice"
-
-    def __init__(self, store: ModelStore):
-        self.store = store
-
-    def parse(self, settings):
-        return LatticeSettings.from_dict(settings)
+    settings_type = LatticeSettings
 
     def prepare(self, prompt, settings):
         run = prepare_lattice_run(self.store, settings)
@@ -267,11 +262,7 @@ class DiffusionTab:
                                                elem_id="sd-compare-progress")
                     compare_table = gr.HTML("", elem_id="sd-compare-table-box")
                     compare_json = gr.JSON(label="Comparison (JSON)", elem_id="sd-compare-json")
-                with gr.Accordion("Export: settings, run summary and trace (JSON)", open=False):
-                    settings_box = gr.JSON(label="Settings of the last Run / Step (the API's `settings`)",
-                                           elem_id="sd-settings")
-                    export_btn, export_file = export_panel("sd")
-                    summary = gr.JSON(label="Run summary", elem_id="sd-summary")
+                settings_box, export_btn, export_file, summary = export_panel("sd")
 
         state = gr.State(None)
         view_state = gr.State({"signal": "confidence", "overlays": list(OVERLAYS)})

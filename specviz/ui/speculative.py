@@ -99,12 +99,7 @@ class SpeculativeSpec(TabSpec):
     api_prefix = ""
     smaller = "pick a smaller model, fewer new tokens or a smaller draft"
     trace_name = "specviz-speculative"
-
-    def __init__(self, store: ModelStore):
-        self.store = store
-
-    def parse(self, settings):
-        return RunSettings.from_dict(settings)
+    settings_type = RunSettings
 
     def start(self, prompt, settings) -> Session:
         prepared = prepare_run(self.store, settings)
@@ -257,11 +252,7 @@ class SpeculativeTab:
                     whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
                                           label="τ by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
-                with gr.Accordion("Export: settings, run summary and trace (JSON)", open=False):
-                    settings_box = gr.JSON(label="Settings of the last Run / Step (the API's `settings`)",
-                                           elem_id="sv-settings")
-                    export_btn, export_file = export_panel("sv")
-                    summary = gr.JSON(label="Run summary", elem_id="sv-summary")
+                settings_box, export_btn, export_file, summary = export_panel("sv")
 
         state = gr.State(None)
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW})

@@ -127,8 +127,12 @@ def default_splits(n_programs: int, kv_len: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(2 * sms, n_programs), kv_len // 256, 32))
 
 
-def tree_attention(q, k, v, mask_bits=None, tree_len=None, scale=None, splits=None):
-    """[B, Hq, Q, D] attention output; see reference.tree_attention_naive for the rule."""
+def tree_attention(q, k, v, mask_bits=None, tree_len=None, scale=None, splits=None, buffers=None):
+    """[B, Hq, Q, D] attention output; see reference.tree_attention_naive for the rule.
+
+    `buffers(shape, dtype)` allocates the kernel's output buffers (default: uninitialised memory); the
+    tests pass one that fills them with NaN, so any element the kernel fails to write shows up."""
+    alloc = buffers or (lambda shape, dtype: torch.empty(shape, dtype=dtype, device=q.device))
     b, hq, q_len, d = q.shape
     _, hkv, kv_len, _ = k.shape
     if hq % hkv:
@@ -149,12 +153,12 @@ def tree_attention(q, k, v, mask_bits=None, tree_len=None, scale=None, splits=No
     keys_per_split = triton.cdiv(triton.cdiv(kv_len, splits), block_n) * block_n
     splits = triton.cdiv(kv_len, keys_per_split)
     if splits == 1:
-        out = torch.empty_like(q)
+        out = alloc(q.shape, q.dtype)
         lse = None
         strides = (0, *out.stride())
     else:
-        out = torch.empty((splits, b, hq, q_len, d), dtype=torch.float32, device=q.device)
-        lse = torch.empty((splits, b, hq, q_len), dtype=torch.float32, device=q.device)
+        out = alloc((splits, b, hq, q_len, d), torch.float32)
+        lse = alloc((splits, b, hq, q_len), torch.float32)
         strides = out.stride()
     grid = (n_row_blocks, b * hkv, splits)
     tree_attention_kernel[grid](

@@ -36,14 +36,8 @@ from . import reference
 from .reference import TreeVerdict
 
 
-def tree_verify(
-    logits: torch.Tensor,
-    tokens: torch.Tensor,
-    parent: torch.Tensor,
-    temperature: float,
-    proposals: torch.Tensor | None = None,
-    uniforms: torch.Tensor | None = None,
-) -> TreeVerdict:
+def tree_verify(logits: torch.Tensor, tokens: torch.Tensor, parent: torch.Tensor, temperature: float,
+                proposals: torch.Tensor | None = None, uniforms: torch.Tensor | None = None) -> TreeVerdict:
     """Verify B draft trees at once; see the module docstring for the contract."""
     if backend_for(logits.device) == "triton":
         # imported here so that the package imports without triton installed

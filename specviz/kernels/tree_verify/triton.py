@@ -110,11 +110,11 @@ def tree_walk_kernel(
     S_REJECTED: tl.constexpr,
     S_UNREACHED: tl.constexpr,
 ):
-    i_t = tl.program_id(0).to(tl.int64)
-    o_b = i_t * BLOCK_B + tl.arange(0, BLOCK_B)
-    m_b = o_b < B
+    # one program verifies BLOCK_B trees: rows are trees, columns their nodes
     o_n = tl.arange(0, BLOCK_N)
     o_lane = tl.arange(0, BLOCK_V)
+    o_b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < B
     m_bn = m_b[:, None] & (o_n < N)[None, :]
     o_bn = o_b[:, None] * N + o_n[None, :]
 
@@ -281,15 +281,8 @@ def block_sizes(B: int, N: int, V: int) -> tuple[int, int, int, int]:
     return block_r, block_b, block_n, block_v
 
 
-def tree_verify(
-    logits: torch.Tensor,
-    tokens: torch.Tensor,
-    parent: torch.Tensor,
-    temperature: float,
-    proposals: torch.Tensor | None = None,
-    uniforms: torch.Tensor | None = None,
-    out: TreeVerdict | None = None,
-) -> TreeVerdict:
+def tree_verify(logits, tokens, parent, temperature: float, proposals=None, uniforms=None,
+                out: TreeVerdict | None = None) -> TreeVerdict:
     """Triton launch of the same contract as `reference.tree_verify`; `out` supplies the output buffers."""
     B, N, V = check_args(logits, tokens, parent, temperature, proposals, uniforms)
     device = logits.device
