@@ -33,10 +33,6 @@ class Knob:
     live: bool = False
     boolean: bool = False  # an on/off switch: the value is a bool
 
-    @property
-    def numeric(self) -> bool:
-        return not self.choices and not self.boolean
-
     def check(self, value):
         if self.boolean:
             if isinstance(value, bool):

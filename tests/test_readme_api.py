@@ -20,5 +20,5 @@ def test_the_readme_api_examples_run(app_url, embedded, capsys):
     out = capsys.readouterr().out
     assert "'method': 'retrieval'" in out and "tiny-mdm" in out
     assert scope["jacobi"]["settings"]["method"] == "jacobi" and scope["jacobi"]["lossless"] is True
-    assert scope["trace"].settings["method"] == "ngram_tree" and len(scope["trace"].output_ids) == 32
+    assert scope["trace"].settings["method"] == "ngram_tree" and 0 < len(scope["trace"].output_ids) <= 32
     assert [r["schedule"] for r in scope["result"]] == ["low_confidence", "threshold"]

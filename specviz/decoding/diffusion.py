@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..models.diffusion import BLOCK_CAUSAL, DiffusionLM
@@ -80,12 +81,12 @@ class DiffusionDecoder(RecordingDecoder):
                  *, settings: dict | None = None):
         prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         if prompt.shape[0] == 0:
-            raise ValueError("the prompt is empty")
+            raise ConfigError("the prompt is empty")
         if prompt.shape[0] + config.gen_length > lm.max_positions:
-            raise ValueError(f"the prompt is {prompt.shape[0]} tokens; with a canvas of {config.gen_length} it "
+            raise ConfigError(f"the prompt is {prompt.shape[0]} tokens; with a canvas of {config.gen_length} it "
                              f"exceeds the model's context of {lm.max_positions} tokens")
         if np.any(prompt == lm.mask_id):
-            raise ValueError("the prompt contains the mask token itself; remove it")
+            raise ConfigError("the prompt contains the mask token itself; remove it")
         self.lm = lm
         self.config = config
         self.settings = dict(settings) if settings is not None else config.to_dict()
@@ -324,14 +325,6 @@ class DiffusionDecoder(RecordingDecoder):
             backend=self.backend,
             lossless=False,
         )
-
-
-def diffusion_trace(dec: DiffusionDecoder, steps: list, wall_s: float = 0.0) -> Trace:
-    """Kept for callers that collect the steps and time the run themselves; new code calls `dec.trace()`.
-    A zero `wall_s` means the decoder's own wall time."""
-    tr = dec.trace()
-    tr.steps, tr.wall_s = list(steps), wall_s or dec.wall_s
-    return tr
 
 
 def diffuse(lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record=True, *,

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 
 @dataclass
 class Draft:
@@ -173,7 +175,7 @@ class FeatureTap:
     def __init__(self, target: nn.Module):
         norm = getattr(getattr(target, "model", None), "norm", None)
         if norm is None:
-            raise ValueError(
+            raise ConfigError(
                 f"this drafter reads the target's final features, which needs a model laid out as model.norm + "
                 f"lm_head; {type(target).__name__} is laid out differently"
             )

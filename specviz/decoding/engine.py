@@ -35,6 +35,7 @@ from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from ..config import ConfigError
 from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..kernels.tree_attention import TreeMask
@@ -44,7 +45,8 @@ from ..trace import NO_BONUS, SpecStep, DraftTree, Trace
 from . import kv
 from .drafters import Context, Draft, Drafter, FeatureTap
 from .sampling import processed_probs
-from .tree import ancestor_matrix, depths, is_chain, tree_attention_inputs, upload
+from ..trace import is_chain
+from .tree import ancestor_matrix, depths, tree_attention_inputs, upload
 from .verify import Verdict, read_verdict, verify_on_device
 
 TOPK_RECORDED = 5
@@ -120,7 +122,7 @@ class SpeculativeDecoder(RecordingDecoder):
     ):
         prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         if prompt.shape[0] == 0:
-            raise ValueError("the prompt is empty")
+            raise ConfigError("the prompt is empty")
         self.target = target
         self.drafter = drafter
         self.settings = settings
@@ -132,7 +134,7 @@ class SpeculativeDecoder(RecordingDecoder):
         self.record = record
         self.max_positions = max_positions or getattr(target.config, "max_position_embeddings", None) or 1 << 30
         if prompt.shape[0] + settings.max_new_tokens > self.max_positions:
-            raise ValueError(
+            raise ConfigError(
                 f"the prompt is {prompt.shape[0]} tokens; with max_new_tokens={settings.max_new_tokens} it exceeds "
                 f"the model's context of {self.max_positions} tokens"
             )

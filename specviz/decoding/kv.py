@@ -13,10 +13,6 @@ import torch
 from ..models.cache import SlabCache
 
 
-def cache_length(cache) -> int:
-    return cache.get_seq_length() if cache is not None else 0
-
-
 def truncate(cache, length: int) -> None:
     """Drop every entry at position >= length."""
     if isinstance(cache, SlabCache):

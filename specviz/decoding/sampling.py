@@ -43,11 +43,6 @@ def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
-def choose(probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """The token a plain decoder would emit from these probabilities."""
-    return probs.argmax(dim=-1) if sampling.greedy else sample(probs, generator)
-
-
 def sample_without_replacement(probs: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k distinct tokens from [V] probabilities, in the order sequential sampling without
     replacement would draw them (Gumbel-top-k: perturb log p with Gumbel noise, take the top k).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..trace import is_chain, tree_depths as depths  # noqa: F401  (the engine's tree helpers, in one place)
+from ..trace import tree_depths as depths
 
 
 def ancestor_matrix(parent) -> np.ndarray:

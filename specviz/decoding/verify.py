@@ -100,11 +100,6 @@ def verify_tree(tree_tokens: torch.Tensor, parent: np.ndarray, target_logits: to
     return read_verdict(verify_on_device(tree_tokens, parent_t, target_logits, sampling, proposals, generator))[0]
 
 
-def greedy_verify(tree_tokens: torch.Tensor, parent: np.ndarray, target_logits: torch.Tensor) -> Verdict:
-    """Longest root-to-node path whose every token is the target's argmax after its parent."""
-    return verify_tree(tree_tokens, parent, target_logits, SamplingConfig())
-
-
 def stochastic_tree_verify(tree_tokens, parent, target_probs, proposals, generator) -> Verdict:
     """Recursive rejection sampling against given target probability rows [N, V]."""
     # log p at temperature 1 is p again, and zero-probability tokens stay impossible

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from .loading import LoadedModel, ModelLoadError, default_device, default_dtype, hub_reachable, load_error
+from .loading import ModelLoadError, default_device, default_dtype, hub_reachable, load_error
 
 FULL, BLOCK_CAUSAL = "full", "block-causal"
 
@@ -434,6 +434,3 @@ class _DiffuGPTLoader:
         return model.to(dtype) if dtype is not None else model
 
 
-def as_loaded(lm: DiffusionLM) -> LoadedModel:
-    """The same weights seen as a LoadedModel (for code that only needs the tokenizer and ids)."""
-    return LoadedModel(lm.model_id, lm.model, lm.tokenizer, lm.load_s)

@@ -6,6 +6,8 @@ import copy
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 
 def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:
     """A self-draft that shares the target's weights: its first `n_layers`
@@ -17,12 +19,12 @@ def early_exit_model(target: nn.Module, n_layers: int) -> nn.Module:
     body = getattr(target, "model", None)
     total = len(getattr(body, "layers", []))
     if total == 0 or not hasattr(body, "norm") or not hasattr(target, "lm_head"):
-        raise ValueError(
+        raise ConfigError(
             f"early-exit self-drafting needs a model with model.layers, model.norm and lm_head; "
             f"{type(target).__name__} is laid out differently. Give a draft model id instead."
         )
     if not 1 <= n_layers < total:
-        raise ValueError(f"exit_layer={n_layers} is out of range: the target has {total} layers, so use 1..{total - 1}")
+        raise ConfigError(f"exit_layer={n_layers} is out of range: the target has {total} layers, so use 1..{total - 1}")
     config = copy.deepcopy(target.config)
     config.num_hidden_layers = n_layers
     if getattr(config, "layer_types", None) is not None:

@@ -235,10 +235,6 @@ def distilled_exit_model(target, trained: ExitDraftLayers) -> nn.Module:
     return draft.eval()
 
 
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def cosine_lr(step: int, total: int, base: float, warmup: int = 50) -> float:
     warmup = min(warmup, total // 10 + 1)  # short runs (tests) still spend most steps at full rate
     if step < warmup:

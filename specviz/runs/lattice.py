@@ -1,7 +1,7 @@
 """Preparing a lattice run: masked / block diffusion under a schedule, or Jacobi decoding of an AR model."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..config import ConfigError
 from ..decoding.diffusion import DiffusionConfig, DiffusionDecoder
@@ -48,14 +48,6 @@ class LatticeRun:
                                  settings=self.settings.to_dict())
         return DiffusionDecoder(self.diffusion, prompt_ids, self.diffusion_config(), self.delimiter_ids, record,
                                 settings=self.settings.to_dict())
-
-    def with_settings(self, **fields) -> "LatticeRun":
-        """The same model under other settings (e.g. another schedule); the model must not change."""
-        settings = self.settings.changed(**fields)
-        if (settings.method, settings.model) != (self.settings.method, self.settings.model):
-            raise ConfigError("another method or model needs a new prepared run")
-        spec = self.spec.with_knobs({"window": settings.knobs["window"]}) if self.spec else None
-        return replace(self, settings=settings, spec=spec)
 
 
 def prepare_lattice_run(store: ModelStore, settings: LatticeSettings | dict | None = None) -> LatticeRun:

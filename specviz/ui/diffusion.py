@@ -17,7 +17,7 @@ from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, Config
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
 from ..models import ModelStore
 from ..runs import prepare_lattice_run
-from ..settings import GEN_LENGTH, TINY_MDM_ID, TRUST_REMOTE_CODE, LatticeSettings
+from ..settings import GEN_LENGTH, TINY_MDM_ID, LatticeSettings
 from ..textio import check_prompt_fits, encode_prompt, token_label
 from ..trace import CELL_STATE_NAMES, summarize_diffusion
 from ..viz.lattice import SIGNALS, cell_topk_html, lattice_figure, progress_figure

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P, ConfigError
+from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P
 from ..decoding.registry import METHODS, knob_table
-from ..models import ModelLoadError, ModelStore
+from ..models import ModelStore
 from ..models.trained import available_kinds
 from ..runs import compare_with_ar, prepare_run, what_if
 from ..settings import DEFAULT_METHOD, RunSettings

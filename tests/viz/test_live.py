@@ -14,7 +14,7 @@ from specviz.viz.lattice import canvas_text_html, lattice_figure
 from specviz.viz.live import LatticeLiveView, SpecLiveView
 from specviz.viz.panels import generated_text_html
 
-from ..test_lattice_viz import labels_for, small_trace
+from .test_lattice import labels_for, small_trace
 from ..test_trace import synthetic_trace
 
 

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from specviz.config import SamplingConfig
-from specviz.decoding.drafters import PromptLookupDrafter
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
 from specviz.decoding.sampling import processed_probs, top_p_filter
 from specviz.decoding.sampling import sample_without_replacement, without_replacement_proposal
 from specviz.decoding.verify import stochastic_tree_verify
 
-from .conftest import tiny_drafter, tiny_settings, tiny_trained
+from ..conftest import tiny_drafter, tiny_settings, tiny_trained
 
 V = 4
 

@@ -1,5 +1,5 @@
 """Tree builders: shapes, tries, the suffix-array datastore, the drafter's own tree pass, and shape updates."""
-import itertools
+
 
 import numpy as np
 import pytest

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from specviz.config import SamplingConfig
 from specviz.decoding.drafters import DrafterBase
 from specviz.decoding.drafters import Draft
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
 from specviz.trace import check_invariants
 
-from .conftest import PROMPTS, greedy_reference, tiny_drafter, tiny_settings
+from ..conftest import PROMPTS, greedy_reference, tiny_drafter, tiny_settings
 
 N_NEW = 40
 

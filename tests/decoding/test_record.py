@@ -5,7 +5,7 @@ from specviz.config import SamplingConfig
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import METHODS, get_method
 
-from .conftest import PROMPTS, tiny_drafter, tiny_settings
+from ..conftest import PROMPTS, tiny_drafter, tiny_settings
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from specviz.config import SamplingConfig
 from specviz.settings import RunSettings
 from specviz.decoding.engine import decode
 from specviz.decoding.registry import get_method
@@ -17,7 +16,7 @@ from specviz.models.trained import (SHIPPED, available_kinds, check_manifest, fr
 from specviz.models.trained_heads import MedusaHeads, distilled_exit_model
 from specviz.trace import check_invariants
 
-from .conftest import PROMPTS, greedy_reference
+from ..conftest import PROMPTS, greedy_reference
 
 TRAINED = {"medusa": "medusa", "eagle": "eagle", "exit_distilled": "exit"}
 KNOBS = {"medusa": {"preset": "medusa-like-26"}, "eagle": {"depth": 4, "top_k": 3, "budget": 12},
@@ -244,7 +243,7 @@ def test_prompt_set_covers_long_inputs_and_holds_no_spec_bench_text():
     assert {"long_summarisation", "passages_qa", "short_qa", "translation", "code", "math"} <= cats
     long = [r for r in rows if r["category"] in ("long_summarisation", "passages_qa")]
     assert len(long) >= 150 and min(len(r["prompt"]) for r in long) > 1000
-    bench = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question_dev.jsonl"
+    bench = Path(__file__).resolve().parents[3] / "shared" / "data" / "spec_bench" / "question_dev.jsonl"
     if bench.exists():
         turns = [json.loads(l)["turns"][0] for l in bench.read_text().splitlines() if l.strip()]
         snippets = {t[:60] for t in turns if len(t) >= 60}

@@ -7,7 +7,7 @@ from specviz.viz.panels import depth_chart, generated_text_html, metrics_html
 from specviz.viz.tree import _graph, tidy_layout, tree_figure, visible_nodes
 from specviz.viz.whatif import whatif_figure, whatif_table_html
 
-from .test_trace import make_step, synthetic_trace
+from ..test_trace import make_step, synthetic_trace
 
 
 def big_tree_step(n=64, seed=0):

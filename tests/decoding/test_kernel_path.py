@@ -10,7 +10,7 @@ from specviz.decoding.registry import METHODS, get_method
 from specviz.kernels import force_backend
 from specviz.models.cache import SlabCache
 
-from .conftest import PROMPTS, tiny_drafter, tiny_knobs, tiny_settings
+from ..conftest import PROMPTS, tiny_drafter, tiny_knobs, tiny_settings
 
 
 @pytest.mark.parametrize("name", list(METHODS))
