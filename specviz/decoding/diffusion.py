@@ -312,19 +312,8 @@ class DiffusionDecoder(RecordingDecoder):
 
     def trace(self) -> Trace:
         """The run so far: every step produced, the decoder's own wall time, the settings it was given."""
-        return Trace(
-            method=f"diffusion:{self.config.schedule}",
-            settings={**self.settings, "mode": self.mode, "family": self.lm.family.name, "mask_id": self.lm.mask_id},
-            target_id=self.lm.model_id,
-            draft_id=None,
-            prompt_ids=self.prompt_ids,
-            steps=list(self.records),
-            wall_s=self.wall_s,
-            prefill_ms=self.prefill_ms,
-            finish_reason=self.finish_reason,
-            backend=self.backend,
-            lossless=False,
-        )
+        settings = {**self.settings, "mode": self.mode, "family": self.lm.family.name, "mask_id": self.lm.mask_id}
+        return self._trace(f"diffusion:{self.config.schedule}", settings, self.lm.model_id, None, lossless=False)
 
 
 def diffuse(lm: DiffusionLM, prompt_ids, config: DiffusionConfig, delimiter_ids=(), record=True, *,

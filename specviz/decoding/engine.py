@@ -103,6 +103,13 @@ class RecordingDecoder(ABC):
     def trace(self) -> Trace:
         """The run so far as a `Trace`."""
 
+    def _trace(self, method: str, settings: dict, target_id: str, draft_id: str | None, lossless: bool) -> Trace:
+        """A Trace of the records so far; the decoder's own state fills every field these arguments do not."""
+        return Trace(method=method, settings=settings, target_id=target_id, draft_id=draft_id,
+                     prompt_ids=self.prompt_ids, steps=list(self.records), wall_s=self.wall_s,
+                     prefill_ms=self.prefill_ms, finish_reason=self.finish_reason, backend=self.backend,
+                     lossless=lossless)
+
 
 class SpeculativeDecoder(RecordingDecoder):
     """`settings` is the run's `RunSettings` (anything with method, knobs, max_new_tokens, sampling and
@@ -396,19 +403,8 @@ class SpeculativeDecoder(RecordingDecoder):
 
     def trace(self) -> Trace:
         """The run so far: its settings (live knob changes included), every record, and its decode time."""
-        return Trace(
-            method=self.settings.method,
-            settings=self.settings.to_dict(),
-            target_id=self.target_id,
-            draft_id=self.draft_id,
-            prompt_ids=self.prompt_ids,
-            steps=list(self.records),
-            wall_s=self.wall_s,
-            prefill_ms=self.prefill_ms,
-            finish_reason=self.finish_reason,
-            backend=self.backend,
-            lossless=self.lossless,
-        )
+        return self._trace(self.settings.method, self.settings.to_dict(), self.target_id, self.draft_id,
+                           self.lossless)
 
 
 def decode(target, drafter, prompt_ids, settings, eos_ids=(), record=True, target_id="", draft_id=None) -> Trace:
