@@ -32,10 +32,13 @@ def check_prompt_fits(n_prompt: int, max_new_tokens: int, max_positions: int) ->
 
 
 class PieceDecoder:
-    """Per-token display text that concatenates to the decoded string.
+    """Per-token display text that concatenates to the decoded string, decoded incrementally.
 
-    Decoding tokens one at a time breaks multi-byte characters and drops
-    SentencePiece spaces, so each piece is the growth of the decoded prefix.
+    Decoding tokens one at a time breaks multi-byte characters and drops SentencePiece spaces, and
+    re-decoding the whole output for every token costs O(n) per token. So each token decodes a short
+    window: the tokens since the last piece that ended cleanly (`_read`), behind the piece before it
+    (`_prefix`) as context, and its piece is what that window adds. A token that ends inside a
+    multi-byte character gets an empty piece; the character arrives with the token that completes it.
     """
 
     def __init__(self, tokenizer):
@@ -43,15 +46,23 @@ class PieceDecoder:
         self.ids: list = []
         self.pieces: list = []
         self._text = ""
+        self._prefix = 0  # context tokens start here
+        self._read = 0  # tokens before this have been emitted
+
+    def _decode(self, ids: list) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def extend(self, ids) -> list:
         new = []
         for i in ids:
             self.ids.append(int(i))
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
-            # a prefix can re-decode differently once a multi-byte character completes
-            piece = text[len(self._text) :] if text.startswith(self._text) else text
-            self._text = text
+            before = self._decode(self.ids[self._prefix : self._read])
+            after = self._decode(self.ids[self._prefix :])
+            piece = ""
+            if len(after) > len(before) and not after.endswith("\ufffd"):
+                piece = after[len(before) :] if after.startswith(before) else after
+                self._prefix, self._read = self._read, len(self.ids)
+            self._text += piece
             self.pieces.append(piece)
             new.append(piece)
         return new
