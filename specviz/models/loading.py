@@ -251,7 +251,7 @@ class ModelStore:
     """
 
     # how many of each kind stay loaded
-    CAPACITY = {"model": 3, "hub_head": 4, "datastore": 4, "diffusion": 2}
+    CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2}
 
     def __init__(self, capacity: int = 3, loader=load_model):
         self._loader = loader

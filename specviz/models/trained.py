@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -291,22 +290,14 @@ def load_directory(directory: Path, target, target_id: str) -> TrainedDrafters:
     return out
 
 
-_CACHE: dict = {}
-_LOCK = threading.Lock()
-
-
 def shipped_drafters(target_id: str, target) -> TrainedDrafters:
-    """The shipped drafters for this target (empty when none are shipped), loaded once per target."""
+    """The shipped drafters for this target (empty when none are shipped), loaded from their directory.
+    Callers that run often cache them in the model store (`ModelStore.cached("trained", ...)`)."""
     key = EMBEDDED_MODEL_ID if is_embedded(target_id) else target_id
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0] is target:
-            return hit[1]
-        directory = SHIPPED.get(key)
-        found = (load_directory(directory, target, key) if directory is not None and (directory / MANIFEST).exists()
-                 else TrainedDrafters(key))
-        _CACHE[key] = (target, found)
-        return found
+    directory = SHIPPED.get(key)
+    if directory is None or not (directory / MANIFEST).exists():
+        return TrainedDrafters(key)
+    return load_directory(directory, target, key)
 
 
 def available_kinds(target_id: str | None = None) -> set:

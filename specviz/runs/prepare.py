@@ -109,7 +109,9 @@ def trained_drafter(store: ModelStore, target: LoadedModel, kind_name: str, head
     """(module, label): the shipped drafter of this kind for the target, or a Hub / local head checkpoint."""
     kind = trained_kind(kind_name)
     if not head_id:
-        found = shipped_drafters(target.model_id, target.model)
+        # keyed by the loaded target itself: the drafters share its weights (the distilled exit its layers)
+        found = store.cached("trained", (target.model_id, id(target.model)),
+                             lambda: shipped_drafters(target.model_id, target.model))
         return found.get(kind.name), f"trained:{kind.name} ({Path(found.source).name})"
     if not kind.hub_heads:
         raise ConfigError(f"the {kind.label} is a shipped drafter only; clear the head field")

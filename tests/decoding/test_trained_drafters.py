@@ -421,7 +421,6 @@ def test_missing_drafters_are_reported_clearly(tmp_path, monkeypatch, embedded):
     from specviz.ui import speculative
 
     monkeypatch.setitem(trained.SHIPPED, embedded.model_id, tmp_path / "nothing-here")
-    monkeypatch.setattr(trained, "_CACHE", {})
     assert trained.available_kinds(None) == set()
     assert "not installed" in speculative._method_label(get_method("eagle"))
     assert "Not installed" in speculative._method_info("medusa")
