@@ -18,6 +18,7 @@ from .config import (ADAPTIVE_BLOCK, EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_T
                      TOP_P, ConfigError, Knob, SamplingConfig)
 from .decoding.registry import METHODS, Method, get_method
 from .decoding.schedules import SCHEDULES
+from .trace import Trace
 
 DEFAULT_METHOD = "sps"  # what the Speculative tab opens on
 TINY_MDM_ID = "tiny-mdm"
@@ -209,11 +210,10 @@ def knob_owners() -> dict:
     return owners
 
 
-def settings_from_trace(trace_dict_or_trace):
-    """The settings a trace was recorded with, as a settings object: rerun them to reproduce the run."""
-    settings = getattr(trace_dict_or_trace, "settings", None)
-    if settings is None:
-        settings = trace_dict_or_trace.get("settings") or {}
+def settings_from_trace(trace: Trace | dict):
+    """The settings a trace (a Trace, or its JSON dict) was recorded with, as a settings object: rerun
+    them to reproduce the run."""
+    settings = trace.settings if isinstance(trace, Trace) else (trace.get("settings") or trace.get("config") or {})
     keys = {k: v for k, v in settings.items() if k not in ("mode", "family", "mask_id")}
     if keys.get("method") in LATTICE_METHODS and "model" in keys:
         return LatticeSettings.from_dict(keys)
