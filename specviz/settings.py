@@ -183,6 +183,17 @@ class LatticeSettings:
     def changed(self, **fields) -> "LatticeSettings":
         return LatticeSettings.from_dict({**self.to_dict(), **fields})
 
+    def live_changes(self, other: "LatticeSettings") -> dict | None:
+        """As `RunSettings.live_changes`: the knobs to apply mid-run ({} when equal), or None for a new run."""
+        if self._fixed() != other._fixed():
+            return None
+        changed = {n: v for n, v in other.knobs.items() if self.knobs.get(n) != v}
+        knobs = {k.name: k for k in LATTICE_KNOBS}
+        return changed if all(knobs[n].live for n in changed) else None
+
+    def _fixed(self) -> tuple:
+        return (self.method, self.model, self.gen_length, self.temperature, self.seed, self.trust_remote_code)
+
     @property
     def label(self) -> str:
         if self.method == "jacobi":

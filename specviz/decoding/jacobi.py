@@ -99,6 +99,12 @@ class JacobiLattice:
     def backend(self) -> str:
         return self.decoder.backend
 
+    def update_shape(self, knobs: dict, settings=None) -> None:
+        """A new window applies from the next step (the lattice run's settings, when given, go in the trace)."""
+        self.decoder.update_shape(knobs)
+        if settings is not None:
+            self.settings = settings.to_dict()
+
     def step(self) -> DiffusionStep | None:
         c0 = self.decoder.n_new
         t0 = time.perf_counter()

@@ -69,6 +69,9 @@ class DiffusionSpec(TabSpec):
     trace_name = "specviz-lattice"
     settings_type = LatticeSettings
 
+    def live_changes(self, session, settings):
+        return session.settings.live_changes(settings)
+
     def prepare(self, prompt, settings):
         run = prepare_lattice_run(self.store, settings)
         ids = encode_prompt(run.tokenizer, prompt)

@@ -50,6 +50,17 @@ def test_diffusion_run_step_scrub_and_cell(client, embedded):
     assert trace["steps"][0]["kind"] == "diffusion"
 
 
+def test_jacobi_window_changes_mid_run(client, embedded):
+    jacobi = dict(method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=12)
+    assert "Step 0" in _run(client, api="/lattice_step", window=2, **jacobi)[0]
+    second = _run(client, api="/lattice_step", window=6, **jacobi)
+    assert "Step 1" in second[0] and "changed window=6" in second[0]
+    final = _run(client, window=6, **jacobi)[-1]
+    assert final["settings"]["window"] == 6 and final["lossless"] is True
+    # anything else (here the seed) starts a new run
+    assert "Step 0" in _run(client, api="/lattice_step", window=6, seed=1, **jacobi)[0]
+
+
 def test_jacobi_on_the_embedded_model_is_lossless(client, embedded):
     out = _run(client, method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=12, window=4)
     summary = out[-1]
