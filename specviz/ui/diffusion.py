@@ -38,14 +38,31 @@ def _schedule_info(schedule: str) -> str:
     return f"**{schedule}**: {SCHEDULE_HELP.get(schedule, '')}"
 
 
-def _method_changed(method: str, model: str):
+# knobs that belong to one schedule (its registry entry's `params`): shown only while it is picked
+SCHEDULE_PARAMS = frozenset(p for s in SCHEDULES.values() for p in s.params)
+
+
+def _knob_visibility(method: str, schedule: str) -> list:
+    """The method's knobs, and of the schedule knobs only those the picked schedule reads."""
+    diffusion = method == "diffusion"
+    own = set(LatticeSettings(method=method).knob_names) if method in ("diffusion", "jacobi") else set()
+    reads = set(SCHEDULES[schedule].params) if diffusion and schedule in SCHEDULES else set()
+    return [gr.update(visible=k.name in own and (k.name not in SCHEDULE_PARAMS or k.name in reads))
+            for k in LATTICE_KNOBS]
+
+
+def _schedule_changed(method: str, schedule: str):
+    return [_schedule_info(schedule), *_knob_visibility(method, schedule)]
+
+
+def _method_changed(method: str, model: str, schedule: str):
     diffusion = method == "diffusion"
     if diffusion and (model or "").strip() in ("", EMBEDDED_MODEL_ID):
         model = TINY_MDM_ID
     elif not diffusion and (model or "").strip() == TINY_MDM_ID:
         model = EMBEDDED_MODEL_ID
-    updates = [gr.update(visible=diffusion if k.name != "window" else not diffusion) for k in LATTICE_KNOBS]
-    return [gr.update(value=model), gr.update(visible=diffusion), gr.update(visible=diffusion), *updates]
+    return [gr.update(value=model), gr.update(visible=diffusion), gr.update(visible=diffusion),
+            *_knob_visibility(method, schedule)]
 
 
 def collect_settings(method, model, trust, *values) -> dict:
@@ -223,7 +240,8 @@ class DiffusionTab:
                                          "Fast-dLLM v2, SDAR, MDLM and BD3-LM. Tick only for repositories you trust.",
                                     elem_id="sd-trust")
                 schedule_info = gr.Markdown(_schedule_info("low_confidence"))
-                knobs = [knob_control(k, "sd-knob", visible=k.name != "window") for k in LATTICE_KNOBS]
+                shown = [u["visible"] for u in _knob_visibility("diffusion", "low_confidence")]
+                knobs = [knob_control(k, "sd-knob", visible=v) for k, v in zip(LATTICE_KNOBS, shown)]
                 gen_length = knob_control(GEN_LENGTH, "sd-knob")
                 with gr.Accordion("Sampling", open=False):
                     temperature = gr.Slider(TEMPERATURE.low, TEMPERATURE.high, value=0.0, step=0.05,
@@ -271,8 +289,9 @@ class DiffusionTab:
         view_state = gr.State({"signal": "confidence", "overlays": list(OVERLAYS)})
         outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, metrics, summary]
         schedule_knob = knobs[LATTICE_NAMES.index("schedule")]
-        schedule_knob.change(_schedule_info, schedule_knob, schedule_info, queue=False)
-        method.change(_method_changed, [method, model], [model, schedule_info, trust, *knobs], queue=False)
+        schedule_knob.change(_schedule_changed, [method, schedule_knob], [schedule_info, *knobs], queue=False)
+        method.change(_method_changed, [method, model, schedule_knob], [model, schedule_info, trust, *knobs],
+                      queue=False)
         collect_inputs = [method, model, trust, *knobs, gen_length, temperature, seed]
         wire(self.controller, collect=collect_settings, collect_inputs=collect_inputs, prompt=prompt,
              settings_box=settings_box, view_state=view_state, state=state, outputs=outputs, buttons=buttons,

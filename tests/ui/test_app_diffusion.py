@@ -104,3 +104,17 @@ def test_bad_lattice_input_gets_a_clear_message(client, kwargs, message):
     with pytest.raises(Exception) as err:
         _run(client, **kwargs)
     assert message in str(err.value)
+
+
+def test_the_diffusion_tab_shows_the_knobs_the_schedule_reads():
+    """Schedule knobs come from the schedule registry's `params`: only the picked schedule's are shown."""
+    from specviz.config import LATTICE_KNOBS
+    from specviz.ui.diffusion import _knob_visibility
+
+    def shown(method, schedule):
+        return {k.name for k, u in zip(LATTICE_KNOBS, _knob_visibility(method, schedule)) if u["visible"]}
+
+    assert "threshold" in shown("diffusion", "threshold") and "threshold" not in shown("diffusion", "prophet")
+    assert "prophet_gap" in shown("diffusion", "prophet") and "remask_below" in shown("diffusion", "remask")
+    assert {"block_size", "steps", "cache"} <= shown("diffusion", "random")
+    assert shown("jacobi", "threshold") == {"window"}
