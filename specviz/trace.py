@@ -232,6 +232,21 @@ def commit_steps(steps: list, upto: int | None = None) -> np.ndarray:
     return order
 
 
+def commit_numbers(steps: list, start: int = 0) -> np.ndarray:
+    """[S, L] running commit number of each cell on the row where it was revealed (0 elsewhere).
+
+    Numbers run 1, 2, 3 … over the whole run, in step order and, within a step, left to right;
+    a cell that is remasked and revealed again gets a new number. `start`: commits before `steps[0]`
+    (when the steps are a trailing window of a run)."""
+    order = np.zeros((len(steps), steps[0].length if steps else 0), dtype=np.int64)
+    n = start
+    for i, s in enumerate(steps):
+        for j in np.flatnonzero(s.cell_state == REVEALED):
+            n += 1
+            order[i, j] = n
+    return order
+
+
 def summarize_diffusion(steps: list, wall_s: float = 0.0) -> dict:
     """tokens_per_forward: generated tokens (to the first EOS) per model forward, the diffusion analogue of τ;
     cells_per_forward counts every canvas cell filled, EOS padding included."""

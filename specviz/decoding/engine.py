@@ -41,11 +41,10 @@ from ..kernels.logit_stats import logit_stats
 from ..kernels.tree_attention import TreeMask
 from ..models import attention
 from ..models.cache import SlabCache
-from ..trace import NO_BONUS, SpecStep, DraftTree, Trace
+from ..trace import NO_BONUS, DraftTree, SpecStep, Trace, first_eos, is_chain
 from . import kv
 from .drafters import Context, Draft, Drafter, FeatureTap
 from .sampling import processed_probs
-from ..trace import is_chain
 from .tree import ancestor_matrix, depths, tree_attention_inputs, upload
 from .verify import Verdict, read_verdict, verify_on_device
 
@@ -241,9 +240,9 @@ class SpeculativeDecoder(RecordingDecoder):
             verdict = replace(verdict, bonus_token=-1, bonus_kind=NO_BONUS)
         bonus = [] if verdict.bonus_kind == NO_BONUS else [verdict.bonus_token]
         committed = np.concatenate([tokens_h[path], np.asarray(bonus, dtype=np.int64)])[:remaining]
-        eos_at = np.flatnonzero(np.isin(committed, list(self.eos_ids))) if self.eos_ids else ()
-        if len(eos_at):
-            committed = committed[: eos_at[0] + 1]
+        eos_at = first_eos(committed, self.eos_ids)
+        if eos_at >= 0:
+            committed = committed[: eos_at + 1]
             self.finish_reason = "eos"
 
         kv.keep_path(self.cache, root_pos, path)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from ..trace import KEPT, MASKED, REVEALED, DiffusionStep, SpecStep, Trace
+from ..trace import KEPT, MASKED, REVEALED, DiffusionStep, SpecStep, Trace, first_eos
 from .drafters import Context, Draft, DrafterBase
 
 
@@ -142,13 +142,13 @@ class JacobiLattice:
         state = np.where(self.canvas >= 0, KEPT, MASKED).astype(np.int8)
         self.canvas[done_cells] = committed
         state[done_cells] = REVEALED
-        hit = np.flatnonzero(np.isin(self.canvas, self.eos_ids)) if self.eos_ids.size else np.zeros(0, np.int64)
+        eos_at = first_eos(self.canvas, self.eos_ids)
         return DiffusionStep(
             step=s.step, block=s.step, block_start=c0, block_end=c0 + rows,
             canvas=self.canvas.copy(), cell_state=state, proposal=proposal, confidence=conf, top2_gap=gap,
             entropy=ent, topk_ids=topk_ids, topk_probs=topk_probs,
             rule=f"converged {committed.shape[0]} of {rows} guessed positions", threshold=float("nan"),
-            signal=float("nan"), forwards=s.target_forwards, cached=c0, eos_at=int(hit[0]) if hit.size else -1,
+            signal=float("nan"), forwards=s.target_forwards, cached=c0, eos_at=eos_at,
             forward_ms=s.verify_ms, select_ms=s.draft_ms, lossless=s.lossless,
         )
 

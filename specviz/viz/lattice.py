@@ -19,7 +19,7 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from ..trace import CELL_STATE_NAMES, KEPT, MASKED, REMASKED, REVEALED, summarize_diffusion
+from ..trace import CELL_STATE_NAMES, KEPT, MASKED, REMASKED, REVEALED, commit_numbers, summarize_diffusion
 from .palette import (
     AR_REFERENCE_COLOR,
     BACKGROUND,
@@ -80,21 +80,6 @@ def signal_shade(step, signal: str = "confidence") -> np.ndarray:
 def is_all_in(step) -> bool:
     """The schedule committed everything left this step (Prophet's early commit), as the step records it."""
     return bool(step.all_in)
-
-
-def commit_order(steps: list, start: int = 0) -> np.ndarray:
-    """[S, L] running commit number of each cell on the row where it was revealed (0 elsewhere).
-
-    Numbers run 1, 2, 3 … over the whole run, in step order and, within a step, left to right;
-    a cell that is remasked and revealed again gets a new number. `start`: commits before `steps[0]`
-    (when the steps are a trailing window of a run)."""
-    order = np.zeros((len(steps), steps[0].length if steps else 0), dtype=np.int64)
-    n = start
-    for i, s in enumerate(steps):
-        for j in np.flatnonzero(s.cell_state == REVEALED):
-            n += 1
-            order[i, j] = n
-    return order
 
 
 def _num(x) -> str:
@@ -263,7 +248,7 @@ def lattice_figure(
                                      marker=dict(symbol="square", size=12, color=color)))
 
     if "commit_order" in overlays:
-        order = commit_order(steps, start.n if start is not None else 0)
+        order = commit_numbers(steps, start.n if start is not None else 0)
         ii, jj = np.nonzero(order)
         fig.add_trace(go.Scatter(
             x=jj, y=first + ii, name="commit order (#1, #2, … over the run)", hoverinfo="skip",
