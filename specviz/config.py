@@ -33,6 +33,8 @@ class Knob:
     live: bool = False
     boolean: bool = False  # an on/off switch: the value is a bool
 
+    MAX_TEXT = 10_000  # characters of a free-text value (a tree shape, a corpus path)
+
     def check(self, value):
         if self.boolean:
             if isinstance(value, bool):
@@ -44,7 +46,11 @@ class Knob:
                 return False
             raise ConfigError(f"{self.name} is a switch: use true or false, got {value!r}")
         if self.choices:
-            text = str(value).strip() if value is not None else ""
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{self.name} must be text (one of {', '.join(self.choices)}), got {value!r}")
+            text = value.strip() if value is not None else ""
+            if len(text) > self.MAX_TEXT:
+                raise ConfigError(f"{self.name} is {len(text):,} characters; the limit is {self.MAX_TEXT:,}")
             if text in self.choices or (self.free_text and text):
                 return text
             extra = " or a file path" if self.free_text else ""

@@ -11,8 +11,15 @@ MAX_PROMPT_CHARS = 20_000
 
 def encode_prompt(tokenizer, text: str, chat: bool = True) -> list:
     """Token ids of a user prompt, wrapped in the model's chat template when it has one."""
+    if text is not None and not isinstance(text, str):
+        raise ConfigError(f"the prompt must be text, got {type(text).__name__}")
     if text is None or not text.strip():
         raise ConfigError("the prompt is empty: type a question or pick an example")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("the prompt contains characters that are not valid text (an unpaired surrogate); "
+                          "remove them") from None
     if len(text) > MAX_PROMPT_CHARS:
         raise ConfigError(f"the prompt is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
     if chat and getattr(tokenizer, "chat_template", None):

@@ -105,3 +105,32 @@ def test_a_trace_reproduces_its_settings(tiny):
 
     again = Trace.from_json(tr.to_json())
     assert again.settings == s.to_dict() and settings_from_trace(again) == s
+
+
+def test_one_model_directory_loads_once_however_it_is_spelled(tmp_path, monkeypatch):
+    from specviz.models import ModelStore
+
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    (tmp_path / "link").symlink_to(model_dir)
+    loaded = []
+    store = ModelStore(loader=lambda key: loaded.append(key) or key)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (str(model_dir), f"{model_dir}/", "my-model", "./my-model/", " my-model ", "link"):
+        assert store.get(spelling) == str(model_dir.resolve())
+    assert loaded == [str(model_dir.resolve())]
+    assert store.get("EMBEDDED:SmolLM2-135M-Instruct") == store.get(None) and len(loaded) == 2
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"method": "static_tree", "preset": ";".join(str(r) for r in range(300))}, "at most 256 nodes"),
+    ({"method": "static_tree", "preset": "x" * 20_000}, "preset is 20,000 characters; the limit is 10,000"),
+    ({"method": "static_tree", "preset": 5}, "preset must be text"),
+])
+def test_tree_shapes_and_text_fields_are_capped(data, message):
+    from specviz.decoding.shapes import parse_shape
+
+    with pytest.raises(ValueError) as err:
+        settings = RunSettings.from_dict(data)
+        parse_shape(settings.knobs["preset"])
+    assert message in str(err.value)

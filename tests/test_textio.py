@@ -34,3 +34,18 @@ def test_decoding_stays_incremental(embedded):
     dec = PieceDecoder(Counting())
     dec.extend(ids)
     assert dec.text == tok.decode(ids) and max(calls) <= 4
+
+
+@pytest.mark.parametrize("text,message", [
+    ("caf\ud800e", "not valid text"),
+    (12, "the prompt must be text"),
+    ("\t \n", "the prompt is empty"),
+    ("x" * 20_001, "limit is 20,000"),
+])
+def test_bad_prompts_get_a_clear_message(embedded, text, message):
+    from specviz.config import ConfigError
+    from specviz.textio import encode_prompt
+
+    with pytest.raises(ConfigError, match=message):
+        encode_prompt(embedded.tokenizer, text)
+    assert encode_prompt(embedded.tokenizer, "ok\x00 with a NUL") # control characters are text

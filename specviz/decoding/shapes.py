@@ -74,9 +74,21 @@ def _wide() -> tuple:
     )
 
 
+# a static shape is verified in one target forward: its size is capped like the dynamic trees' budget
+MAX_SHAPE_NODES, MAX_SHAPE_DEPTH, MAX_SHAPE_RANK = 256, 32, 63
+
+
 def normalise(paths) -> tuple:
-    """Sorted by depth then ranks, duplicates dropped; refuses paths whose parent is missing."""
-    out = sorted({tuple(int(r) for r in p) for p in paths}, key=lambda p: (len(p), p))
+    """Sorted by depth then ranks, duplicates dropped; refuses paths whose parent is missing and shapes
+    larger than the caps."""
+    if len(paths) > MAX_SHAPE_NODES:
+        raise ValueError(f"the tree shape has {len(paths):,} paths; a shape has at most {MAX_SHAPE_NODES} nodes")
+    try:
+        out = sorted({tuple(int(r) for r in p) for p in paths}, key=lambda p: (len(p), p))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("a tree shape is a list of rank paths such as [[0], [1], [0, 0]]") from None
+    if any(len(p) > MAX_SHAPE_DEPTH or max(p, default=0) > MAX_SHAPE_RANK for p in out):
+        raise ValueError(f"tree paths are at most {MAX_SHAPE_DEPTH} deep with ranks up to {MAX_SHAPE_RANK}")
     have = set(out)
     for p in out:
         if not p or min(p) < 0:

@@ -205,6 +205,16 @@ def tiny_random_llama(vocab_size: int = 96, n_layers: int = 2, hidden: int = 32,
     return model.eval()
 
 
+def canonical_model_id(model_id: str | None) -> str:
+    """One name per model, so one model loads once: the embedded model's aliases become its id, and a local
+    directory, however it is spelled (relative, trailing slash, `~`, links), its resolved absolute path."""
+    if is_embedded(model_id):
+        return EMBEDDED_MODEL_ID
+    text = model_id.strip()
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
 def load_error(model_id: str, err: Exception, online: bool, what: str, offline_hint: str) -> ModelLoadError:
     """The message for a model that failed to load: out of memory, offline and not cached, or the loader's
     own first line."""
@@ -262,7 +272,7 @@ class ModelStore:
         return self._caches["model"].capacity
 
     def get(self, model_id: str | None) -> LoadedModel:
-        key = EMBEDDED_MODEL_ID if is_embedded(model_id) else model_id.strip()
+        key = canonical_model_id(model_id)
         return self._caches["model"].get(key, lambda: self._loader(key))
 
     def cached(self, kind: str, key, build):

@@ -139,7 +139,9 @@ class TabController:
         view = view or {}
         with user_errors(spec.smaller):
             checked = spec.parse(settings)
-            if not isinstance(prompt, str) or not prompt.strip():
+            if not isinstance(prompt, str):
+                raise ConfigError(f"the prompt must be text, got {type(prompt).__name__}")
+            if not prompt.strip():
                 raise ConfigError("the prompt is empty: type a question or pick an example")
             fresh = session is None or session.done or session.prompt != prompt or \
                 spec.live_changes(session, checked) is None

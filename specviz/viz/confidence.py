@@ -1,6 +1,8 @@
 """Per-position confidence: the current step's drafted positions, and a strip over the whole generation."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -16,7 +18,7 @@ def step_confidence_figure(step: SpecStep, labels: list) -> go.Figure:
     if not nodes:
         return empty_figure(f"Step {step.step}: nothing drafted; the target produced one token", height=220)
     depth = step.tree.depth
-    xs = [f"{i}·d{int(depth[i])}<br>{labels[i]}" for i in nodes]
+    xs = [f"{i}·d{int(depth[i])}<br>{html.escape(str(labels[i]))}" for i in nodes]
     status = [STATUS_NAMES[int(step.status[i])] for i in nodes]
     # node i's token was scored by its parent's row, so its position's uncertainty is the parent's
     if step.target_entropy.shape[0] == step.tree.size:
@@ -67,7 +69,7 @@ def running_strip_figure(tokens: list, labels: list, current_step: int | None = 
                     color=color,
                     opacity=[1.0 if current_step is None or tokens[i].step == current_step else 0.45 for i in idx],
                 ),
-                customdata=[[labels[i], tokens[i].step, tokens[i].depth] for i in idx],
+                customdata=[[html.escape(str(labels[i])), tokens[i].step, tokens[i].depth] for i in idx],
                 hovertemplate="#%{x} %{customdata[0]}<br>step %{customdata[1]}, depth %{customdata[2]}"
                 "<br>target p = %{y:.3f}<extra>" + kind + "</extra>",
             )

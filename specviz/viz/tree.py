@@ -7,6 +7,9 @@ cross, which keeps 60+ node trees legible; the figure grows with the leaves.
 """
 from __future__ import annotations
 
+import html
+import math
+
 import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
@@ -20,12 +23,24 @@ BONUS_NODE = "bonus"
 LABELLED_NODES = 40  # above this many visible nodes only the root and the accepted path carry text
 
 
+def view_depth(max_depth) -> int | None:
+    """The collapse depth as a whole number >= 1, or None (show everything) for anything else: a view option
+    must never make the layout misbehave, whatever a client sends."""
+    try:
+        value = float(max_depth)
+    except (TypeError, ValueError):
+        return None
+    return max(1, int(value)) if math.isfinite(value) else None
+
+
 def visible_nodes(step: SpecStep, max_depth: int | None) -> tuple:
     """(visible node ids, hidden-descendant count per visible node) when collapsing below `max_depth`.
 
     The accepted path always stays visible: it is what the step is about."""
     depth = step.tree.depth
+    max_depth = view_depth(max_depth)
     keep = np.ones(step.tree.size, dtype=bool) if max_depth is None else depth <= max_depth
+    keep[0] = True  # the root: every hidden node's walk up the tree ends here
     keep[step.accepted_path] = True
     hidden_below = np.zeros(step.tree.size, dtype=np.int64)
     for i in range(step.tree.size - 1, 0, -1):
@@ -83,6 +98,9 @@ def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "",
     Nodes deeper than `max_depth` collapse into a "+n" marker beside their nearest
     visible ancestor. Big trees keep text only on the root and the accepted path;
     every node still has its hover card."""
+    max_depth = view_depth(max_depth)
+    labels = [html.escape(str(t)) for t in labels]  # token text is data: never markup in the hover cards
+    bonus_label = html.escape(str(bonus_label))
     shown, hidden_below = visible_nodes(step, max_depth)
     g = _graph(step, shown)
     pos = tidy_layout(g)
@@ -203,7 +221,9 @@ def _add_bonus_star(fig: go.Figure, step: SpecStep, bonus_label: str, at: tuple)
 
 
 def _short(label: str, limit: int = 10) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+    """An escaped label cut to `limit` visible characters (cut before escaping, so no entity is split)."""
+    text = html.unescape(label)
+    return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def empty_figure(message: str, height: int = 260) -> go.Figure:

@@ -109,3 +109,28 @@ def test_a_step_that_ended_at_eos_draws_no_bonus():
     html = generated_text_html(["x", "y"], tokens, current_step=0)
     assert html.count('class="sv-tok sv-accepted') == 2
     assert step_confidence_figure(s, labels).data
+
+
+def test_the_tree_view_survives_any_depth_a_client_sends():
+    """A NaN, infinite or junk 'show depth' must not loop in the layout: it shows the whole tree."""
+    from specviz.viz.tree import tree_figure, view_depth
+
+    step = synthetic_trace().steps[-1]
+    labels = [f"t{i}" for i in range(step.tree.size)]
+    for bad in (float("nan"), float("inf"), -float("inf"), "x", None, -3, 1e300):
+        fig = tree_figure(step, labels, "b", max_depth=bad)
+        assert fig.data
+    assert view_depth(float("nan")) is None and view_depth(-3) == 1 and view_depth("4") == 4
+
+
+def test_token_text_is_never_markup_in_the_views():
+    from specviz.viz.confidence import step_confidence_figure
+    from specviz.viz.tree import tree_figure
+
+    step = max(synthetic_trace().steps, key=lambda s: s.tree.size)
+    assert step.tree.size > 1
+    labels = ["<b>x</b>" if i else "<img src=x onerror=alert(1)>" for i in range(step.tree.size)]
+    tree = tree_figure(step, labels, "<script>", max_depth=None).to_json()
+    conf = step_confidence_figure(step, labels).to_json()
+    for out in (tree, conf):
+        assert "<img" not in out and "<script>" not in out and "<b>x" not in out and "&lt;b&gt;x" in out
