@@ -140,8 +140,8 @@ def cmd_lattice(args) -> int:
     if stray:
         raise ConfigError(f"--{stray[0].replace('_', '-')} is not a {args.method} knob")
     base = {"method": args.method, **knobs, "model": args.model or "", "gen_length": args.gen_length,
-            "temperature": args.temperature, "seed": args.seed, "trust_remote_code": args.trust_remote_code}
-    store = ModelStore()
+            "temperature": args.temperature, "seed": args.seed}
+    store = ModelStore(trust_remote_code=args.trust_remote_code or None)
     runs = {}
     if args.method == "jacobi":
         run = prepare_lattice_run(store, base)

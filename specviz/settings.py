@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .config import (ADAPTIVE_BLOCK, EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SCHEDULE, SEED, TEMPERATURE,
+from .config import (EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SCHEDULE, SEED, TEMPERATURE,
                      TOP_P, ConfigError, Knob, SamplingConfig)
 from .decoding.registry import METHODS, Method, get_method
 from .decoding.schedules import SCHEDULES
@@ -145,9 +145,8 @@ class LatticeSettings:
     gen_length: int = int(GEN_LENGTH.default)
     temperature: float = 0.0
     seed: int = 0
-    trust_remote_code: bool = False
 
-    FIELDS = ("method", "model", "gen_length", "temperature", "seed", "trust_remote_code")
+    FIELDS = ("method", "model", "gen_length", "temperature", "seed")
 
     @property
     def knob_names(self) -> tuple:
@@ -156,6 +155,10 @@ class LatticeSettings:
     @classmethod
     def from_dict(cls, data: dict | None = None) -> "LatticeSettings":
         data = _as_dict(data, "settings")
+        if "trust_remote_code" in data:
+            raise ConfigError("trust_remote_code is not a setting: remote code is enabled by whoever starts the "
+                              "server (SPECVIZ_TRUST_REMOTE_CODE=1, or the CLI's --trust-remote-code), never by a "
+                              "request")
         method = _text("method", data.get("method", "diffusion")) or "diffusion"
         if method not in LATTICE_METHODS:
             raise ConfigError(f"unknown lattice method {method!r}: use diffusion or jacobi")
@@ -173,12 +176,11 @@ class LatticeSettings:
             gen_length=GEN_LENGTH.check(data.get("gen_length", GEN_LENGTH.default)),
             temperature=float(TEMPERATURE.check(data.get("temperature", 0.0))),
             seed=SEED.check(data.get("seed", 0)),
-            trust_remote_code=TRUST_REMOTE_CODE.check(data.get("trust_remote_code", False)),
         )
 
     def to_dict(self) -> dict:
         return {"method": self.method, **self.knobs, "model": self.model, "gen_length": self.gen_length,
-                "temperature": self.temperature, "seed": self.seed, "trust_remote_code": self.trust_remote_code}
+                "temperature": self.temperature, "seed": self.seed}
 
     def changed(self, **fields) -> "LatticeSettings":
         return LatticeSettings.from_dict({**self.to_dict(), **fields})
@@ -192,17 +194,13 @@ class LatticeSettings:
         return changed if all(knobs[n].live for n in changed) else None
 
     def _fixed(self) -> tuple:
-        return (self.method, self.model, self.gen_length, self.temperature, self.seed, self.trust_remote_code)
+        return (self.method, self.model, self.gen_length, self.temperature, self.seed)
 
     @property
     def label(self) -> str:
         if self.method == "jacobi":
             return f"Jacobi (window {self.knobs['window']})"
         return self.knobs["schedule"] + (" · adaptive blocks" if self.knobs["adaptive_block"] else "")
-
-
-TRUST_REMOTE_CODE = replace(ADAPTIVE_BLOCK, name="trust_remote_code", default=False,
-                            help="allow the model's own Python code from its Hub repository")
 
 
 def lattice_knob(knob: Knob) -> Knob:
@@ -225,7 +223,8 @@ def settings_from_trace(trace: Trace | dict):
     """The settings a trace (a Trace, or its JSON dict) was recorded with, as a settings object: rerun
     them to reproduce the run."""
     settings = trace.settings if isinstance(trace, Trace) else (trace.get("settings") or trace.get("config") or {})
-    keys = {k: v for k, v in settings.items() if k not in ("mode", "family", "mask_id")}
+    # what the decoder added about itself, and the remote-code flag of traces before it became the server's
+    keys = {k: v for k, v in settings.items() if k not in ("mode", "family", "mask_id", "trust_remote_code")}
     if keys.get("method") in LATTICE_METHODS and "model" in keys:
         return LatticeSettings.from_dict(keys)
     return RunSettings.from_dict(keys)

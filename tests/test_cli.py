@@ -75,7 +75,7 @@ def test_lattice_jacobi_checks_itself_against_ar(embedded, capsys):
 
 def test_lattice_refuses_remote_code_without_the_flag(capsys):
     assert main(["lattice", "--model", "Dream-org/Dream-v0-Instruct-7B", "--prompt", "hi"]) == 2
-    assert "trust remote code" in capsys.readouterr().err
+    assert "--trust-remote-code" in capsys.readouterr().err
 
 
 def test_bench_tau_replays_the_trained_drafters(embedded, capsys):

@@ -17,7 +17,7 @@ KV in a cache exactly: nothing in a finished block ever attends to later cells.
 No Hub is reachable when testing, so every family whose backbone is a native
 transformers architecture is exercised on a tiny random config of that
 architecture (`tiny_family_model`). Families that ship their own modelling code
-load only with `trust_remote_code=True`, which the user must opt into.
+load only with `trust_remote_code=True`, which the server operator must opt into (never a request).
 """
 from __future__ import annotations
 
@@ -354,7 +354,8 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
     if fam.remote_code and not trust_remote_code:
         raise ModelLoadError(
             f"{model_id!r} ({fam.label}) runs modelling code downloaded from its Hub repository. "
-            f"Tick 'trust remote code' (CLI: --trust-remote-code) only if you trust that repository."
+            f"This server does not run such code; whoever starts it can allow it with SPECVIZ_TRUST_REMOTE_CODE=1 "
+            f"(CLI: --trust-remote-code), only for repositories they trust."
         )
     import transformers
 

@@ -75,7 +75,7 @@ def prepare_lattice_run(store: ModelStore, settings: LatticeSettings | dict | No
     else:
         from ..models.diffusion import load_diffusion_model
 
-        trust = settings.trust_remote_code
+        trust = store.trust_remote_code  # the operator's choice, never a request's
         lm = store.cached("diffusion", (model_id, trust),
                           lambda: load_diffusion_model(model_id, trust_remote_code=trust))
         if lm.tokenizer is None:

@@ -34,6 +34,15 @@ PROMPT = "Write a short poem about the sea."
 LATTICE_NAMES = tuple(k.name for k in LATTICE_KNOBS)
 
 
+def _remote_code_note(store) -> str:
+    """Whether models may run their repositories' code is the server's setting: the page says which."""
+    if store.trust_remote_code:
+        return ("⚠ This server runs modelling code from model repositories (LLaDA, Dream, Fast-dLLM v2, SDAR, MDLM, "
+                "BD3-LM need it): its operator started it with SPECVIZ_TRUST_REMOTE_CODE=1.")
+    return ("Models that ship their own code (LLaDA, Dream, Fast-dLLM v2, SDAR, MDLM, BD3-LM) need the server "
+            "started with SPECVIZ_TRUST_REMOTE_CODE=1; this one runs no remote code.")
+
+
 def _schedule_info(schedule: str) -> str:
     return f"**{schedule}**: {SCHEDULE_HELP.get(schedule, '')}"
 
@@ -61,16 +70,15 @@ def _method_changed(method: str, model: str, schedule: str):
         model = TINY_MDM_ID
     elif not diffusion and (model or "").strip() == TINY_MDM_ID:
         model = EMBEDDED_MODEL_ID
-    return [gr.update(value=model), gr.update(visible=diffusion), gr.update(visible=diffusion),
-            *_knob_visibility(method, schedule)]
+    return [gr.update(value=model), gr.update(visible=diffusion), *_knob_visibility(method, schedule)]
 
 
-def collect_settings(method, model, trust, *values) -> dict:
+def collect_settings(method, model, *values) -> dict:
     knobs = dict(zip(LATTICE_NAMES, values[: len(LATTICE_KNOBS)]))
     gen_length, temperature, seed = values[len(LATTICE_KNOBS):]
     own = LatticeSettings(method=method).knob_names if method in ("diffusion", "jacobi") else ()
     return {"method": method, **{n: knobs[n] for n in own}, "model": model, "gen_length": gen_length,
-            "temperature": temperature, "seed": seed, "trust_remote_code": bool(trust)}
+            "temperature": temperature, "seed": seed}
 
 
 def _view_keys(view: dict) -> tuple:
@@ -235,10 +243,7 @@ class DiffusionTab:
                                     info="tiny-mdm runs offline; or a Hub id: LLaDA, Dream, Fast_dLLM_v2, SDAR, MDLM, "
                                          "BD3-LM, DiffuGPT (diffusion) or any causal LM (Jacobi)",
                                     elem_id="sd-model")
-                trust = gr.Checkbox(False, label="trust remote code",
-                                    info="⚠ runs Python code from the model's Hub repository; needed by LLaDA, Dream, "
-                                         "Fast-dLLM v2, SDAR, MDLM and BD3-LM. Tick only for repositories you trust.",
-                                    elem_id="sd-trust")
+                gr.Markdown(_remote_code_note(self.store), elem_id="sd-remote-code")
                 schedule_info = gr.Markdown(_schedule_info("low_confidence"))
                 shown = [u["visible"] for u in _knob_visibility("diffusion", "low_confidence")]
                 knobs = [knob_control(k, "sd-knob", visible=v) for k, v in zip(LATTICE_KNOBS, shown)]
@@ -290,9 +295,9 @@ class DiffusionTab:
         outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, metrics, summary]
         schedule_knob = knobs[LATTICE_NAMES.index("schedule")]
         schedule_knob.change(_schedule_changed, [method, schedule_knob], [schedule_info, *knobs], queue=False)
-        method.change(_method_changed, [method, model, schedule_knob], [model, schedule_info, trust, *knobs],
+        method.change(_method_changed, [method, model, schedule_knob], [model, schedule_info, *knobs],
                       queue=False)
-        collect_inputs = [method, model, trust, *knobs, gen_length, temperature, seed]
+        collect_inputs = [method, model, *knobs, gen_length, temperature, seed]
         wire(self.controller, collect=collect_settings, collect_inputs=collect_inputs, prompt=prompt,
              settings_box=settings_box, view_state=view_state, state=state, outputs=outputs, buttons=buttons,
              slider=slider, export_button=export_btn, export_file=export_file,

@@ -89,8 +89,8 @@ def test_two_schedules_side_by_side(client):
         ({"prompt": "  "}, "prompt is empty"),
         ({"method": "diffusion", "model": EMBEDDED_MODEL_ID}, "autoregressive: run it with Jacobi"),
         ({"method": "jacobi", "model": "tiny-mdm"}, "Jacobi decoding needs an autoregressive model"),
-        ({"model": "GSAI-ML/LLaDA-8B-Instruct"}, "Tick 'trust remote code'"),
-        ({"model": "GSAI-ML/LLaDA-8B-Instruct", "trust_remote_code": True}, "unreachable (offline)"),
+        ({"model": "GSAI-ML/LLaDA-8B-Instruct"}, "This server does not run such code"),
+        ({"model": "GSAI-ML/LLaDA-8B-Instruct", "trust_remote_code": True}, "never by a request"),
         ({"model": "no-such/model"}, "not a diffusion LM specviz knows"),
         ({"gen_length": 0}, "gen_length=0 is out of range"),
         ({"threshold": 1.5}, "threshold=1.5 is out of range"),
@@ -118,3 +118,20 @@ def test_the_diffusion_tab_shows_the_knobs_the_schedule_reads():
     assert "prophet_gap" in shown("diffusion", "prophet") and "remask_below" in shown("diffusion", "remask")
     assert {"block_size", "steps", "cache"} <= shown("diffusion", "random")
     assert shown("jacobi", "threshold") == {"window"}
+
+
+def test_remote_code_is_the_operators_choice(monkeypatch, store):
+    """A request can never enable remote code; a server started with SPECVIZ_TRUST_REMOTE_CODE=1 does."""
+    from specviz.config import ConfigError
+    from specviz.models import ModelLoadError, ModelStore
+    from specviz.runs import prepare_lattice_run
+
+    assert ModelStore().trust_remote_code is False
+    with pytest.raises(ConfigError, match="never by a request"):
+        prepare_lattice_run(store, {"model": "GSAI-ML/LLaDA-8B-Instruct", "trust_remote_code": True})
+    monkeypatch.setenv("SPECVIZ_TRUST_REMOTE_CODE", "1")
+    trusting = ModelStore()
+    assert trusting.trust_remote_code is True
+    # past the remote-code gate, offline, the Hub is the next thing missing
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        prepare_lattice_run(trusting, {"model": "GSAI-ML/LLaDA-8B-Instruct"})
