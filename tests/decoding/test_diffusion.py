@@ -267,7 +267,7 @@ def test_families_are_recognised_and_remote_code_needs_an_opt_in():
     with pytest.raises(ModelLoadError, match="not a diffusion LM"):
         family_for("gpt2")
     for model_id in ("GSAI-ML/LLaDA-8B-Instruct", "JetLM/SDAR-1.7B-Chat", "kuleshov-group/mdlm-owt"):
-        with pytest.raises(ModelLoadError, match="trust remote code"):
+        with pytest.raises(ModelLoadError, match="SPECVIZ_TRUST_REMOTE_CODE=1"):
             load_diffusion_model(model_id)
 
 
