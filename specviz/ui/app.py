@@ -1,6 +1,8 @@
 """Assemble the app. Nothing here loads weights: models load on the first run."""
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from ..models import ModelStore
@@ -32,4 +34,6 @@ def build_demo(store: ModelStore | None = None) -> gr.Blocks:
 def launch(demo: gr.Blocks, **kwargs):
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("js", LATTICE_CLICK_JS)
-    return demo.queue(default_concurrency_limit=4).launch(**kwargs)
+    # a bounded queue: when the server is full a new request is told so instead of waiting without end
+    max_size = int(os.environ.get("SPECVIZ_QUEUE_MAX", 64))
+    return demo.queue(default_concurrency_limit=4, max_size=max_size).launch(**kwargs)

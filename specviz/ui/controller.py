@@ -12,6 +12,7 @@ a knob never changes an endpoint's shape.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import threading
 import time
@@ -62,6 +63,19 @@ class Session:
     @property
     def n_steps(self) -> int:
         return len(self.decoder.records)
+
+    def close(self) -> None:
+        """Stop a run in flight at its next step (reset, or the session expired)."""
+        self.paused = True
+
+
+# a browser session's run is forgotten this long after its last update, and its caches freed
+SESSION_TTL_S = float(os.environ.get("SPECVIZ_SESSION_TTL", 1800))
+
+
+def session_state():
+    """The gr.State holding one browser session's `Session`; it expires when idle and stops its run."""
+    return gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=lambda s: s.close() if s is not None else None)
 
 
 class TabSpec:
@@ -168,6 +182,8 @@ class TabController:
         return self.spec.status(session, "pause requested")
 
     def reset(self, session):
+        if session is not None:
+            session.close()  # a Run streaming in this session stops at its next step (through the API too)
         return self.spec.outputs_empty("Reset. Press Run or Step to start.")
 
     def scrub(self, step, view, session):
@@ -226,11 +242,15 @@ def export_panel(prefix: str):
 
 
 def write_trace(trace, name: str) -> str:
-    """Save a Trace for download; the file replays in any view without the model."""
-    folder = Path(tempfile.gettempdir()) / "specviz-traces"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{id(trace) % 10_000:04d}.json"
-    path.write_text(trace.to_json())
+    """Save a Trace for download, in a folder of its own (never shared between sessions); the file replays
+    in any view without the model."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="specviz-trace-"))
+        path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(trace.to_json())
+    except OSError as err:
+        raise gr.Error(f"Could not write the trace file ({err.strerror or 'write failed'}): the server's "
+                       "temporary folder is not writable.", print_exception=False) from None
     return str(path)
 
 

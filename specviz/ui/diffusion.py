@@ -24,7 +24,7 @@ from ..viz.lattice import SIGNALS, cell_topk_html, lattice_figure, progress_figu
 from ..viz.live import LatticeLiveView
 from ..viz.tree import empty_figure
 from .controller import (Session, TabController, TabSpec, export_panel, run_buttons, scrubber_update,
-                         step_scrubber, user_errors, wire)
+                         session_state, step_scrubber, user_errors, wire)
 from .speculative import knob_control
 
 OVERLAYS = {"commit order": "commit_order", "block boundaries": "blocks", "all-in marks": "threshold"}
@@ -290,7 +290,7 @@ class DiffusionTab:
                     compare_json = gr.JSON(label="Comparison (JSON)", elem_id="sd-compare-json")
                 settings_box, export_btn, export_file, summary = export_panel("sd")
 
-        state = gr.State(None)
+        state = session_state()
         view_state = gr.State({"signal": "confidence", "overlays": list(OVERLAYS)})
         outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, metrics, summary]
         schedule_knob = knobs[LATTICE_NAMES.index("schedule")]

@@ -24,7 +24,7 @@ from ..viz.live import SpecLiveView
 from ..viz.tree import empty_figure
 from ..viz.whatif import whatif_figure, whatif_table_html
 from .controller import (Session, TabController, TabSpec, export_panel, run_buttons, scrubber_update,
-                         step_scrubber, user_errors, wire)
+                         session_state, step_scrubber, user_errors, wire)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
@@ -254,7 +254,7 @@ class SpeculativeTab:
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
                 settings_box, export_btn, export_file, summary = export_panel("sv")
 
-        state = gr.State(None)
+        state = session_state()
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW})
         outputs = [state, status, text, slider, tree, confidence, strip, metrics, depth, summary]
         method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False)

@@ -204,3 +204,23 @@ def test_trained_drafters_run_in_the_app(client, method, knobs):
     assert summary["draft"].startswith(f"trained:{ {'exit_distilled': 'exit'}.get(method, method)}")
     assert summary["speedup_vs_ar"]["matches_ar"] is True
     assert summary["summary"]["drafted"] > 0
+
+
+def test_reset_through_the_api_stops_a_running_run(app_url):
+    """A Run streaming in one session stops at its next step when that session resets, also through the API."""
+    import time
+
+    c = Client(app_url, verbose=False)
+    job = c.submit(prompt="Write a long story about the sea.",
+                   settings={"method": "ar", "max_new_tokens": 400}, api_name="/run")
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("Step" in str(o[0]) for o in job.outputs() if o):
+        time.sleep(0.2)
+    c.predict(api_name="/reset")
+    job.result(timeout=300)
+    statuses = [str(o[0]) for o in job.outputs() if o]  # the status line (the session state is not an output)
+    assert statuses and not any("finished" in s for s in statuses)
+    last_step = max(int(s.split("**Step ")[1].split("**")[0]) for s in statuses if "**Step " in s)
+    assert last_step < 200, last_step  # stopped long before the 400 tokens
+    # the server still serves a normal request afterwards
+    assert _run(c, max_new_tokens=4)[-1]["settings"]["max_new_tokens"] == 4
