@@ -346,8 +346,10 @@ def tiny_family_model(family: str = "tiny", vocab_size: int = 96, hidden: int = 
 
 
 def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_code: bool = False,
-                         device: torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionLM:
-    """Load a diffusion LM from the Hub or a local path. Remote code needs an explicit opt-in."""
+                         device: torch.device | None = None, dtype: torch.dtype | None = None,
+                         revision: str | None = None) -> DiffusionLM:
+    """Load a diffusion LM from the Hub or a local path. Remote code needs an explicit opt-in; `revision`
+    pins the repository's commit (a public server pins every model allowed to run its own code)."""
     if model_id.strip() in ("tiny", TINY_ID):
         return tiny_family_model("tiny")
     fam = family_for(model_id, family)
@@ -362,13 +364,14 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
     device = device or default_device()
     online = Path(model_id).expanduser().exists() or hub_reachable()
     t0 = time.perf_counter()
+    pinned = {"revision": revision} if revision else {}
     auto = _DiffuGPTLoader if fam.auto_class == "diffugpt" else getattr(transformers, fam.auto_class)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             "gpt2" if fam.name in ("mdlm", "bd3lm") else model_id, local_files_only=not online,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, **({} if fam.name in ("mdlm", "bd3lm") else pinned))
         model = auto.from_pretrained(model_id, dtype=dtype or default_dtype(device), local_files_only=not online,
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, **pinned)
         model = model.to(device).eval()
     except (torch.cuda.OutOfMemoryError, OSError, ValueError, KeyError, ImportError, AttributeError) as err:
         raise load_error(model_id, err, online, f"a {fam.label}",
@@ -399,7 +402,7 @@ class _DiffuGPTLoader:
     loadable by an Auto class; rename them into a native GPT2LMHeadModel (tied LM head)."""
 
     @staticmethod
-    def from_pretrained(model_id, dtype=None, local_files_only=False, trust_remote_code=False):
+    def from_pretrained(model_id, dtype=None, local_files_only=False, trust_remote_code=False, revision=None):
         import safetensors.torch
         from transformers import AutoConfig, GPT2LMHeadModel
 
@@ -407,7 +410,7 @@ class _DiffuGPTLoader:
         if not path.exists():
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(model_id, local_files_only=local_files_only,
+            path = Path(snapshot_download(model_id, local_files_only=local_files_only, revision=revision,
                                           allow_patterns=["*.json", "*.safetensors", "*.txt"]))
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         state = {}

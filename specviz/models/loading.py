@@ -263,14 +263,17 @@ class ModelStore:
     # how many of each kind stay loaded
     CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2}
 
-    def __init__(self, capacity: int = 3, loader=load_model, trust_remote_code: bool | None = None):
+    def __init__(self, capacity: int = 3, loader=load_model, trust_remote_code: bool | None = None,
+                 remote_code_revisions: dict | None = None):
         """`trust_remote_code`: whether models may run modelling code from their Hub repositories. It is the
         server operator's choice (default: the SPECVIZ_TRUST_REMOTE_CODE=1 environment variable), never a
-        request's."""
+        request's. `remote_code_revisions` ({id: revision}) allows it for those models only, each pinned to
+        a revision (a public server's way: its operator lists them)."""
         self._loader = loader
         if trust_remote_code is None:
             trust_remote_code = os.environ.get("SPECVIZ_TRUST_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes")
         self.trust_remote_code = bool(trust_remote_code)
+        self.remote_code_revisions = dict(remote_code_revisions or {})
         self._caches = {kind: LRUCache(capacity if kind == "model" else n) for kind, n in self.CAPACITY.items()}
 
     @property

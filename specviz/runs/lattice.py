@@ -75,9 +75,11 @@ def prepare_lattice_run(store: ModelStore, settings: LatticeSettings | dict | No
     else:
         from ..models.diffusion import load_diffusion_model
 
-        trust = store.trust_remote_code  # the operator's choice, never a request's
-        lm = store.cached("diffusion", (model_id, trust),
-                          lambda: load_diffusion_model(model_id, trust_remote_code=trust))
+        # the operator's choice, never a request's: for every model, or for listed ones at a pinned revision
+        revision = store.remote_code_revisions.get(model_id)
+        trust = store.trust_remote_code or revision is not None
+        lm = store.cached("diffusion", (model_id, trust, revision),
+                          lambda: load_diffusion_model(model_id, trust_remote_code=trust, revision=revision))
         if lm.tokenizer is None:
             raise ConfigError(f"{model_id} has no tokenizer, so it cannot take a text prompt")
     return LatticeRun(settings, lm.model_id, lm.tokenizer, lm.eos_ids, lm.max_positions, diffusion=lm,
