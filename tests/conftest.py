@@ -52,14 +52,20 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="session")
-def app_url(store, embedded):
-    """The real app, served on a free local port, sharing the test session's model store."""
+def served_demo(store, embedded):
+    """The real app (a local server), served on a free local port, sharing the test session's model store:
+    (demo, url); `demo.sharing` holds its turns and limits."""
     from specviz.ui import build_demo, launch
 
     demo = build_demo(store)
     _, url, _ = launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url
+    yield demo, url
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(served_demo):
+    return served_demo[1]
 
 
 # a shipped-corpus stand-in for the tiny vocabulary: random documents plus the prompts' own patterns

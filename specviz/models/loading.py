@@ -157,7 +157,10 @@ def canonical_model_id(model_id: str | None) -> str:
         return EMBEDDED_MODEL_ID
     text = model_id.strip()
     path = Path(text).expanduser()
-    return str(path.resolve()) if path.exists() else text
+    try:
+        return str(path.resolve()) if path.exists() else text
+    except (OSError, ValueError):  # a name too long for a path, or one holding a NUL: not a local directory
+        return text
 
 
 def load_error(model_id: str, err: Exception, online: bool, what: str, offline_hint: str) -> ModelLoadError:
@@ -193,6 +196,19 @@ class LRUCache:
                 self._items.popitem(last=False)
             return value
 
+    def peek(self, key):
+        """The cached value or None, without building one."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
     def keys(self) -> list:
         with self._lock:
             return list(self._items)
@@ -227,7 +243,15 @@ class ModelStore:
 
     def get(self, model_id: str | None) -> LoadedModel:
         key = canonical_model_id(model_id)
-        return self._caches["model"].get(key, lambda: self._loader(key))
+        try:
+            return self._caches["model"].get(key, lambda: self._loader(key))
+        except ModelLoadError as err:
+            # the message names the model as the request spelled it: a resolved directory ('.' or '~' made
+            # absolute) would show the server's own paths
+            spelled = (model_id or "").strip()
+            if spelled and spelled != key:
+                raise ModelLoadError(str(err).replace(key, spelled)) from None
+            raise
 
     def cached(self, kind: str, key, build):
         """The value of `kind` (one of CAPACITY) under `key`, built by `build()` on a miss."""

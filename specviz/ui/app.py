@@ -7,6 +7,7 @@ import gradio as gr
 
 from ..models import ModelStore
 from ..viz.palette import css
+from .controller import Sharing
 from .diffusion import LATTICE_CLICK_JS, DiffusionTab
 from .speculative import SpeculativeTab
 
@@ -20,20 +21,32 @@ pass** and keeps the longest prefix it agrees with, plus one token of its own (t
 SmolLM2-135M-Instruct and a small trained diffusion model."""
 
 
-def build_demo(store: ModelStore | None = None) -> gr.Blocks:
+def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) -> gr.Blocks:
+    """The app. `sharing` carries the server's policy (public mode), turns and limits; the default is a
+    local server (`Sharing()`: everything allowed, no limits but the turns)."""
     store = store or ModelStore()
+    sharing = sharing or Sharing()
     with gr.Blocks(title="specviz") as demo:
         gr.Markdown(INTRO)
+        if sharing.policy.public:
+            gr.Markdown(sharing.policy.describe(), elem_id="sv-public-note")
         with gr.Tab("Speculative", elem_id="sv-tab-speculative"):
-            SpeculativeTab(store).build()
+            SpeculativeTab(store, sharing).build()
         with gr.Tab("Diffusion", elem_id="sv-tab-diffusion"):
-            DiffusionTab(store).build()
+            DiffusionTab(store, sharing).build()
+    demo.sharing = sharing  # the server's turns and limits, for the load report and tests
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs):
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("js", LATTICE_CLICK_JS)
+    sharing = getattr(demo, "sharing", None) or Sharing()
+    # every Run / Step streams at once (the model is shared in turns), so the worker threads must cover
+    # the runs a server admits plus its quick handlers
+    kwargs.setdefault("max_threads", (sharing.limits.max_active or 48) + 16)
+    # the app takes no uploads of its own; Gradio's upload route stays, capped
+    kwargs.setdefault("max_file_size", os.environ.get("SPECVIZ_MAX_UPLOAD", "1mb"))
     # a bounded queue: when the server is full a new request is told so instead of waiting without end
     max_size = int(os.environ.get("SPECVIZ_QUEUE_MAX", 64))
     return demo.queue(default_concurrency_limit=4, max_size=max_size).launch(**kwargs)

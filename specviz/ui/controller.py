@@ -12,6 +12,7 @@ a knob never changes an endpoint's shape.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 import threading
@@ -24,23 +25,72 @@ import torch
 
 from ..config import ConfigError
 from ..models import ModelLoadError
+from ..policy import ServerPolicy
+from .sharing import Limits, ServerFull, Sessions, Turns
 
 
 @contextlib.contextmanager
-def user_errors(smaller: str):
+def user_errors(smaller: str, policy: ServerPolicy | None = None):
     """Errors the user can fix become a clear message in the app; the session and the server carry on.
 
     Only user-fixable input becomes a message (bad settings, a model that cannot load, a prompt that
-    does not fit, memory); anything else stays an internal error. `smaller` says what to shrink when
-    memory runs out, e.g. "pick a smaller model or fewer new tokens"."""
+    does not fit, memory, a full server); anything else stays an internal error, which Gradio shows
+    without its text. `smaller` says what to shrink when memory runs out, e.g. "pick a smaller model or
+    fewer new tokens". On a public server the message is scrubbed of server paths."""
+    scrub = policy.scrub if policy is not None else str
     try:
         yield
-    except (ConfigError, ModelLoadError) as err:
-        raise gr.Error(str(err), print_exception=False) from None
+    except (ConfigError, ModelLoadError, ServerFull) as err:
+        raise gr.Error(scrub(str(err)), print_exception=False) from None
     except torch.cuda.OutOfMemoryError:
         raise gr.Error(f"Out of GPU memory: {smaller}.", print_exception=False) from None
     except MemoryError:
         raise gr.Error(f"Out of memory: {smaller}.", print_exception=False) from None
+
+
+@dataclass
+class Sharing:
+    """What every tab of one server shares: its policy, the turns on the model, the session limits, and
+    the wrapper that puts one step on a GPU where the platform lends one per call (ZeroGPU)."""
+
+    policy: ServerPolicy = field(default_factory=ServerPolicy)
+    limits: Limits = field(default_factory=Limits)
+    turns: Turns = field(default_factory=Turns)
+    sessions: Sessions = None
+    on_gpu: object = None  # a decorator: on_gpu(fn) -> fn run with a GPU attached, or fn itself
+
+    def __post_init__(self):
+        if self.sessions is None:
+            self.sessions = Sessions(self.limits)
+        if self.on_gpu is None:
+            self.on_gpu = lambda fn: fn
+
+    @classmethod
+    def for_server(cls, policy: ServerPolicy, environ=None) -> "Sharing":
+        from .gpu import on_gpu
+
+        return cls(policy, Limits.from_env(policy.public, environ), on_gpu=on_gpu(STEP_GPU_S))
+
+    def run_in_turn(self, key: str, what: str, work):
+        """Blocking form of a turn, for handlers that do not stream: wait in line, then run `work()`."""
+        ticket = self.turns.join(key, what)
+        try:
+            while not self.turns.wait(ticket, 60.0):
+                pass
+            return work()
+        finally:
+            self.turns.release(ticket)
+
+
+# seconds of GPU one step may hold on a platform that lends a GPU per call (ZeroGPU): a step, not a run
+STEP_GPU_S = 30
+_call_numbers = itertools.count()
+
+
+def request_key(request) -> str:
+    """The session a request belongs to (Gradio's session hash); calls without one each get their own."""
+    key = getattr(request, "session_hash", None) if request is not None else None
+    return str(key) if key else f"call-{next(_call_numbers)}"
 
 
 @dataclass
@@ -87,12 +137,28 @@ class TabSpec:
     trace_name: str = "specviz"
     settings_type: type = object  # RunSettings or LatticeSettings
 
-    def __init__(self, store):
+    def __init__(self, store, sharing: Sharing | None = None):
         self.store = store
+        self.sharing = sharing or Sharing()
+
+    @property
+    def policy(self) -> ServerPolicy:
+        return self.sharing.policy
 
     def parse(self, settings: dict | None):
-        """The settings dict an endpoint received, checked into the tab's settings object."""
-        return self.settings_type.from_dict(settings)
+        """The settings dict an endpoint received, checked into the tab's settings object and against
+        this server's policy (its allow-lists and caps)."""
+        checked = self.settings_type.from_dict(settings)
+        self.policy.check_settings(checked)
+        return checked
+
+    def check_prompt(self, prompt) -> str:
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be text, got {type(prompt).__name__}")
+        if not prompt.strip():
+            raise ConfigError("prompt is empty: type a question or pick an example")
+        self.policy.check_prompt(prompt)
+        return prompt
 
     def start(self, prompt: str, settings) -> Session:
         raise NotImplementedError
@@ -109,9 +175,10 @@ class TabSpec:
     def advance(self, session: Session) -> None:
         raise NotImplementedError
 
-    def finish(self, session: Session) -> str:
-        """Work after the last step (e.g. the AR comparison); returns a status note."""
-        return ""
+    def finish_work(self, session: Session, view: dict):
+        """Model work after the last step (e.g. the AR baseline), as a generator: each `next()` does one
+        piece (one step), so it takes turns with other sessions like the run itself."""
+        return iter(())
 
     def status(self, session: Session | None, note: str = "") -> str:
         raise NotImplementedError
@@ -132,6 +199,9 @@ class TabSpec:
 class TabController:
     def __init__(self, spec: TabSpec):
         self.spec = spec
+        self.sharing = spec.sharing
+        self._advance = self.sharing.on_gpu(spec.advance)
+        self._n_outputs = len(spec.outputs_empty(""))
 
     # session lifecycle ----------------------------------------------------------
     def _session_for(self, session: Session | None, prompt: str, settings) -> tuple:
@@ -147,33 +217,97 @@ class TabController:
                                  + " from this step")
         return self.spec.start(prompt, settings), "new run"
 
+    def _status_only(self, status: str) -> tuple:
+        return (gr.skip(), status) + (gr.skip(),) * (self._n_outputs - 2)
+
+    def _turn(self, key: str, what: str, session: Session | None):
+        """Wait in line for the model (a generator: it yields a status with this session's place in line
+        while it waits) and return the ticket that holds it, or None when the session was paused or reset
+        meanwhile. Leaving early (the client went away, an error) gives the place up."""
+        turns = self.sharing.turns
+        ticket = turns.join(key, what)
+        try:
+            while not turns.wait(ticket, self.sharing.limits.wait_report_s):
+                if session is not None and session.paused:
+                    turns.release(ticket)
+                    return None
+                ahead, busy = turns.ahead(ticket)
+                yield self._status_only(
+                    f"⏳ Waiting for the model, shared in turns one step at a time: {ahead} piece(s) of work "
+                    f"ahead of yours" + (f" (now running: {busy})" if busy else "") + ".")
+        except BaseException:
+            turns.release(ticket)
+            raise
+        return ticket
+
     # handlers ----------------------------------------------------------------------
-    def drive(self, prompt, settings, view, session, max_steps):
+    def drive(self, prompt, settings, view, session, max_steps, key: str | None = None):
+        """Run (max_steps None) or step a session. Each step takes its own turn on the model."""
         spec = self.spec
         view = view or {}
-        with user_errors(spec.smaller):
+        key = key or request_key(None)
+        with user_errors(spec.smaller, spec.policy):
             checked = spec.parse(settings)
-            if not isinstance(prompt, str):
-                raise ConfigError(f"the prompt must be text, got {type(prompt).__name__}")
-            if not prompt.strip():
-                raise ConfigError("the prompt is empty: type a question or pick an example")
-            fresh = session is None or session.done or session.prompt != prompt or \
-                spec.live_changes(session, checked) is None
-            if fresh:
-                yield spec.outputs_empty("Loading the model and preparing the run…") if session is None else \
-                    spec.outputs_full(session, "Loading the model and preparing the run…", None, view)
+            spec.check_prompt(prompt)
+            self.sharing.sessions.enter(key, f"a {'run' if max_steps is None else 'step'} of {checked.method}")
+            try:
+                yield from self._drive(prompt, checked, view, session, max_steps, key)
+            finally:
+                self.sharing.sessions.leave(key)
+
+    def _drive(self, prompt, checked, view, session, max_steps, key):
+        spec, sharing = self.spec, self.sharing
+        started = time.monotonic()
+        fresh = session is None or session.done or session.prompt != prompt or \
+            spec.live_changes(session, checked) is None
+        if fresh:
+            yield spec.outputs_empty("Loading the model and preparing the run…") if session is None else \
+                spec.outputs_full(session, "Loading the model and preparing the run…", None, view)
+            ticket = yield from self._turn(key, f"preparing a run of {checked.method}", None)
+            try:
+                session, note = self._session_for(session, prompt, checked)
+            finally:
+                sharing.turns.release(ticket)
+        else:
             session, note = self._session_for(session, prompt, checked)
-            session.paused = False
-            taken = 0
-            while not session.done and not session.paused and (max_steps is None or taken < max_steps):
+        session.paused = False
+        taken = 0
+        limit_s = sharing.limits.request_s
+        while not session.done and not session.paused and (max_steps is None or taken < max_steps):
+            if limit_s is not None and time.monotonic() - started > limit_s:
+                note = f"stopped after {limit_s:.0f} s, this server's limit per request: press Run to go on"
+                break
+            delay = sharing.sessions.step_delay(key)
+            if delay > 0:
+                yield self._status_only(f"⏳ This session is stepping faster than this server allows "
+                                        f"({sharing.limits.steps_per_minute:.0f} steps a minute); next step in "
+                                        f"{delay:.1f} s.")
+                time.sleep(min(delay, 5.0))
+                continue
+            ticket = yield from self._turn(key, f"a step of {session.settings.method}", session)
+            if ticket is None:
+                break
+            try:
                 with session.lock:
-                    spec.advance(session)
-                taken += 1
-                yield spec.outputs_live(session, spec.status(session, note), view)
-            if session.done:
-                with session.lock:
-                    note = spec.finish(session) or ""
-            yield spec.outputs_full(session, spec.status(session, note), None, view)
+                    self._advance(session)
+            finally:
+                sharing.turns.release(ticket)
+            taken += 1
+            yield spec.outputs_live(session, spec.status(session, note), view)
+        if session.done and not session.paused:
+            work = spec.finish_work(session, view)
+            while True:
+                ticket = yield from self._turn(key, "a step of the AR baseline", session)
+                if ticket is None:
+                    break
+                try:
+                    with session.lock:
+                        more = next(work, _DONE) is not _DONE
+                finally:
+                    sharing.turns.release(ticket)
+                if not more:
+                    break
+        yield spec.outputs_full(session, spec.status(session, note), None, view)
 
     def pause(self, session):
         if session is None:
@@ -199,6 +333,9 @@ class TabController:
         if session is None or session.n_steps == 0:
             raise gr.Error("Nothing to export yet: run or step first.", print_exception=False)
         return write_trace(session.decoder.trace(), self.spec.trace_name)
+
+
+_DONE = object()
 
 
 def _index(name: str, value, n: int) -> int:
@@ -261,18 +398,18 @@ def wire(controller: TabController, *, collect, collect_inputs, prompt, settings
     run_btn, step_btn, pause_btn, reset_btn = buttons
     api = controller.spec.api_prefix
 
-    def run(prompt, settings=None, view=None, session=None):
-        yield from controller.drive(prompt, settings, view, session, None)
+    def run(prompt, settings=None, view=None, session=None, request: gr.Request = None):
+        yield from controller.drive(prompt, settings, view, session, None, request_key(request))
 
-    def step(prompt, settings=None, view=None, session=None):
-        yield from controller.drive(prompt, settings, view, session, 1)
+    def step(prompt, settings=None, view=None, session=None, request: gr.Request = None):
+        yield from controller.drive(prompt, settings, view, session, 1, request_key(request))
 
+    # no concurrency limit here: every Run / Step streams at once, and the model itself is shared in
+    # turns, one step at a time (`Sharing.turns`), so no session waits for another's whole run
     run_event = run_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
-        run, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}run",
-        concurrency_id="model", concurrency_limit=1)
+        run, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}run", concurrency_limit=None)
     step_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
-        step, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}step",
-        concurrency_id="model", concurrency_limit=1)
+        step, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}step", concurrency_limit=None)
     pause_btn.click(controller.pause, state, outputs[1], queue=False, api_name=f"{api}pause")
     reset_btn.click(controller.reset, state, outputs, cancels=[run_event], api_name=f"{api}reset")
     export_button.click(controller.export, state, export_file, api_name=f"{api}export")

@@ -23,8 +23,8 @@ from ..trace import CELL_STATE_NAMES, summarize_diffusion
 from ..viz.lattice import SIGNALS, cell_topk_html, lattice_figure, progress_figure
 from ..viz.live import LatticeLiveView
 from ..viz.tree import empty_figure
-from .controller import (Session, TabController, TabSpec, export_panel, run_buttons, scrubber_update,
-                         session_state, step_scrubber, user_errors, wire)
+from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
+                         scrubber_update, session_state, step_scrubber, user_errors, wire)
 from .speculative import knob_control
 
 OVERLAYS = {"commit order": "commit_order", "block boundaries": "blocks", "all-in marks": "threshold"}
@@ -176,9 +176,9 @@ class DiffusionSpec(TabSpec):
 
 
 class DiffusionTab:
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, sharing: Sharing | None = None):
         self.store = store
-        self.spec = DiffusionSpec(store)
+        self.spec = DiffusionSpec(store, sharing)
         self.controller = TabController(self.spec)
 
     def inspect(self, cell, session):
@@ -198,24 +198,37 @@ class DiffusionTab:
         labels = [self.spec.label(session, int(t)) for t in step.topk_ids[pos]]
         return cell_topk_html(step, pos, labels, CELL_STATE_NAMES[int(step.cell_state[pos])])
 
-    def compare(self, prompt, settings=None, schedule_a="low_confidence", schedule_b="threshold", signal="confidence"):
+    def compare(self, prompt, settings=None, schedule_a="low_confidence", schedule_b="threshold", signal="confidence",
+                request: gr.Request = None):
         """Run the same prompt and settings under two schedules, to the end, and show both lattices.
-        The last output is JSON: one entry per schedule with its summary and text."""
-        with user_errors(self.spec.smaller):
+        The last output is JSON: one entry per schedule with its summary and text. Each step takes its own
+        turn on the model, as a Run's do."""
+        sharing, key = self.spec.sharing, request_key(request)
+        with user_errors(self.spec.smaller, self.spec.policy):
             checked = self.spec.parse(settings)
+            self.spec.check_prompt(prompt)
             if checked.method != "diffusion":
                 raise ConfigError("comparing schedules needs the diffusion method (Jacobi has no schedule)")
-            runs, figs = {}, []
-            for name in (schedule_a, schedule_b):
-                run, ids = self.spec.prepare(prompt, checked.changed(schedule=name))
-                dec = run.decoder(ids, record=True)
-                steps = list(dec.steps())
-                label = f"{'A' if not runs else 'B'}: {run.label}"
-                runs[label] = (run, dec)
-                labels = lambda t: token_label(run.tokenizer, int(t)) if t >= 0 else ""  # noqa: E731
-                figs.append(lattice_figure(steps, [[labels(t) for t in s.canvas] for s in steps],
-                                           [[labels(t) for t in s.proposal] for s in steps],
-                                           signal=signal if signal in SIGNALS else "confidence", title=label))
+            sharing.sessions.enter(key, "a schedule comparison")
+            try:
+                runs, figs = {}, []
+                for name in (schedule_a, schedule_b):
+                    run, ids = sharing.run_in_turn(key, "preparing a schedule comparison",
+                                                   lambda: self.spec.prepare(prompt, checked.changed(schedule=name)))
+                    dec = run.decoder(ids, record=True)
+                    steps = []
+                    while not dec.done:
+                        record = sharing.run_in_turn(key, "a step of a schedule comparison", dec.step)
+                        if record is not None:
+                            steps.append(record)
+                    label = f"{'A' if not runs else 'B'}: {run.label}"
+                    runs[label] = (run, dec)
+                    labels = lambda t: token_label(run.tokenizer, int(t)) if t >= 0 else ""  # noqa: E731
+                    figs.append(lattice_figure(steps, [[labels(t) for t in s.canvas] for s in steps],
+                                               [[labels(t) for t in s.proposal] for s in steps],
+                                               signal=signal if signal in SIGNALS else "confidence", title=label))
+            finally:
+                sharing.sessions.leave(key)
         rows, result = [], []
         for label, (run, dec) in runs.items():
             tr = dec.trace()
@@ -306,7 +319,7 @@ class DiffusionTab:
         compare_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(
             self.compare, [prompt, settings_box, schedule_a, schedule_b, signal],
             [lattice_a, lattice_b, compare_progress, compare_table, compare_json], api_name="lattice_compare",
-            concurrency_id="model", concurrency_limit=1)
+            concurrency_limit=None)
 
 
 # a lattice click writes "step, position" into the cell box, which shows that cell's top-k
