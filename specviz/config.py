@@ -17,6 +17,16 @@ class ConfigError(ValueError):
     """A setting is out of range or inconsistent; the message is for the user."""
 
 
+def shown(value, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut to about `limit` characters, so a bad value (a
+    megabyte of text, a 400-digit number) never becomes a megabyte of message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters written out"
+    return f"{text[:limit]}… ({size})"
+
+
 @dataclass(frozen=True)
 class Knob:
     name: str
@@ -44,30 +54,30 @@ class Knob:
                 return True
             if text in ("false", "off", "no", "0"):
                 return False
-            raise ConfigError(f"{self.name} is a switch: use true or false, got {value!r}")
+            raise ConfigError(f"{self.name} is a switch: use true or false, got {shown(value)}")
         if self.choices:
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{self.name} must be text (one of {', '.join(self.choices)}), got {value!r}")
+                raise ConfigError(f"{self.name} must be text (one of {', '.join(self.choices)}), got {shown(value)}")
             text = value.strip() if value is not None else ""
             if len(text) > self.MAX_TEXT:
                 raise ConfigError(f"{self.name} is {len(text):,} characters; the limit is {self.MAX_TEXT:,}")
             if text in self.choices or (self.free_text and text):
                 return text
             extra = " or a file path" if self.free_text else ""
-            raise ConfigError(f"{self.name}={value!r} is not an option: use one of {', '.join(self.choices)}{extra}")
+            raise ConfigError(f"{self.name}={shown(value)} is not an option: use one of {', '.join(self.choices)}{extra}")
         if isinstance(value, bool):
-            raise ConfigError(f"{self.name} must be a number, got {value!r}")
+            raise ConfigError(f"{self.name} must be a number, got {shown(value)}")
         try:
             v = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{self.name} must be a number, got {value!r}") from None
+            raise ConfigError(f"{self.name} must be a number, got {shown(value)}") from None
         if v != v or v in (float("inf"), float("-inf")):
-            raise ConfigError(f"{self.name} must be a finite number, got {value!r}")
+            raise ConfigError(f"{self.name} must be a finite number, got {shown(value)}")
         if self.integer and v != int(v):
-            raise ConfigError(f"{self.name} must be a whole number, got {value!r}")
+            raise ConfigError(f"{self.name} must be a whole number, got {shown(value)}")
         if not (self.low <= v <= self.high):
             raise ConfigError(
-                f"{self.name}={value!r} is out of range: it must lie in [{_fmt(self.low)}, {_fmt(self.high)}]"
+                f"{self.name}={shown(value)} is out of range: it must lie in [{_fmt(self.low)}, {_fmt(self.high)}]"
             )
         return int(v) if self.integer else v
 

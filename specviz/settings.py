@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .config import (EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SCHEDULE, SEED, TEMPERATURE,
-                     TOP_P, ConfigError, Knob, SamplingConfig)
+                     TOP_P, ConfigError, Knob, SamplingConfig, shown)
 from .decoding.registry import METHODS, Method, get_method
 from .decoding.schedules import SCHEDULES
 from .trace import Trace
@@ -27,14 +27,18 @@ GEN_LENGTH = replace(MAX_NEW_TOKENS, name="gen_length", default=32, high=256,
                      help="canvas cells after the prompt (Jacobi: tokens to generate at most)")
 DIFFUSION_KNOB_NAMES = tuple(k.name for k in LATTICE_KNOBS if k.name != "window")
 JACOBI_KNOB_NAMES = ("window",)
+MAX_ID_CHARS = 1024  # a model id or local path (Hub ids are under 100 characters)
 
 
-def _text(name: str, value) -> str:
+def _text(name: str, value, what: str = "a model id or path") -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ConfigError(f"{name} must be text (a model id or path), got {value!r}")
-    return value.strip()
+        raise ConfigError(f"{name} must be text ({what}), got {shown(value)}")
+    text = value.strip()
+    if len(text) > MAX_ID_CHARS:
+        raise ConfigError(f"{name} is {len(text):,} characters; the limit is {MAX_ID_CHARS:,} ({what})")
+    return text
 
 
 def _as_dict(data, what: str) -> dict:
@@ -45,7 +49,7 @@ def _as_dict(data, what: str) -> dict:
                           f"{type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
-        raise ConfigError(f"{what} field names must be text, got {bad[:3]}")
+        raise ConfigError(f"{what} field names must be text, got {shown(bad[:3])}")
     return data
 
 
@@ -54,10 +58,12 @@ def _refuse_unknown(data: dict, known: set, owner: str, elsewhere: dict) -> None
     if not unknown:
         return
     hints = []
-    for name in unknown:
+    for name in unknown[:5]:
         where = elsewhere.get(name)
-        hints.append(f"{name!r} (a knob of {', '.join(where)})" if where else repr(name))
-    raise ConfigError(f"{owner} has no field(s) {', '.join(hints)}; its fields are {', '.join(sorted(known))}")
+        hints.append(f"{name!r} (a knob of {', '.join(where)})" if where else shown(name, 40))
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    raise ConfigError(f"settings: {owner} has no field(s) {', '.join(hints)}{more}; its fields are "
+                      f"{', '.join(sorted(known))}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class RunSettings:
     def from_dict(cls, data: dict | None = None) -> "RunSettings":
         """Check a flat settings dict; missing fields take their defaults (the method's own knob defaults)."""
         data = _as_dict(data, "settings")
-        method = get_method(_text("method", data.get("method", DEFAULT_METHOD)) or DEFAULT_METHOD)
+        method = get_method(_text("method", data.get("method", DEFAULT_METHOD), "a method name") or DEFAULT_METHOD)
         _refuse_unknown(data, set(cls.FIELDS) | {k.name for k in method.knobs}, f"method {method.name!r}",
                         knob_owners())
         knobs = method.check_knobs({k.name: data[k.name] for k in method.knobs if k.name in data})
@@ -159,9 +165,9 @@ class LatticeSettings:
             raise ConfigError("trust_remote_code is not a setting: remote code is enabled by whoever starts the "
                               "server (SPECVIZ_TRUST_REMOTE_CODE=1, or the CLI's --trust-remote-code), never by a "
                               "request")
-        method = _text("method", data.get("method", "diffusion")) or "diffusion"
+        method = _text("method", data.get("method", "diffusion"), "diffusion or jacobi") or "diffusion"
         if method not in LATTICE_METHODS:
-            raise ConfigError(f"unknown lattice method {method!r}: use diffusion or jacobi")
+            raise ConfigError(f"unknown lattice method {shown(method)}: use diffusion or jacobi")
         own = DIFFUSION_KNOB_NAMES if method == "diffusion" else JACOBI_KNOB_NAMES
         other = JACOBI_KNOB_NAMES if method == "diffusion" else DIFFUSION_KNOB_NAMES
         _refuse_unknown(data, set(cls.FIELDS) | set(own), f"lattice method {method!r}",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import (BUDGET, CORPUS, DRAFT_LEN, DRAFT_VOCAB, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
-                      ConfigError, Knob, SamplingConfig)
+                      ConfigError, Knob, SamplingConfig, shown)
 from .drafters import NoDrafter, PromptLookupDrafter
 from ..models.early_exit import early_exit_model
 from .jacobi import JacobiDrafter
@@ -269,7 +269,7 @@ def get_method(name) -> Method:
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+        raise ConfigError(f"unknown method {shown(name)}; choose one of {', '.join(METHODS)}") from None
 
 
 def knob_table() -> dict[str, Knob]:

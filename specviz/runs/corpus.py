@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, shown
 from ..decoding.retrieval import SuffixArray, corpus_tokens
 from ..textio import encode_documents
 
@@ -30,28 +30,36 @@ def load_datastores(store, target, corpus: str) -> dict:
     if corpus in ("shipped", "context+shipped"):
         stores["retrieval:shipped"] = _datastore(store, target, "shipped", shipped_documents)
     elif corpus != "context":
+        named = f"corpus file {shown(corpus)}"  # as the request spelled it, never the resolved path
         path = Path(os.path.expanduser(corpus))
-        if not path.is_file():
-            raise ConfigError(f"corpus file {corpus!r} does not exist (use context, shipped, context+shipped or a text file path)")
-        if path.stat().st_size > MAX_CORPUS_BYTES:
-            raise ConfigError(f"corpus file {corpus!r} is larger than {MAX_CORPUS_BYTES >> 20} MB")
+        try:
+            if not path.is_file():
+                raise ConfigError(f"{named} does not exist (use context, shipped, context+shipped or a text file path)")
+            stat = path.stat()
+            resolved = path.resolve()
+        except OSError as err:  # a name too long for a path, a folder that cannot be read
+            raise ConfigError(f"{named} cannot be read ({err.strerror or 'unreadable'})") from None
+        if stat.st_size > MAX_CORPUS_BYTES:
+            raise ConfigError(f"{named} is larger than {MAX_CORPUS_BYTES >> 20} MB")
 
         def read():
             try:
                 return [path.read_text(encoding="utf-8")]
             except UnicodeDecodeError:
-                raise ConfigError(f"corpus file {corpus!r} is not UTF-8 text") from None
+                raise ConfigError(f"{named} is not UTF-8 text") from None
+            except OSError as err:
+                raise ConfigError(f"{named} cannot be read ({err.strerror or 'unreadable'})") from None
 
-        stat = path.stat()
-        stores["retrieval:file"] = _datastore(store, target, f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}", read)
+        stores["retrieval:file"] = _datastore(store, target, f"{resolved}:{stat.st_mtime_ns}:{stat.st_size}", read,
+                                              named)
     return stores
 
 
-def _datastore(store, target, key: str, documents) -> SuffixArray:
+def _datastore(store, target, key: str, documents, named: str = "") -> SuffixArray:
     def build():
         docs = documents()
         if not docs or not any(d.strip() for d in docs):
-            raise ConfigError(f"the {key.split(':')[0]} corpus is empty")
+            raise ConfigError(f"{named or 'the ' + key.split(':')[0] + ' corpus'} is empty")
         return SuffixArray(corpus_tokens(encode_documents(target.tokenizer, docs)))
 
     return store.cached("datastore", (target.model_id, key), build)
