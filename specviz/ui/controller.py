@@ -26,6 +26,7 @@ import torch
 from ..config import ConfigError
 from ..models import ModelLoadError
 from ..policy import ServerPolicy
+from .inputs import StepSlider, recorded_index
 from .sharing import Limits, ServerFull, Sessions, Turns
 
 
@@ -321,11 +322,12 @@ class TabController:
         return self.spec.outputs_empty("Reset. Press Run or Step to start.")
 
     def scrub(self, step, view, session):
-        """Re-render any recorded step from the stored records, without the model."""
-        if session is None or session.n_steps == 0:
-            return self.spec.outputs_empty("Nothing recorded yet.")[1:]
+        """Re-render any recorded step from the stored records, without the model. The step (as sent: the
+        slider passes it through) must be a whole number, and a recorded one once there are records."""
         with user_errors(self.spec.smaller):
-            k = _index("step", step, session.n_steps)
+            k = recorded_index("step", step, 0 if session is None else session.n_steps)
+        if k is None:
+            return self.spec.outputs_empty("Nothing recorded yet.")[1:]
         return self.spec.outputs_full(session, self.spec.status(session, f"showing recorded step {k}"), k,
                                       view or {})[1:]
 
@@ -338,16 +340,6 @@ class TabController:
 _DONE = object()
 
 
-def _index(name: str, value, n: int) -> int:
-    try:
-        k = int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if not 0 <= k < n:
-        raise ConfigError(f"{name} {k} is not recorded: this run has steps 0 to {n - 1}")
-    return k
-
-
 def run_buttons(prefix: str):
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id=f"{prefix}-run")
@@ -358,8 +350,8 @@ def run_buttons(prefix: str):
 
 
 def step_scrubber(prefix: str):
-    return gr.Slider(0, 1, value=0, step=1, label="Recorded step", interactive=False, elem_id=f"{prefix}-slider",
-                     info="re-renders any recorded step from the stored trace, without calling the model")
+    return StepSlider(0, 1, value=0, step=1, label="Recorded step", interactive=False, elem_id=f"{prefix}-slider",
+                      info="re-renders any recorded step from the stored trace, without calling the model")
 
 
 def scrubber_update(n_steps: int, k: int):

@@ -13,7 +13,7 @@ import html
 
 import gradio as gr
 
-from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, ConfigError
+from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, ConfigError, shown
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
 from ..models import ModelStore
 from ..runs import prepare_lattice_run
@@ -25,6 +25,7 @@ from ..viz.live import LatticeLiveView
 from ..viz.tree import empty_figure
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
                          scrubber_update, session_state, step_scrubber, user_errors, wire)
+from .inputs import PromptBox, named_choice
 from .speculative import knob_control
 
 OVERLAYS = {"commit order": "commit_order", "block boundaries": "blocks", "all-in marks": "threshold"}
@@ -191,10 +192,10 @@ class DiffusionTab:
             return "Type a cell as 'step, position' (for example 3, 12), or click one in the lattice."
         records = session.decoder.records
         if not (0 <= k < len(records)):
-            return f"Step {k} is not recorded: this run has steps 0 to {len(records) - 1}."
+            return f"Step {shown(k, 24)} is not recorded: this run has steps 0 to {len(records) - 1}."
         step = records[k]
         if not (0 <= pos < step.length):
-            return f"Position {pos} is off the canvas (0 to {step.length - 1})."
+            return f"Position {shown(pos, 24)} is off the canvas (0 to {step.length - 1})."
         labels = [self.spec.label(session, int(t)) for t in step.topk_ids[pos]]
         return cell_topk_html(step, pos, labels, CELL_STATE_NAMES[int(step.cell_state[pos])])
 
@@ -207,6 +208,10 @@ class DiffusionTab:
         with user_errors(self.spec.smaller, self.spec.policy):
             checked = self.spec.parse(settings)
             self.spec.check_prompt(prompt)
+            # the comparison's own inputs arrive as sent (preprocess=False), so a bad one is named here
+            schedule_a = named_choice("schedule_a", schedule_a, SCHEDULES)
+            schedule_b = named_choice("schedule_b", schedule_b, SCHEDULES)
+            signal = named_choice("signal", signal, SIGNALS)
             if checked.method != "diffusion":
                 raise ConfigError("comparing schedules needs the diffusion method (Jacobi has no schedule)")
             sharing.sessions.enter(key, "a schedule comparison")
@@ -249,7 +254,7 @@ class DiffusionTab:
         empty = LatticeLiveView().live()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(label="Prompt", lines=3, value=PROMPT, elem_id="sd-prompt")
+                prompt = PromptBox(label="Prompt", lines=3, value=PROMPT, elem_id="sd-prompt")
                 method = gr.Radio([("Masked / block diffusion", "diffusion"), ("Jacobi decoding (AR model)", "jacobi")],
                                   value="diffusion", label="Method", elem_id="sd-method")
                 model = gr.Dropdown(MODEL_CHOICES, value=TINY_MDM_ID, allow_custom_value=True, label="Model",
@@ -307,9 +312,10 @@ class DiffusionTab:
         view_state = gr.State({"signal": "confidence", "overlays": list(OVERLAYS)})
         outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, metrics, summary]
         schedule_knob = knobs[LATTICE_NAMES.index("schedule")]
-        schedule_knob.change(_schedule_changed, [method, schedule_knob], [schedule_info, *knobs], queue=False)
+        schedule_knob.change(_schedule_changed, [method, schedule_knob], [schedule_info, *knobs], queue=False,
+                             api_name=False)
         method.change(_method_changed, [method, model, schedule_knob], [model, schedule_info, *knobs],
-                      queue=False)
+                      queue=False, api_name=False)
         collect_inputs = [method, model, *knobs, gen_length, temperature, seed]
         wire(self.controller, collect=collect_settings, collect_inputs=collect_inputs, prompt=prompt,
              settings_box=settings_box, view_state=view_state, state=state, outputs=outputs, buttons=buttons,
@@ -319,6 +325,7 @@ class DiffusionTab:
         compare_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(
             self.compare, [prompt, settings_box, schedule_a, schedule_b, signal],
             [lattice_a, lattice_b, compare_progress, compare_table, compare_json], api_name="lattice_compare",
+            preprocess=False,
             concurrency_limit=None)
 
 

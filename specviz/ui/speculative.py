@@ -25,6 +25,7 @@ from ..viz.tree import empty_figure
 from ..viz.whatif import whatif_figure, whatif_table_html
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
                          scrubber_update, session_state, step_scrubber, user_errors, wire)
+from .inputs import PromptBox
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
@@ -233,8 +234,8 @@ class SpeculativeTab:
         empty = SpecLiveView().live()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(label="Prompt", lines=4, value=examples[0]["prompt"] if examples else "",
-                                    placeholder="Ask the model something…", elem_id="sv-prompt")
+                prompt = PromptBox(label="Prompt", lines=4, value=examples[0]["prompt"] if examples else "",
+                                   placeholder="Ask the model something…", elem_id="sv-prompt")
                 method = gr.Dropdown([(_method_label(m), m.name) for m in METHODS.values()], value=DEFAULT_METHOD,
                                      label="Method", elem_id="sv-method")
                 method_info = gr.Markdown(_method_info(DEFAULT_METHOD))
@@ -286,7 +287,7 @@ class SpeculativeTab:
         state = session_state()
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW, "compare_ar": True})
         outputs = [state, status, text, slider, tree, confidence, strip, metrics, depth, summary]
-        method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False)
+        method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False, api_name=False)
         wire(self.controller, collect=collect_settings,
              collect_inputs=[method, *knob_controls, max_new, temperature, top_p, seed, target, draft],
              prompt=prompt, settings_box=settings_box, view_state=view_state, state=state, outputs=outputs,
