@@ -156,6 +156,14 @@ class ServerPolicy:
         """A message safe to show a stranger: in public mode server paths become '[server path]'."""
         return self._PATH.sub("[server path]", message) if self.public else message
 
+    def model_hint(self, field_name: str) -> str:
+        """The info line of a model field on a public server ('' on a local one)."""
+        if not self.public:
+            return ""
+        listed = ", ".join(sorted(self.models))
+        return (f"this public server loads the embedded model" + (f" and {listed}" if listed else " only")
+                + "; no local paths")
+
     def describe(self) -> str:
         """One paragraph for the app: what this server allows and why."""
         if not self.public:

@@ -6,10 +6,12 @@ import os
 import gradio as gr
 
 from ..models import ModelStore
+from ..policy import ServerPolicy
 from ..viz.palette import css
 from .controller import Sharing
 from .diffusion import LATTICE_CLICK_JS, DiffusionTab
 from .inputs import AppBlocks
+from .space import listen_address
 from .speculative import SpeculativeTab
 
 CSS = css()
@@ -37,6 +39,20 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
             DiffusionTab(store, sharing).build()
     demo.sharing = sharing  # the server's turns and limits, for the load report and tests
     return demo
+
+
+def server_from_env(environ=None) -> tuple:
+    """(store, demo, host, port) as the environment asks: where to listen (`space.listen_address`), whether
+    the server is public (`ServerPolicy.from_env`: a Space, an address beyond localhost, or
+    SPECVIZ_PUBLIC), and so which models may run their own code: on a public server only those its
+    operator pinned in SPECVIZ_REMOTE_CODE_MODELS, never all of them."""
+    env = os.environ if environ is None else environ
+    host, port = listen_address(env)
+    policy = ServerPolicy.from_env(env, host)
+    trust_all = None if not policy.public else False  # None: SPECVIZ_TRUST_REMOTE_CODE decides, locally
+    store = ModelStore(trust_remote_code=trust_all, remote_code_revisions=policy.remote_code)
+    demo = build_demo(store, Sharing.for_server(policy, env))
+    return store, demo, host, port
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -86,6 +86,8 @@ class Sharing:
 # seconds of GPU one step may hold on a platform that lends a GPU per call (ZeroGPU): a step, not a run
 STEP_GPU_S = 30
 _call_numbers = itertools.count()
+# how long a session's new request waits for its previous one to stop after its current step
+HANDOVER_S = 15.0
 
 
 def request_key(request) -> str:
@@ -203,6 +205,7 @@ class TabController:
         self.sharing = spec.sharing
         self._advance = self.sharing.on_gpu(spec.advance)
         self._n_outputs = len(spec.outputs_empty(""))
+        self._running: dict = {}  # session key -> its Session while a request of it streams
 
     # session lifecycle ----------------------------------------------------------
     def _session_for(self, session: Session | None, prompt: str, settings) -> tuple:
@@ -250,11 +253,18 @@ class TabController:
         with user_errors(spec.smaller, spec.policy):
             checked = spec.parse(settings)
             spec.check_prompt(prompt)
-            self.sharing.sessions.enter(key, f"a {'run' if max_steps is None else 'step'} of {checked.method}")
+            sessions = self.sharing.sessions
+            # e.g. Step pressed while a Run streams: the Run stops after its current step and this request
+            # carries on with its session (Gradio hands a request the state as it was when the Run began)
+            previous = self._running.get(key)
+            if previous is not None:
+                previous.paused = True
+            sessions.enter(key, f"a {'run' if max_steps is None else 'step'} of {checked.method}", wait_s=HANDOVER_S)
             try:
-                yield from self._drive(prompt, checked, view, session, max_steps, key)
+                yield from self._drive(prompt, checked, view, previous or session, max_steps, key)
             finally:
-                self.sharing.sessions.leave(key)
+                self._running.pop(key, None)
+                sessions.leave(key)
 
     def _drive(self, prompt, checked, view, session, max_steps, key):
         spec, sharing = self.spec, self.sharing
@@ -272,6 +282,7 @@ class TabController:
         else:
             session, note = self._session_for(session, prompt, checked)
         session.paused = False
+        self._running[key] = session
         taken = 0
         limit_s = sharing.limits.request_s
         while not session.done and not session.paused and (max_steps is None or taken < max_steps):
@@ -297,7 +308,7 @@ class TabController:
             yield spec.outputs_live(session, spec.status(session, note), view)
         if session.done and not session.paused:
             work = spec.finish_work(session, view)
-            while True:
+            while not session.paused:
                 ticket = yield from self._turn(key, "a step of the AR baseline", session)
                 if ticket is None:
                     break
@@ -310,15 +321,16 @@ class TabController:
                     break
         yield spec.outputs_full(session, spec.status(session, note), None, view)
 
-    def pause(self, session):
+    def pause(self, session, key: str | None = None):
+        session = self._running.get(key) or session  # the state a request gets may predate a streaming Run
         if session is None:
             return "Nothing is running."
         session.paused = True
         return self.spec.status(session, "pause requested")
 
-    def reset(self, session):
-        if session is not None:
-            session.close()  # a Run streaming in this session stops at its next step (through the API too)
+    def reset(self, session, key: str | None = None):
+        for s in {id(x): x for x in (session, self._running.get(key)) if x is not None}.values():
+            s.close()  # a Run streaming in this session stops at its next step (through the API too)
         return self.spec.outputs_empty("Reset. Press Run or Step to start.")
 
     def scrub(self, step, view, session):
@@ -402,8 +414,14 @@ def wire(controller: TabController, *, collect, collect_inputs, prompt, settings
         run, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}run", concurrency_limit=None)
     step_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
         step, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}step", concurrency_limit=None)
-    pause_btn.click(controller.pause, state, outputs[1], queue=False, api_name=f"{api}pause")
-    reset_btn.click(controller.reset, state, outputs, cancels=[run_event], api_name=f"{api}reset")
+    def pause(session=None, request: gr.Request = None):
+        return controller.pause(session, request_key(request))
+
+    def reset(session=None, request: gr.Request = None):
+        return controller.reset(session, request_key(request))
+
+    pause_btn.click(pause, state, outputs[1], queue=False, api_name=f"{api}pause")
+    reset_btn.click(reset, state, outputs, cancels=[run_event], api_name=f"{api}reset")
     export_button.click(controller.export, state, export_file, api_name=f"{api}export")
 
     def scrub(step, view=None, session=None):

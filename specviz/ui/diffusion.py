@@ -40,6 +40,9 @@ def _remote_code_note(store) -> str:
     if store.trust_remote_code:
         return ("⚠ This server runs modelling code from model repositories (LLaDA, Dream, Fast-dLLM v2, SDAR, MDLM, "
                 "BD3-LM need it): its operator started it with SPECVIZ_TRUST_REMOTE_CODE=1.")
+    if store.remote_code_revisions:
+        listed = ", ".join(f"{m} @ {r[:12]}" for m, r in sorted(store.remote_code_revisions.items()))
+        return f"This server runs its repository's code only for the models its operator pinned: {listed}."
     return ("Models that ship their own code (LLaDA, Dream, Fast-dLLM v2, SDAR, MDLM, BD3-LM) need the server "
             "started with SPECVIZ_TRUST_REMOTE_CODE=1; this one runs no remote code.")
 

@@ -130,12 +130,19 @@ class Sessions:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._active: dict = {}  # session key -> what it runs
         self._buckets: dict = {}  # session key -> (tokens, last refill time)
 
-    def enter(self, key: str, what: str) -> None:
+    def busy(self, key: str) -> bool:
         with self._lock:
+            return key in self._active
+
+    def enter(self, key: str, what: str, wait_s: float = 0.0) -> None:
+        """Admit a request of session `key`, waiting up to `wait_s` for the session's previous request to
+        end (the caller has asked it to stop, e.g. a Step pressed while a Run streams)."""
+        with self._lock:
+            self._lock.wait_for(lambda: key not in self._active, timeout=wait_s)
             if key in self._active:
                 raise ServerFull(f"this session is already running ({self._active[key]}): press Pause, or wait "
                                  "for it to finish, before starting another Run or Step")
@@ -148,6 +155,7 @@ class Sessions:
     def leave(self, key: str) -> None:
         with self._lock:
             self._active.pop(key, None)
+            self._lock.notify_all()
 
     @property
     def active(self) -> int:
@@ -162,6 +170,8 @@ class Sessions:
         per_s, burst = rate / 60.0, max(rate / 6.0, 1.0)  # ten seconds' worth may come at once
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) > 4096:  # forget sessions idle long enough to have a full allowance again
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < burst / per_s}
             tokens, last = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - last) * per_s)
             if tokens >= 1.0:

@@ -251,7 +251,8 @@ class SpeculativeTab:
                     seed = gr.Number(value=SEED.default, precision=0, label="seed")
                 with gr.Accordion("Models", open=False):
                     target = gr.Textbox(value=EMBEDDED_MODEL_ID, label="Target model",
-                                        info="the embedded model, or any Hugging Face causal LM id / local path")
+                                        info=self.spec.policy.model_hint("target") or
+                                        "the embedded model, or any Hugging Face causal LM id / local path")
                     draft = gr.Textbox(value="", **DRAFT_FIELD)
                 buttons = run_buttons("sv")
                 compare_ar = gr.Checkbox(True, label="After a run, time plain AR on the same prompt for the speedup",

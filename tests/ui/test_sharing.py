@@ -168,3 +168,19 @@ def test_public_server_caps_the_prompt_and_uploads_and_still_serves(public_url):
     assert response.status_code == 413, response.text[:200]
     out = client.predict(prompt="Name a fruit.", settings={"max_new_tokens": 2}, api_name="/step")
     assert json.loads(json.dumps(out[-1]))["settings"]["max_new_tokens"] == 2
+
+
+def test_a_step_pressed_while_the_same_session_runs_pauses_the_run_and_steps(app_url, served_demo):
+    client = Client(app_url, verbose=False)
+    prompt, settings = "Write a detailed essay about the history of Rome.", {"method": "ar", "max_new_tokens": 96}
+    job = client.submit(prompt=prompt, settings=settings, api_name="/run")
+    sharing = served_demo[0].sharing
+    deadline = time.monotonic() + 60
+    while not sharing.sessions.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    out = client.predict(prompt=prompt, settings=settings, api_name="/step")
+    run_out = job.result(timeout=120)
+    assert "paused" in run_out[0], run_out[0]  # the Run stopped after its step, without an error
+    n_run, n_step = len(run_out[-1]["output_ids"]), len(out[-1]["output_ids"])
+    assert 0 < n_run < 96 and n_step == n_run + 1, (n_run, n_step)  # the Step continued the same run
