@@ -49,7 +49,7 @@ def server_from_env(environ=None) -> tuple:
     env = os.environ if environ is None else environ
     host, port = listen_address(env)
     policy = ServerPolicy.from_env(env, host)
-    trust_all = None if not policy.public else False  # None: SPECVIZ_TRUST_REMOTE_CODE decides, locally
+    trust_all = not policy.public and env.get("SPECVIZ_TRUST_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes")
     store = ModelStore(trust_remote_code=trust_all, remote_code_revisions=policy.remote_code)
     demo = build_demo(store, Sharing.for_server(policy, env))
     return store, demo, host, port

@@ -184,3 +184,24 @@ def test_a_step_pressed_while_the_same_session_runs_pauses_the_run_and_steps(app
     assert "paused" in run_out[0], run_out[0]  # the Run stopped after its step, without an error
     n_run, n_step = len(run_out[-1]["output_ids"]), len(out[-1]["output_ids"])
     assert 0 < n_run < 96 and n_step == n_run + 1, (n_run, n_step)  # the Step continued the same run
+
+
+def test_server_from_env_decides_public_mode_remote_code_and_limits(tmp_path):
+    from specviz.ui.app import server_from_env
+
+    store, demo, host, port = server_from_env({"SPECVIZ_PORT": "7999"})
+    assert (host, port) == ("127.0.0.1", 7999) and not demo.sharing.policy.public
+    assert demo.sharing.limits.steps_per_minute is None
+
+    space = {"SPACE_ID": "someone/specviz", "SPECVIZ_TRUST_REMOTE_CODE": "1",
+             "SPECVIZ_REMOTE_CODE_MODELS": "GSAI-ML/LLaDA-8B-Instruct@08b83a6"}
+    store, demo, host, port = server_from_env(space)
+    assert host == "0.0.0.0" and demo.sharing.policy.public
+    # on a public server the blanket switch is ignored: only the pinned models run their own code
+    assert store.trust_remote_code is False
+    assert store.remote_code_revisions == {"GSAI-ML/LLaDA-8B-Instruct": "08b83a6"}
+    assert demo.sharing.limits.request_s == 600
+    note = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sv-public-note"]
+    assert note and "Public server" in note[0].value
+    store, demo, *_ = server_from_env({"SPECVIZ_TRUST_REMOTE_CODE": "1"})
+    assert store.trust_remote_code is True and not demo.sharing.policy.public  # a local operator's choice
