@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from .loading import ModelLoadError, default_device, default_dtype, hub_reachable, load_error
+from .loading import ModelLoadError, default_device, default_dtype, hub_reachable, load_error, path_exists
 
 FULL, BLOCK_CAUSAL = "full", "block-causal"
 
@@ -362,7 +362,7 @@ def load_diffusion_model(model_id: str, family: str | None = None, trust_remote_
     import transformers
 
     device = device or default_device()
-    online = Path(model_id).expanduser().exists() or hub_reachable()
+    online = path_exists(model_id) or hub_reachable()
     t0 = time.perf_counter()
     pinned = {"revision": revision} if revision else {}
     auto = _DiffuGPTLoader if fam.auto_class == "diffugpt" else getattr(transformers, fam.auto_class)
@@ -407,7 +407,7 @@ class _DiffuGPTLoader:
         from transformers import AutoConfig, GPT2LMHeadModel
 
         path = Path(model_id).expanduser()
-        if not path.exists():
+        if not path_exists(path):
             from huggingface_hub import snapshot_download
 
             path = Path(snapshot_download(model_id, local_files_only=local_files_only, revision=revision,

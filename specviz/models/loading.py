@@ -63,6 +63,15 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def path_exists(path) -> bool:
+    """Whether a local file or directory is there; a name too long for a path or holding a NUL is not one
+    (pathlib raises on those instead of answering)."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
 def is_embedded(model_id: str | None) -> bool:
     return model_id is None or model_id.strip().lower() in EMBEDDED_ALIASES
 
@@ -89,7 +98,7 @@ def load_model(model_id: str | None, device: torch.device | None = None, dtype: 
     model_id = model_id.strip()
     device = device or default_device()
     local_path = Path(model_id).expanduser()
-    online = local_path.exists() or hub_reachable()
+    online = path_exists(local_path) or hub_reachable()
     t0 = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=not online)
@@ -157,10 +166,7 @@ def canonical_model_id(model_id: str | None) -> str:
         return EMBEDDED_MODEL_ID
     text = model_id.strip()
     path = Path(text).expanduser()
-    try:
-        return str(path.resolve()) if path.exists() else text
-    except (OSError, ValueError):  # a name too long for a path, or one holding a NUL: not a local directory
-        return text
+    return str(path.resolve()) if path_exists(path) else text
 
 
 def load_error(model_id: str, err: Exception, online: bool, what: str, offline_hint: str) -> ModelLoadError:

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .loading import EMBEDDED_MODEL_ID, ModelLoadError, hub_reachable, is_embedded
+from .loading import EMBEDDED_MODEL_ID, ModelLoadError, hub_reachable, is_embedded, path_exists
 from .trained_heads import ExitDraftLayers, FeatureDrafter, MedusaHeads, distilled_exit_model
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "drafters"
@@ -315,7 +315,7 @@ def load_hub_head(head_id: str, kind: str, target) -> nn.Module:
     _hub_kind(kind)
     head_id = head_id.strip()
     local = Path(head_id).expanduser()
-    if local.is_dir():
+    if path_exists(local) and local.is_dir():
         directory = local
     else:
         if not hub_reachable():
@@ -327,7 +327,11 @@ def load_hub_head(head_id: str, kind: str, target) -> nn.Module:
             directory = Path(snapshot_download(head_id, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.pt"]))
         except Exception as err:  # noqa: BLE001 - any Hub failure is the user's to fix
             raise ModelLoadError(f"cannot fetch the head checkpoint {head_id!r}: {str(err).splitlines()[0]}") from None
-    return load_head_directory(directory, kind, target)
+    try:
+        return load_head_directory(directory, kind, target)
+    except ModelLoadError as err:
+        # named as the request spelled it: not '~' made absolute, nor the Hub cache's folder on the server
+        raise ModelLoadError(str(err).replace(str(directory), head_id)) from None
 
 
 def _read_state(directory: Path) -> dict:
