@@ -150,7 +150,7 @@ def test_step_then_run_resumes_the_same_run(client):
     assert final[-1]["settings"]["method"] == "sps"
     # a recorded step re-renders by index, without the model; a bad index is a clear message
     assert "showing recorded step 1" in client.predict(step=1, api_name="/scrub")[0]
-    with pytest.raises(Exception, match="99 is greater than maximum value 9"):
+    with pytest.raises(Exception, match="step 99 is not recorded: this run has steps 0 to 9"):
         client.predict(step=99, api_name="/scrub")
 
 
