@@ -168,8 +168,10 @@ class ServerPolicy:
         """One paragraph for the app: what this server allows and why."""
         if not self.public:
             return ""
-        listed = ", ".join(sorted(self.models)) or "none"
-        caps = ", ".join(f"{k} ≤ {v}" for k, v in self.caps.items())
-        return (f"**Public server** ({self.why}): the embedded SmolLM2 and tiny-mdm run, plus the models the "
-                f"operator listed ({listed}); no file paths; caps: {caps}. Model work is shared in turns, one "
-                "step at a time.")
+        listed = ", ".join(sorted(self.models))
+        c = self.caps
+        return (f"**Public server** ({self.why}). It runs the embedded SmolLM2 and tiny-mdm"
+                + (f", plus {listed}" if listed else "") + "; it reads no files. "
+                f"Per request: prompts up to {c['prompt_chars']:,} characters, {c['max_new_tokens']} new tokens, "
+                f"trees of {c['budget']} drafted nodes, canvases of {c['gen_length']} cells and {c['steps']} steps. "
+                "Everyone shares the model one step at a time, so your run may wait briefly for others' steps.")

@@ -231,14 +231,17 @@ class TabController:
         turns = self.sharing.turns
         ticket = turns.join(key, what)
         try:
-            while not turns.wait(ticket, self.sharing.limits.wait_report_s):
+            # a short first wait, so that a visible wait is reported at once, then one report a second
+            timeout = min(0.25, self.sharing.limits.wait_report_s)
+            while not turns.wait(ticket, timeout):
+                timeout = self.sharing.limits.wait_report_s
                 if session is not None and session.paused:
                     turns.release(ticket)
                     return None
                 ahead, busy = turns.ahead(ticket)
                 yield self._status_only(
-                    f"⏳ Waiting for the model, shared in turns one step at a time: {ahead} piece(s) of work "
-                    f"ahead of yours" + (f" (now running: {busy})" if busy else "") + ".")
+                    f"**In line for the model** (it is shared one step at a time): {ahead} ahead of you"
+                    + (f"; now running: {busy}" if busy else "") + ".")
         except BaseException:
             turns.release(ticket)
             raise
@@ -291,7 +294,7 @@ class TabController:
                 break
             delay = sharing.sessions.step_delay(key)
             if delay > 0:
-                yield self._status_only(f"⏳ This session is stepping faster than this server allows "
+                yield self._status_only(f"**Slowed down**: this session is stepping faster than this server allows "
                                         f"({sharing.limits.steps_per_minute:.0f} steps a minute); next step in "
                                         f"{delay:.1f} s.")
                 time.sleep(min(delay, 5.0))
