@@ -8,14 +8,19 @@ called with too few inputs fails with no message at all. So:
 - `PromptBox` and `StepSlider` hand the raw value to the handler, which refuses bad input by name;
 - `named_choice` checks an option by the endpoint's parameter name (the comparison's schedules, signal);
 - `recorded_index` reads a step index (finite, whole, recorded);
-- `AppBlocks` answers a call with too few inputs with the endpoint's parameter names.
+- `AppBlocks` answers a call with too few inputs with the endpoint's parameter names, an input no component
+  could read with that input's name, and anything else that fails (a bug; the page's own plumbing events,
+  which raw HTTP can reach too) with a short message naming the endpoint instead of Gradio's empty error.
 """
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+import re
 
 import gradio as gr
+from gradio.exceptions import ComponentProcessingError
 
 from ..config import ConfigError, shown
 
@@ -67,30 +72,62 @@ def named_choice(name: str, value, options) -> str:
     raise ConfigError(f"{name}={shown(value)} is not an option: use one of {', '.join(options)}")
 
 
+LOG = logging.getLogger(__name__)
+
+
+def _parameters(block_fn) -> list:
+    try:
+        return [p.name for p in inspect.signature(block_fn.fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.annotation not in (gr.Request, "gr.Request")]
+    except (TypeError, ValueError):  # no function (a browser-only event), or one without a signature
+        return []
+
+
 def api_parameter_names(block_fn) -> list:
     """The names a client sends an endpoint's inputs under (the handler's parameters; session state,
     which a client never sends, left out)."""
-    try:
-        params = [p.name for p in inspect.signature(block_fn.fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.annotation not in (gr.Request, "gr.Request")]
-    except (TypeError, ValueError):
-        params = []
-    names = []
-    for i, block in enumerate(block_fn.inputs):
-        if not getattr(block, "skip_api", False):
-            names.append(params[i] if i < len(params) else f"input {i + 1}")
-    return names
+    params = _parameters(block_fn)
+    return [params[i] if i < len(params) else f"input {i + 1}"
+            for i, block in enumerate(block_fn.inputs) if not getattr(block, "skip_api", False)]
+
+
+def _endpoint(block_fn) -> str:
+    name = getattr(block_fn, "api_name", None)
+    return f"/{name}" if isinstance(name, str) and name else "this endpoint"
 
 
 class AppBlocks(gr.Blocks):
-    """The app's Blocks: a call with too few inputs (the raw HTTP API sends exactly what it is given) is
-    answered with the endpoint's parameter names, not Gradio's silent internal error."""
+    """The app's Blocks: what Gradio would answer with an empty error gets a message naming the endpoint
+    and its inputs: a call with too few of them (the raw HTTP API sends exactly what it is given), a value
+    an input's control cannot read, and any other failure (logged with its traceback, never sent)."""
 
     def validate_inputs(self, block_fn, inputs):
         if len(inputs) < len(block_fn.inputs):
             names = api_parameter_names(block_fn)
-            endpoint = f"/{block_fn.api_name}" if isinstance(block_fn.api_name, str) else "this endpoint"
+            endpoint = _endpoint(block_fn)
             raise gr.Error(f"{endpoint} takes {len(names)} input(s), in order: {', '.join(names) or 'none'}; got "
                            f"{len(inputs)}. Send exactly these (gradio_client fills in the defaults).",
                            print_exception=False)
         super().validate_inputs(block_fn, inputs)
+
+    async def process_api(self, block_fn, *args, **kwargs):
+        try:
+            return await super().process_api(block_fn, *args, **kwargs)
+        except gr.Error:
+            raise
+        except ComponentProcessingError as err:
+            fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+            found = re.search(r"input component at index (\d+)", str(err))
+            i = int(found.group(1)) if found else -1
+            params = _parameters(fn)
+            name = params[i] if 0 <= i < len(params) else "an input"
+            raise gr.Error(f"{_endpoint(fn)}: {name} is not a value its control can take (wrong type or out of "
+                           f"range); its inputs are {', '.join(api_parameter_names(fn)) or 'none'}",
+                           print_exception=False) from None
+        except Exception as err:  # noqa: BLE001 - a bug, or a browser-only event called by hand: say so briefly
+            fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+            LOG.exception("%s failed", _endpoint(fn))
+            raise gr.Error(f"{_endpoint(fn)} failed on the server ({type(err).__name__}); the server log has the "
+                           f"details. Check its inputs: {', '.join(api_parameter_names(fn)) or 'none'}.",
+                           print_exception=False) from None

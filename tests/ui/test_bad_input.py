@@ -329,6 +329,30 @@ def test_bad_input(case, app_url, shared):
     TALLY.clear += 1
 
 
+def test_the_page_s_own_events_answer_raw_http_clearly(app_url):
+    """The page's plumbing (collecting the settings, showing knobs, loading an example, the Reset's cancel) is
+    hidden from the API docs but reachable by raw HTTP: junk there gets a message too (or a harmless answer)."""
+    deps = Client(app_url, verbose=False).config["dependencies"]
+    hidden = [d for d in deps if d.get("api_visibility") != "public" and isinstance(d.get("api_name"), str)]
+    assert any(d["api_name"] == "load_example" for d in hidden) and len(hidden) > 5
+    problems = []
+    for dep in hidden:
+        n = len(dep.get("inputs", []))
+        for data in ([], ["junk"] * n, [{"a": NAN}] * n, [99] * n, [None] * n):
+            TALLY.sent += 1
+            succeeded, answer = _http(app_url, "/" + dep["api_name"], tuple(data), uuid.uuid4().hex)
+            if succeeded:
+                TALLY.accepted += 1
+                continue
+            text = answer if isinstance(answer, str) else repr(answer)
+            if not isinstance(answer, str) or not answer.strip() or answer.strip() in ("Error", "None") or \
+                    GRADIO_BARE in answer or len(answer) > MAX_MESSAGE or _leaks(answer, data):
+                problems.append((dep["api_name"], data, text[:200]))
+            else:
+                TALLY.clear += 1
+    assert not problems, problems
+
+
 def test_server_still_serves_after_the_sweep(app_url, shared):
     """After every bad input: a normal Step in a new session and in the swept one."""
     for c in (Client(app_url, verbose=False), shared):
