@@ -10,7 +10,8 @@ latency p50/p95 of /step and /run, the longest single wait of any session, wall 
 (VmRSS of the app process and its children) after 5 and after 40 completed runs and at the end, and cross-talk:
 every answer's run summary must belong to the session that asked (its prompt, its settings, a step count that
 grows by one per /step and starts again after /reset). Exit status 1 when any job failed or any cross-talk was
-seen; 2 when the app could not be started.
+seen, or the load was interrupted (Ctrl-C or SIGTERM: the figures so far are still reported and the app stopped);
+2 when the app could not be started.
 
 Without --url the app is started here as a subprocess (`python app.py` on a free port of 127.0.0.1), so its
 memory can be read from /proc; with --url give --pid to read the memory of an app started elsewhere.
@@ -295,6 +296,7 @@ class Totals:
     violations: list = field(default_factory=list)
     connect_errors: list = field(default_factory=list)
     runs_done: int = 0
+    in_flight: int = 0  # calls submitted and not answered yet
     rss_at: dict = field(default_factory=dict)  # completed runs -> MiB
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -318,6 +320,8 @@ def student(i: int, url: str, args, owners: PromptOwners, totals: Totals, pid: i
     check = SessionChecker(i, owners, args.tokens, args.method)
 
     def call(kind: str, round_no: int, **inputs):
+        with totals.lock:
+            totals.in_flight += 1
         t0 = time.perf_counter()
         try:
             out = client.submit(**inputs, api_name=f"/{kind}").result(timeout=args.call_timeout)
@@ -325,6 +329,7 @@ def student(i: int, url: str, args, owners: PromptOwners, totals: Totals, pid: i
             record = Call(i, round_no, kind, time.perf_counter() - t0, False, error_text(err))
             check.failed()
             with totals.lock:
+                totals.in_flight -= 1
                 totals.calls.append(record)
             return
         latency = time.perf_counter() - t0
@@ -334,6 +339,7 @@ def student(i: int, url: str, args, owners: PromptOwners, totals: Totals, pid: i
             summary = out[-1] if isinstance(out, (tuple, list)) and out else out
             bad = check.step(summary) if kind == "step" else check.run(summary)
         with totals.lock:
+            totals.in_flight -= 1
             totals.calls.append(Call(i, round_no, kind, latency, True))
             totals.violations.extend(bad)
             if kind == "run":
@@ -361,8 +367,11 @@ def percentile(values: list, q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-def figures(totals: Totals, args, wall_s: float, rss_end, rss_peak, prompt_check: str) -> dict:
-    calls = totals.calls
+def figures(totals: Totals, args, wall_s: float, rss_end, rss_peak, prompt_check: str,
+            interrupted: bool = False) -> dict:
+    with totals.lock:  # a snapshot: after an interruption the students may still be answering
+        calls, violations, connect_errors = list(totals.calls), list(totals.violations), list(totals.connect_errors)
+        in_flight, runs_done, rss_at = totals.in_flight, totals.runs_done, dict(totals.rss_at)
     ok = [c for c in calls if c.ok]
     failed = [c for c in calls if not c.ok]
 
@@ -376,17 +385,21 @@ def figures(totals: Totals, args, wall_s: float, rss_end, rss_peak, prompt_check
             longest[c.client] = c
     worst = max(longest.values(), key=lambda c: c.latency_s, default=None)
     errors = Counter(f"/{c.kind}: {c.error}" for c in failed)
-    errors.update(e.split(": ", 1)[1] for e in totals.connect_errors)
+    errors.update(f"connect: {e.split(': ', 1)[1]}" for e in connect_errors)
+    if in_flight:
+        errors[f"unanswered when {'interrupted' if interrupted else 'finished'}"] = in_flight
     return {
+        "interrupted": interrupted,
         "clients": args.clients,
-        "clients_connected": args.clients - len(totals.connect_errors),
+        "clients_connected": args.clients - len(connect_errors),
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "max_new_tokens": args.tokens,
         "method": args.method or "default",
-        "jobs_submitted": len(calls),
+        "jobs_planned": args.clients * args.rounds * (args.steps + 2),
+        "jobs_submitted": len(calls) + in_flight,
         "jobs_ok": len(ok),
-        "jobs_failed": len(failed) + len(totals.connect_errors),
+        "jobs_failed": len(failed) + len(connect_errors) + in_flight,
         "errors": dict(errors.most_common()),
         "step_latency": lat("step"),
         "run_latency": lat("run"),
@@ -394,12 +407,12 @@ def figures(totals: Totals, args, wall_s: float, rss_end, rss_peak, prompt_check
         "longest_session_wait_s": worst.latency_s if worst else None,
         "longest_session_wait": (f"client {worst.client} round {worst.round} /{worst.kind}" if worst else None),
         "wall_s": wall_s,
-        "runs_completed": totals.runs_done,
-        "rss_mib": {"after_5_runs": totals.rss_at.get(5), "after_40_runs": totals.rss_at.get(40),
+        "runs_completed": runs_done,
+        "rss_mib": {"after_5_runs": rss_at.get(5), "after_40_runs": rss_at.get(40),
                     "end": rss_end, "peak": rss_peak},
         "prompt_check": prompt_check,
-        "cross_talk_violations": len(totals.violations),
-        "cross_talk_examples": totals.violations[:20],
+        "cross_talk_violations": len(violations),
+        "cross_talk_examples": violations[:20],
     }
 
 
@@ -411,7 +424,7 @@ def table(f: dict) -> str:
         ("clients (connected)", f"{f['clients']} ({f['clients_connected']})"),
         ("rounds × (steps + run + reset)", f"{f['rounds']} × ({f['steps_per_round']} + 1 + 1), "
                                            f"{f['max_new_tokens']} tokens, method {f['method']}"),
-        ("jobs submitted", f["jobs_submitted"]),
+        ("jobs submitted (planned)", f"{f['jobs_submitted']} ({f['jobs_planned']})"),
         ("jobs finished ok", f["jobs_ok"]),
         ("jobs failed", f["jobs_failed"]),
         ("/step latency p50 / p95", f"{s(f['step_latency']['p50_s'])} / {s(f['step_latency']['p95_s'])}"
@@ -427,7 +440,8 @@ def table(f: dict) -> str:
         ("cross-talk violations", f"{f['cross_talk_violations']}  (prompt check: {f['prompt_check']})"),
     ]
     width = max(len(k) for k, _ in rows)
-    out = [f"{k:<{width}}  {v}" for k, v in rows]
+    out = ["INTERRUPTED: the figures so far"] if f["interrupted"] else []
+    out += [f"{k:<{width}}  {v}" for k, v in rows]
     for msg, n in f["errors"].items():
         out.append(f"  error ×{n}: {msg}")
     for v in f["cross_talk_examples"]:
@@ -447,14 +461,22 @@ def parse_args(argv=None):
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--call-timeout", type=float, default=1200, help="seconds one call may take")
     p.add_argument("--startup-timeout", type=float, default=600, help="seconds the app may take to answer")
+    p.add_argument("--progress", type=float, default=30, help="seconds between progress lines (0: none)")
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs app.py")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="tokenizer.json to decode the summaries' prompt ids (default: the embedded model's cache)")
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # a SIGTERM (e.g. from `timeout`) stops the load like Ctrl-C: the figures so far are reported, the app stopped
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     app = None
     if args.url:
         url, pid = args.url, args.pid
@@ -462,12 +484,13 @@ def main(argv=None) -> int:
         print("starting the app…", flush=True)
         try:
             app = App(args.python, args.startup_timeout)
-        except RuntimeError as err:
+        except (RuntimeError, KeyboardInterrupt) as err:
             print(f"could not start the app: {err}", file=sys.stderr)
             return 2
         url, pid = app.url, app.pid
         print(f"app answering on {url} (pid {pid}) after {app.startup_s:.1f} s; RSS {rss_mib(pid):.0f} MiB",
               flush=True)
+    interrupted = False
     try:
         # after the app started: it writes the cache on first use
         decode = load_decoder(args.tokenizer or embedded_tokenizer())
@@ -476,38 +499,53 @@ def main(argv=None) -> int:
         totals = Totals()
         peak = [rss_mib(pid)]
         done = threading.Event()
+        planned = args.clients * args.rounds * (args.steps + 2)
+        t0 = time.perf_counter()
 
         def watch():
+            last = time.perf_counter()
             while not done.wait(0.5):
                 r = rss_mib(pid)
                 if r is not None and (peak[0] is None or r > peak[0]):
                     peak[0] = r
+                if args.progress and time.perf_counter() - last >= args.progress:
+                    last = time.perf_counter()
+                    with totals.lock:
+                        ok = sum(c.ok for c in totals.calls)
+                        line = (f"[{last - t0:6.0f} s] runs {totals.runs_done}/{args.clients * args.rounds}, "
+                                f"jobs ok {ok}, failed {len(totals.calls) - ok}, in flight {totals.in_flight} "
+                                f"of {planned}; cross-talk {len(totals.violations)}; server RSS "
+                                + ("n/a" if r is None else f"{r:.0f} MiB"))
+                    print(line, flush=True)
 
         watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         start = threading.Event()
         threads = [threading.Thread(target=student, args=(i, url, args, owners, totals, pid, start), daemon=True)
                    for i in range(1, args.clients + 1)]
         for t in threads:
             t.start()
         t0 = time.perf_counter()
+        watcher.start()
         start.set()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except KeyboardInterrupt:
+            interrupted = True
         wall = time.perf_counter() - t0
         done.set()
         watcher.join()
         rss_end = rss_mib(pid)
         rss_peak = max((r for r in (peak[0], rss_end) if r is not None), default=None)
-        f = figures(totals, args, wall, rss_end, rss_peak, prompt_check)
+        f = figures(totals, args, wall, rss_end, rss_peak, prompt_check, interrupted)
     finally:
         if app is not None:
             app.stop()
-    print(table(f))
+    print(table(f), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(f, indent=2))
-    return 1 if f["jobs_failed"] or f["cross_talk_violations"] else 0
+    return 1 if interrupted or f["jobs_failed"] or f["cross_talk_violations"] else 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def test_small_load_against_the_app(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     f = json.loads(out.read_text())
     assert f["clients"] == f["clients_connected"] == 3
-    assert f["jobs_submitted"] == f["jobs_ok"] == 3 * 2 * 3 and f["jobs_failed"] == 0 and f["errors"] == {}
+    assert f["jobs_planned"] == f["jobs_submitted"] == f["jobs_ok"] == 3 * 2 * 3
+    assert f["jobs_failed"] == 0 and f["errors"] == {} and f["interrupted"] is False
     assert f["cross_talk_violations"] == 0
     assert f["prompt_check"].startswith("decoded prompt ids")  # the exact check ran, not only the fallback
     assert f["runs_completed"] == 6
@@ -135,7 +136,7 @@ def test_figures_fail_on_errors_and_cross_talk(load_test):
     totals.violations.append("client 1 round 1 /step: got the prompt of client 2 round 1")
     args = load_test.parse_args(["--clients", "3"])
     f = load_test.figures(totals, args, 12.0, 900.0, 950.0, "test")
-    assert f["jobs_submitted"] == 4 and f["jobs_ok"] == 2 and f["jobs_failed"] == 2
+    assert f["jobs_submitted"] == 4 and f["jobs_ok"] == 2 and f["jobs_failed"] == 2 and f["jobs_planned"] == 3 * 3 * 4
     assert f["errors"] == {"/run: AppError: queue is full": 2}
     assert f["longest_session_wait_s"] == 9.0 and f["longest_session_wait"] == "client 2 round 1 /run"
     assert f["cross_talk_violations"] == 1
