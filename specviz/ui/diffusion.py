@@ -170,7 +170,7 @@ class DiffusionSpec(TabSpec):
         tr = session.decoder.trace()
         out = tr.output_ids
         return {
-            "method": tr.method, "model": session.run.model_id, "settings": tr.settings,
+            "prompt": session.prompt, "method": tr.method, "model": session.run.model_id, "settings": tr.settings,
             "text": session.run.tokenizer.decode(out.tolist(), skip_special_tokens=True),
             "prompt_ids": tr.prompt_ids.tolist(), "output_ids": out.tolist(),
             "finished": tr.finish_reason or None, "kernels": tr.backend,

@@ -195,6 +195,7 @@ class SpeculativeSpec(TabSpec):
             return None
         trace = session.decoder.trace()
         return {
+            "prompt": session.prompt,
             "method": trace.method,
             "target": trace.target_id,
             "draft": trace.draft_id,
