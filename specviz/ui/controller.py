@@ -74,13 +74,7 @@ class Sharing:
 
     def run_in_turn(self, key: str, what: str, work):
         """Blocking form of a turn, for handlers that do not stream: wait in line, then run `work()`."""
-        ticket = self.turns.join(key, what)
-        try:
-            while not self.turns.wait(ticket, 60.0):
-                pass
-            return work()
-        finally:
-            self.turns.release(ticket)
+        return self.turns.run(key, what, work)
 
 
 # seconds of GPU one step may hold on a platform that lends a GPU per call (ZeroGPU): a step, not a run
@@ -224,28 +218,32 @@ class TabController:
     def _status_only(self, status: str) -> tuple:
         return (gr.skip(), status) + (gr.skip(),) * (self._n_outputs - 2)
 
-    def _turn(self, key: str, what: str, session: Session | None):
-        """Wait in line for the model (a generator: it yields a status with this session's place in line
-        while it waits) and return the ticket that holds it, or None when the session was paused or reset
-        meanwhile. Leaving early (the client went away, an error) gives the place up."""
-        turns = self.sharing.turns
-        ticket = turns.join(key, what)
+    def _on_model(self, key: str, what: str, work, session: Session | None):
+        """Run `work()` in this session's turn on the model (`Sharing.turns`). A generator: while the job
+        waits in line it yields a status with its place. Returns (True, the result), or (False, None) when
+        the session was paused or reset before its turn came. A client that leaves (the generator is
+        closed) gives its place up."""
+        turns, report_s = self.sharing.turns, self.sharing.limits.wait_report_s
+        job = turns.submit(key, what, work)
         try:
             # a short first wait, so that a visible wait is reported at once, then one report a second
-            timeout = min(0.25, self.sharing.limits.wait_report_s)
-            while not turns.wait(ticket, timeout):
-                timeout = self.sharing.limits.wait_report_s
-                if session is not None and session.paused:
-                    turns.release(ticket)
-                    return None
-                ahead, busy = turns.ahead(ticket)
+            timeout = min(0.25, report_s)
+            while not turns.wait(job, timeout):
+                timeout = report_s
+                if session is not None and session.paused and turns.cancel(job):
+                    return False, None
+                ahead, busy = turns.ahead(job)
                 yield self._status_only(
                     f"**In line for the model** (it is shared one step at a time): {ahead} ahead of you"
                     + (f"; now running: {busy}" if busy else "") + ".")
         except BaseException:
-            turns.release(ticket)
+            turns.cancel(job)  # one that already started finishes on its own; nobody reads it
             raise
-        return ticket
+        return True, turns.outcome(job)
+
+    def _step(self, session: Session) -> None:
+        with session.lock:
+            self._advance(session)
 
     # handlers ----------------------------------------------------------------------
     def drive(self, prompt, settings, view, session, max_steps, key: str | None = None):
@@ -277,11 +275,8 @@ class TabController:
         if fresh:
             yield spec.outputs_empty("Loading the model and preparing the run…") if session is None else \
                 spec.outputs_full(session, "Loading the model and preparing the run…", None, view)
-            ticket = yield from self._turn(key, f"preparing a run of {checked.method}", None)
-            try:
-                session, note = self._session_for(session, prompt, checked)
-            finally:
-                sharing.turns.release(ticket)
+            _, (session, note) = yield from self._on_model(
+                key, f"preparing a run of {checked.method}", lambda: self._session_for(session, prompt, checked), None)
         else:
             session, note = self._session_for(session, prompt, checked)
         session.paused = False
@@ -299,29 +294,19 @@ class TabController:
                                         f"{delay:.1f} s.")
                 time.sleep(min(delay, 5.0))
                 continue
-            ticket = yield from self._turn(key, f"a step of {session.settings.method}", session)
-            if ticket is None:
+            ran, _ = yield from self._on_model(key, f"a step of {session.settings.method}",
+                                               lambda: self._step(session), session)
+            if not ran:
                 break
-            try:
-                with session.lock:
-                    self._advance(session)
-            finally:
-                sharing.turns.release(ticket)
             taken += 1
             yield spec.outputs_live(session, spec.status(session, note), view)
         if session.done and not session.paused:
             work = spec.finish_work(session, view)
-            while not session.paused:
-                ticket = yield from self._turn(key, "a step of the AR baseline", session)
-                if ticket is None:
-                    break
-                try:
-                    with session.lock:
-                        more = next(work, _DONE) is not _DONE
-                finally:
-                    sharing.turns.release(ticket)
-                if not more:
-                    break
+            more = True
+            while more and not session.paused:
+                ran, more = yield from self._on_model(key, "a step of the AR baseline",
+                                                      lambda: next(work, _DONE) is not _DONE, session)
+                more = ran and more
         yield spec.outputs_full(session, spec.status(session, note), None, view)
 
     def pause(self, session, key: str | None = None):

@@ -1,9 +1,10 @@
 """Sharing one model fairly between the sessions of a server.
 
-Every piece of model work (preparing a run, one decoding step, one step of the AR baseline) takes a
-*turn*. Turns are granted first come, first served, one at a time, and a session re-joins the back of
-the line after each step, so with N sessions running, a session's next step waits for at most about
-N − 1 steps of others, never for their whole runs. A waiting session is told its place in line.
+Every piece of model work (preparing a run, one decoding step, one step of the AR baseline) is a job
+that takes a *turn*: one model thread runs the jobs first come, first served, one at a time, and a
+session joins the back of the line again for each step, so with N sessions running, a session's next
+step waits for at most about N − 1 steps of others, never for their whole runs. A waiting session is
+told its place in line.
 
 `Limits` holds the per-server and per-session bounds: runs in flight (one per session, a cap for the
 server), steps per minute per session, and a time limit per request. They come from the environment
@@ -11,78 +12,117 @@ server), steps per minute per session, and a time limit per request. They come f
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(eq=False)
-class Ticket:
-    """One session's place in line for one piece of model work."""
+class Job:
+    """One piece of model work of one session, in line or done."""
 
     owner: str  # the session it belongs to
-    what: str  # what it will do, shown to those waiting behind it ("a step of sps")
+    what: str  # what it does, shown to those waiting behind it ("a step of sps")
+    work: object  # the function to run
+    context: contextvars.Context = None  # the requester's context (a Space's GPU lease reads the request)
     joined: float = 0.0
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
 
 
 class Turns:
-    """First-come, first-served turns on the shared model; one piece of work holds it at a time."""
+    """First-come, first-served turns on the shared model, run by one model thread.
+
+    Every piece of model work (a step, preparing a run) is a job in one line, and the model thread runs
+    the jobs one at a time in arrival order. A session has at most one job in line, and joins the back
+    again for its next step, so turns go round the sessions. Running all model work on one thread also
+    keeps torch to one thread pool: requests served from many threads would each start their own
+    OpenMP team, and on a small CPU the idle teams' spinning slows the one that works."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._line: deque = deque()
-        self._holder: Ticket | None = None
-        self.granted = 0  # turns granted so far (for tests and the load report)
+        self._running: Job | None = None
+        self._thread: threading.Thread | None = None
+        self.granted = 0  # jobs started so far (for tests and the load report)
         self.longest_wait_s = 0.0
 
-    def join(self, owner: str, what: str) -> Ticket:
-        ticket = Ticket(owner, what, time.monotonic())
+    def submit(self, owner: str, what: str, work) -> Job:
+        """Put `work()` in line; `wait` for it, then read `outcome()`."""
+        job = Job(owner, what, work, contextvars.copy_context(), time.monotonic())
         with self._cond:
-            self._line.append(ticket)
-            self._cond.notify_all()
-        return ticket
+            self._line.append(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="specviz-model", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return job
 
-    def wait(self, ticket: Ticket, timeout: float) -> bool:
-        """Block until it is `ticket`'s turn (True: it now holds the model) or `timeout` passes (False)."""
-        deadline = time.monotonic() + timeout
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._line:
+                    self._cond.wait()
+                job = self._line.popleft()
+                job.started, self._running = True, job
+                self.granted += 1
+                self.longest_wait_s = max(self.longest_wait_s, time.monotonic() - job.joined)
+            try:
+                job.result = job.context.run(job.work)
+            except BaseException as err:  # noqa: BLE001 - handed to the requester, who raises it
+                job.error = err
+            finally:
+                with self._cond:
+                    self._running = None
+                job.done.set()
+
+    @staticmethod
+    def wait(job: Job, timeout: float | None = None) -> bool:
+        """Whether `job` is done, waiting up to `timeout` seconds."""
+        return job.done.wait(timeout)
+
+    @staticmethod
+    def outcome(job: Job):
+        """A done job's result, or its error raised here, in the requester's thread."""
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def cancel(self, job: Job) -> bool:
+        """Take a job that has not started out of line (its client left, or its session paused)."""
         with self._cond:
-            while self._holder is not None or not self._line or self._line[0] is not ticket:
-                if ticket not in self._line:
-                    raise RuntimeError("this ticket left the line")
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    if self._holder is None and self._line and self._line[0] is ticket:
-                        break
-                    return False
-            self._line.popleft()
-            self._holder = ticket
-            self.granted += 1
-            self.longest_wait_s = max(self.longest_wait_s, time.monotonic() - ticket.joined)
+            if job.started:
+                return False
+            try:
+                self._line.remove(job)
+            except ValueError:
+                return False
             return True
 
-    def release(self, ticket: Ticket) -> None:
-        """Give the model back after the work, or leave the line without it (cancelled, client gone)."""
-        with self._cond:
-            if self._holder is ticket:
-                self._holder = None
-            else:
-                try:
-                    self._line.remove(ticket)
-                except ValueError:
-                    pass
-            self._cond.notify_all()
+    def run(self, owner: str, what: str, work):
+        """Blocking form, for handlers that do not stream: wait in line, run, return the result."""
+        job = self.submit(owner, what, work)
+        try:
+            job.done.wait()
+        except BaseException:
+            self.cancel(job)
+            raise
+        return self.outcome(job)
 
-    def ahead(self, ticket: Ticket) -> tuple:
-        """(how many pieces of work are ahead of `ticket`, what the model is doing now or '')."""
+    def ahead(self, job: Job) -> tuple:
+        """(how many jobs will run before `job`, what the model is doing now or '')."""
         with self._cond:
             try:
-                before = list(self._line).index(ticket)
+                before = list(self._line).index(job)
             except ValueError:
                 before = 0
-            busy = self._holder
-            return before + (busy is not None), (busy.what if busy is not None else "")
+            busy = self._running
+            return before + (busy is not None and busy is not job), (busy.what if busy is not None else "")
 
     @property
     def waiting(self) -> int:

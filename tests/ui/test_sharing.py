@@ -13,48 +13,58 @@ from gradio_client.exceptions import AppError
 from specviz.ui.sharing import Limits, ServerFull, Sessions, Turns
 
 
-def _hold(turns, owner, seconds, log):
-    ticket = turns.join(owner, f"a step of {owner}")
-    while not turns.wait(ticket, 0.05):
-        pass
-    log.append((owner, time.monotonic()))
-    time.sleep(seconds)
-    turns.release(ticket)
+def _step(log, owner, seconds):
+    def work():
+        log.append((owner, threading.current_thread().name))
+        time.sleep(seconds)
+        return owner
+    return work
 
 
 def test_turns_go_round_robin_so_a_newcomer_waits_one_step_not_a_run():
     turns, log = Turns(), []
 
-    def long_run():  # 30 steps of 20 ms, re-joining the line after each one
+    def long_run():  # 30 steps of 20 ms, joining the line again for each one
         for _ in range(30):
-            _hold(turns, "A", 0.02, log)
+            assert turns.run("A", "a step of A", _step(log, "A", 0.02)) == "A"
 
     a = threading.Thread(target=long_run)
     a.start()
     time.sleep(0.1)
     t0 = time.monotonic()
-    _hold(turns, "B", 0.0, log)
+    turns.run("B", "a step of B", _step(log, "B", 0.0))
     waited = time.monotonic() - t0
     a.join()
     assert waited < 0.2, f"B waited {waited:.2f} s behind A's run of 0.6 s"
     owners = [o for o, _ in log]
     assert owners.index("B") < 12, owners  # B got in between A's steps, not after all 30
     assert turns.granted == 31 and turns.waiting == 0
+    # all model work runs on the one model thread (one torch thread pool)
+    assert {name for _, name in log} == {"specviz-model"}
 
 
-def test_turns_report_the_place_in_line_and_release_a_leaver():
-    turns = Turns()
-    first = turns.join("A", "a step of sps")
-    assert turns.wait(first, 0.1)
-    second, third = turns.join("B", "a step of eagle"), turns.join("C", "a step of ar")
+def test_turns_report_the_place_in_line_cancel_a_leaver_and_hand_errors_back():
+    turns, gate = Turns(), threading.Event()
+    first = turns.submit("A", "a step of sps", gate.wait)
+    while not first.started:
+        time.sleep(0.01)
+    second = turns.submit("B", "a step of eagle", lambda: "B")
+    third = turns.submit("C", "a step of ar", lambda: "C")
     assert turns.ahead(second) == (1, "a step of sps")
     assert turns.ahead(third) == (2, "a step of sps")
     assert not turns.wait(third, 0.05)
-    turns.release(second)  # B's client went away while waiting
-    turns.release(first)
-    assert turns.wait(third, 0.1)  # C is next: nobody waits for a leaver's turn
-    turns.release(third)
-    assert turns.waiting == 0
+    assert turns.cancel(second)  # B's client went away while waiting
+    assert not turns.cancel(first)  # one that started runs to its end
+    gate.set()
+    assert turns.wait(third, 5) and turns.outcome(third) == "C"
+    assert not second.done.is_set() and turns.waiting == 0
+
+    def broken():
+        raise ValueError("exit_layer is out of range")
+
+    with pytest.raises(ValueError, match="exit_layer"):
+        turns.run("D", "preparing a run", broken)  # raised in the requester's thread, the model thread lives on
+    assert turns.run("E", "a step", lambda: 42) == 42
 
 
 def test_sessions_one_request_each_a_server_cap_and_a_step_rate():
@@ -205,3 +215,20 @@ def test_server_from_env_decides_public_mode_remote_code_and_limits(tmp_path):
     assert note and "Public server" in note[0].value
     store, demo, *_ = server_from_env({"SPECVIZ_TRUST_REMOTE_CODE": "1"})
     assert store.trust_remote_code is True and not demo.sharing.policy.public  # a local operator's choice
+
+
+def test_pause_and_reset_in_one_session_never_touch_another(app_url, served_demo):
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    job = b.submit(prompt="Write a detailed essay about the history of Rome.",
+                   settings={"method": "ar", "max_new_tokens": 48}, api_name="/run")
+    sharing = served_demo[0].sharing
+    deadline = time.monotonic() + 60
+    while not sharing.sessions.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a.predict(prompt="Name a fruit.", settings={"method": "ar", "max_new_tokens": 2}, api_name="/step")
+    a.predict(api_name="/pause")
+    a.predict(api_name="/reset")
+    out = job.result(timeout=300)
+    assert "paused" not in out[0] and "finished" in out[0], out[0]
+    assert out[-1]["prompt"] == "Write a detailed essay about the history of Rome."
+    assert len(out[-1]["output_ids"]) == 48 or out[-1]["finished"] == "eos"
