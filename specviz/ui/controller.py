@@ -226,7 +226,7 @@ class TabController:
         turns, report_s = self.sharing.turns, self.sharing.limits.wait_report_s
         job = turns.submit(key, what, work)
         try:
-            # a short first wait, so that a visible wait is reported at once, then one report a second
+            # a short first wait, so that a visible wait is reported at once, then one every wait_report_s
             timeout = min(0.25, report_s)
             while not turns.wait(job, timeout):
                 timeout = report_s

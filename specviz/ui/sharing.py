@@ -145,11 +145,14 @@ class Limits:
     max_active: int | None = 48  # runs / steps in flight on the whole server
     steps_per_minute: float | None = None  # per session
     request_s: float | None = None  # wall time of one Run request, waits included
-    wait_report_s: float = 1.0  # how often a waiting request updates its place in line
+    # how often a waiting request updates its place in line: each update re-sends the request's outputs
+    # (Gradio diffs them against the last ones); one a second cost 10 sessions 7% of the throughput
+    wait_report_s: float = 2.5
 
     @classmethod
     def from_env(cls, public: bool, environ=None) -> "Limits":
-        """SPECVIZ_MAX_ACTIVE, SPECVIZ_STEPS_PER_MIN and SPECVIZ_REQUEST_S (0 = no limit); public servers
+        """SPECVIZ_MAX_ACTIVE, SPECVIZ_STEPS_PER_MIN and SPECVIZ_REQUEST_S (0 = no limit), and
+        SPECVIZ_WAIT_REPORT_S (seconds between place-in-line updates); public servers
         default to 600 steps a minute per session and 600 s per request."""
         env = os.environ if environ is None else environ
         active = _env_number(env, "SPECVIZ_MAX_ACTIVE", 48)
@@ -157,6 +160,7 @@ class Limits:
             max_active=int(active) if active else None,
             steps_per_minute=_env_number(env, "SPECVIZ_STEPS_PER_MIN", 600 if public else None),
             request_s=_env_number(env, "SPECVIZ_REQUEST_S", 600 if public else None),
+            wait_report_s=_env_number(env, "SPECVIZ_WAIT_REPORT_S", 2.5) or 2.5,
         )
 
 
