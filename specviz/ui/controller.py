@@ -232,6 +232,8 @@ class TabController:
                 timeout = report_s
                 if session is not None and session.paused and turns.cancel(job):
                     return False, None
+                if job.started:  # its own turn has come: a slow step is not a wait in line
+                    continue
                 ahead, busy = turns.ahead(job)
                 yield self._status_only(
                     f"**In line for the model** (it is shared one step at a time): {ahead} ahead of you"

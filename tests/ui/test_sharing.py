@@ -232,3 +232,13 @@ def test_pause_and_reset_in_one_session_never_touch_another(app_url, served_demo
     assert "paused" not in out[0] and "finished" in out[0], out[0]
     assert out[-1]["prompt"] == "Write a detailed essay about the history of Rome."
     assert len(out[-1]["output_ids"]) == 48 or out[-1]["finished"] == "eos"
+
+
+def test_a_lone_session_is_never_told_it_waits_in_line(app_url):
+    """The place in line is reported only while a job waits behind others, never during its own step."""
+    client = Client(app_url, verbose=False)
+    job = client.submit(prompt="Explain why the sky is blue.", settings={"method": "sps", "max_new_tokens": 6},
+                        api_name="/run")
+    job.result(timeout=300)
+    statuses = [str(o[0]) for o in job.outputs() if o]
+    assert statuses and not any("In line" in s for s in statuses), statuses
