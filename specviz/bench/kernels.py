@@ -6,11 +6,10 @@ torch's SDPA with an explicit mask. Off CUDA only the references are timed.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from ..decoding.costs import measure_cost_curve
 from ..kernels.backend import backend_for
-from ..kernels.timing import median_ms
 
 TREE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -26,38 +25,11 @@ def kernel_rows(device, full: bool = False) -> list[dict]:
 
 
 def verify_cost(model, context: int = 512, sizes=TREE_SIZES, reps: int = 10) -> list[dict]:
-    """Target forward time against tree size, through the decoder's own scoring call.
-
-    Each tree is scored over a `context`-token prefix in the cache, then the
-    cache is cut back, exactly as a verification step does before compaction.
-    """
-    from ..settings import RunSettings
-    from ..decoding import kv
-    from ..decoding.drafters import NoDrafter
-    from ..decoding.engine import SpeculativeDecoder
-    from ..kernels.tree_attention.bench import bushy_parent
-
-    device = next(model.parameters()).device
-    vocab = model.config.vocab_size
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(0, vocab, size=context + 1)
-    dec = SpeculativeDecoder(model, NoDrafter(), prompt, RunSettings("ar", {}, 1))
-    rows = []
-    with torch.inference_mode():
-        dec.prefill()
-        for n in sizes:
-            parent = bushy_parent(n)
-            tokens = torch.from_numpy(rng.integers(0, vocab, size=n)).to(device)
-
-            def score():
-                dec._score(tokens, parent, context)
-                kv.truncate(dec.cache, context)
-
-            rows.append({"nodes": n, "forward_ms": median_ms(score, device, warmup=2, reps=reps)})
-    base = rows[0]["forward_ms"]
-    for r in rows:
-        r["vs_one_token"] = r["forward_ms"] / base
-    return rows
+    """Target forward time against tree size, through the decoder's own scoring call: the cost model's
+    curve (`decoding.costs.measure_cost_curve`), as rows."""
+    curve = measure_cost_curve(model, "", context, sizes, reps)
+    return [{"nodes": n, "forward_ms": ms, "vs_one_token": ms / curve.ar_ms}
+            for n, ms in zip(curve.tokens, curve.forward_ms)]
 
 
 def print_kernel_rows(rows: list[dict]) -> None:

@@ -228,7 +228,7 @@ class ModelStore:
     """
 
     # how many of each kind stay loaded
-    CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2}
+    CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2, "cost": 8}
 
     def __init__(self, capacity: int = 3, loader=load_model, trust_remote_code: bool | None = None,
                  remote_code_revisions: dict | None = None):
@@ -262,6 +262,10 @@ class ModelStore:
     def cached(self, kind: str, key, build):
         """The value of `kind` (one of CAPACITY) under `key`, built by `build()` on a miss."""
         return self._caches[kind].get(key, build)
+
+    def put(self, kind: str, key, value) -> None:
+        """Replace the value of `kind` under `key` (e.g. a cost curve measured again)."""
+        self._caches[kind].put(key, value)
 
     def loaded_ids(self) -> list:
         return self._caches["model"].keys()
