@@ -68,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_methods_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("what", nargs="?", choices=("methods", "kernels", "tau"), default="methods",
+    bench.add_argument("what", nargs="?", choices=("methods", "kernels", "tau", "costs"), default="methods",
                        help="methods: decode questions with each method (default); kernels: each kernel against "
                             "its reference, and the target's verify cost against tree size; tau: greedy tau only, "
-                            "replayed against AR's output without verify forwards (fast, no speed)")
+                            "replayed against AR's output without verify forwards (fast, no speed); costs: this "
+                            "machine's verify-cost curve of the target, as the cost model caches it")
+    bench.add_argument("--remeasure", action="store_true", help="bench costs: measure again instead of the cached curve")
     bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods, each optionally with knob overrides (eagle:budget=16:top_k=4); ar is always included")
     bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() (static cache) baseline")
     bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
@@ -241,6 +243,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_bench_costs(args) -> int:
+    import time
+
+    from .models import ModelStore
+    from .runs.costs import cost_curve, machine, on_disk
+
+    store = ModelStore()
+    target = store.get(args.target)
+    measuring = args.remeasure or not on_disk(target)
+    t0 = time.perf_counter()
+    curve = cost_curve(store, target, remeasure=args.remeasure)
+    took = time.perf_counter() - t0
+    print(f"verify cost of {curve.model_id} on {curve.device} ({curve.dtype}), {curve.context}-token prefix, "
+          f"{machine()}; {'measured' if measuring else 'read from the cache'} in {took:.1f} s")
+    print(f"{'tokens scored':>13}{'forward ms':>12}{'vs AR step':>12}")
+    for n, ms in zip(curve.tokens, curve.forward_ms):
+        print(f"{n:>13}{ms:>12.2f}{ms / curve.ar_ms:>11.2f}x")
+    return 0
+
+
 def cmd_bench_kernels(args) -> int:
     from .bench.kernels import kernel_rows, print_kernel_rows, print_verify_cost, verify_cost
     from .models import ModelStore
@@ -353,6 +375,8 @@ def main(argv=None) -> int:
             return cmd_train(args)
         if args.what == "tau":
             return cmd_bench_tau(args)
+        if args.what == "costs":
+            return cmd_bench_costs(args)
         return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -113,3 +113,17 @@ def test_bench_method_entries_give_clear_errors(spec, message, capsys):
 def test_train_cli_refuses_unknown_drafters(capsys):
     assert main(["train", "--drafters", "hydra"]) == 2
     assert "unknown drafter" in capsys.readouterr().err
+
+
+def test_bench_costs_prints_this_machines_curve_and_caches_it(embedded, capsys, monkeypatch):
+    """`bench costs`: the embedded model's verify-cost curve, measured in seconds, then read from the cache."""
+    from specviz.runs import costs
+
+    monkeypatch.setattr(costs, "CONTEXT", 32)  # a short prefix keeps the test quick; the key holds it
+    assert main(["bench", "costs", "--remeasure"]) == 0
+    measured = capsys.readouterr().out
+    assert "measured in" in measured and "tokens scored" in measured
+    rows = [line.split() for line in measured.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 4, 8, 16, 32, 64, 128] and rows[0][2] == "1.00x"
+    assert main(["bench", "costs"]) == 0
+    assert "read from the cache in" in capsys.readouterr().out

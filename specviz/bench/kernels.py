@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..decoding.costs import measure_cost_curve
+from ..runs.costs import measure_cost_curve
 from ..kernels.backend import backend_for
 
 TREE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)

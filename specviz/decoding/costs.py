@@ -5,8 +5,8 @@ tokens costs about as much as scoring one, so any accepted token is a gain; on a
 token costs real compute, and a draft that is mostly rejected makes decoding slower than plain AR. So
 the first thing to know is the *verify-cost curve*: the target's forward time against the number of
 tokens scored in one forward, at a given context length, measured through the decoder's own scoring
-call. `measure_cost_curve` measures it (a few seconds on the embedded model); `CostCurve` holds it,
-interpolates it, and round-trips through JSON so it can be cached per model, device and dtype.
+call. `specviz.runs.costs` measures it (a few seconds on the embedded model) and caches it; `CostCurve`
+holds it, interpolates it, and round-trips through JSON.
 
 `predicted_speedup` turns the curve and a drafter's measured acceptance into the expected speedup of a
 tree shape over AR: tokens gained per step against the step's cost (draft + verify), both in the same
@@ -17,12 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-
-from ..kernels.timing import median_ms
-
-# tokens scored per forward at which the curve is measured: AR's one, then the tree sizes that matter
-CURVE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -69,39 +63,6 @@ class CostCurve:
     def from_dict(cls, data: dict) -> "CostCurve":
         return cls(str(data["model_id"]), str(data["device"]), str(data["dtype"]), int(data["context"]),
                    tuple(int(t) for t in data["tokens"]), tuple(float(t) for t in data["forward_ms"]))
-
-
-def measure_cost_curve(model, model_id: str, context: int = 256, sizes=CURVE_SIZES, reps: int = 5,
-                       warmup: int = 2) -> CostCurve:
-    """Time the target's forward against tokens scored, through the decoder's own scoring call: each size
-    is scored as a bushy tree over a `context`-token prefix in the cache, then the cache is cut back,
-    exactly as a verification step does before compaction."""
-    from ..kernels.tree_attention.bench import bushy_parent
-    from ..settings import RunSettings
-    from . import kv
-    from .drafters import NoDrafter
-    from .engine import SpeculativeDecoder
-
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    vocab = model.config.vocab_size
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(0, vocab, size=context + 1)
-    dec = SpeculativeDecoder(model, NoDrafter(), prompt, RunSettings("ar", {}, 1))
-    times = []
-    with torch.inference_mode():
-        dec.prefill()
-        for n in sizes:
-            parent = bushy_parent(n)
-            tokens = torch.from_numpy(rng.integers(0, vocab, size=n)).to(device)
-
-            def score():
-                dec._score(tokens, parent, context)
-                kv.truncate(dec.cache, context)
-
-            times.append(round(median_ms(score, device, warmup=warmup, reps=reps), 4))  # as stored in JSON
-    return CostCurve(model_id, str(device), str(dtype).replace("torch.", ""), int(context), tuple(int(s) for s in sizes),
-                     tuple(times))
 
 
 def expected_tokens(reach_by_depth) -> float:

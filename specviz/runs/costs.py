@@ -12,12 +12,48 @@ import json
 import os
 import platform
 
+import numpy as np
 import torch
 
-from ..decoding.costs import CostCurve, measure_cost_curve
+from ..decoding import kv
+from ..decoding.costs import CostCurve
+from ..decoding.drafters import NoDrafter
+from ..decoding.engine import SpeculativeDecoder
+from ..kernels.timing import median_ms
+from ..kernels.tree_attention.bench import bushy_parent
 from ..models.loading import cache_dir
+from ..settings import RunSettings
 
 CONTEXT = 256  # prefix tokens under the timed forwards: a typical prompt plus some output
+# tokens scored per forward at which the curve is measured: AR's one, then the tree sizes that matter
+CURVE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def measure_cost_curve(model, model_id: str, context: int = 256, sizes=CURVE_SIZES, reps: int = 5,
+                       warmup: int = 2) -> CostCurve:
+    """Time the target's forward against tokens scored, through the decoder's own scoring call: each size
+    is scored as a bushy tree over a `context`-token prefix in the cache, then the cache is cut back,
+    exactly as a verification step does before compaction."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    vocab = model.config.vocab_size
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, vocab, size=context + 1)
+    dec = SpeculativeDecoder(model, NoDrafter(), prompt, RunSettings("ar", {}, 1))
+    times = []
+    with torch.inference_mode():
+        dec.prefill()
+        for n in sizes:
+            parent = bushy_parent(n)
+            tokens = torch.from_numpy(rng.integers(0, vocab, size=n)).to(device)
+
+            def score():
+                dec._score(tokens, parent, context)
+                kv.truncate(dec.cache, context)
+
+            times.append(round(median_ms(score, device, warmup=warmup, reps=reps), 4))  # as stored in JSON
+    return CostCurve(model_id, str(device), str(dtype).replace("torch.", ""), int(context), tuple(int(s) for s in sizes),
+                     tuple(times))
 
 
 def machine() -> str:
@@ -33,11 +69,21 @@ def _disk_path(key: tuple):
     return cache_dir() / "costs" / f"{digest}.json"
 
 
-def cost_curve(store, target, context: int = CONTEXT, remeasure: bool = False) -> CostCurve:
+def _key(target, context: int) -> tuple:
+    param = next(target.model.parameters())
+    return (target.model_id, str(param.device), str(param.dtype), int(context), machine())
+
+
+def on_disk(target, context: int | None = None) -> bool:
+    """Whether a curve of `target` measured on this machine is cached on disk."""
+    return _disk_path(_key(target, CONTEXT if context is None else context)).is_file()
+
+
+def cost_curve(store, target, context: int | None = None, remeasure: bool = False) -> CostCurve:
     """The curve of `target` (a LoadedModel): from the store, else from disk, else measured now.
     `remeasure` measures again and replaces both copies."""
-    param = next(target.model.parameters())
-    key = (target.model_id, str(param.device), str(param.dtype), int(context), machine())
+    context = CONTEXT if context is None else context
+    key = _key(target, context)
     path = _disk_path(key)
 
     def build() -> CostCurve:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from specviz.decoding.costs import CostCurve, expected_tokens, measure_cost_curve, predicted_speedup
+from specviz.decoding.costs import CostCurve, expected_tokens, predicted_speedup
+from specviz.runs.costs import measure_cost_curve
 
 CURVE = CostCurve("m", "cpu", "float32", 256, (1, 2, 4, 8), (10.0, 12.0, 16.0, 24.0))
 
