@@ -98,8 +98,8 @@ def test_public_mode_caps_sizes_whatever_a_client_sends():
 
 
 def test_public_messages_carry_no_server_paths():
-    msg = "cannot load '/root/.cache/specviz/x' as a model: /work/main/.venv/lib/site-packages/y.py failed"
+    msg = "cannot load '/home/someone/.cache/specviz/x' as a model: /srv/app/.venv/lib/site-packages/y.py failed"
     clean = PUBLIC.scrub(msg)
-    assert "/root" not in clean and "/work" not in clean and "[server path]" in clean
+    assert "/home" not in clean and "/srv" not in clean and "[server path]" in clean
     assert PUBLIC.scrub("top_p must be in 0.01..1 (got 3/4)") == "top_p must be in 0.01..1 (got 3/4)"
     assert LOCAL.scrub(msg) == msg

@@ -49,8 +49,7 @@ class Turns:
         self._line: deque = deque()
         self._running: Job | None = None
         self._thread: threading.Thread | None = None
-        self.granted = 0  # jobs started so far (for tests and the load report)
-        self.longest_wait_s = 0.0
+        self.granted = 0  # jobs started so far (for tests)
 
     def submit(self, owner: str, what: str, work) -> Job:
         """Put `work()` in line; `wait` for it, then read `outcome()`."""
@@ -71,7 +70,6 @@ class Turns:
                 job = self._line.popleft()
                 job.started, self._running = True, job
                 self.granted += 1
-                self.longest_wait_s = max(self.longest_wait_s, time.monotonic() - job.joined)
             try:
                 job.result = job.context.run(job.work)
             except BaseException as err:  # noqa: BLE001 - handed to the requester, who raises it
@@ -177,10 +175,6 @@ class Sessions:
         self._lock = threading.Condition()
         self._active: dict = {}  # session key -> what it runs
         self._buckets: dict = {}  # session key -> (tokens, last refill time)
-
-    def busy(self, key: str) -> bool:
-        with self._lock:
-            return key in self._active
 
     def enter(self, key: str, what: str, wait_s: float = 0.0) -> None:
         """Admit a request of session `key`, waiting up to `wait_s` for the session's previous request to
