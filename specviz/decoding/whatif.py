@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .drafters import Context
-from .shapes import PRESETS, accepted_length, best_static_tree, chain, describe
+from .shapes import PRESETS, accepted_length, best_static_tree, chain, describe, shape_depth
 
 MAX_RANK = 16  # ranks beyond this count as "not in any shape"
 
@@ -38,6 +38,9 @@ class WhatIfRow:
     tokens: int
     tau: float
     detail: str
+    depth: float = 0.0  # deepest drafted level of the shape (a model drafter's forwards per step)
+    own_setting: bool = False  # the run's own setting, replayed
+    own_drafter: bool = False  # drafted by the run's own model drafter (so its drafting time applies)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +134,8 @@ def what_if(drafting_model, drafter_label: str, builders: dict, prompt_ids, outp
             shapes.append((f"fitted-{size}", "fitted to this run", best_static_tree(acc, size, max_depth=12)))
         for name, family, paths in shapes:
             steps, nodes = replay_static(paths, ranks)
-            rows.append(WhatIfRow(name, family, nodes, steps, n, n / steps, f"{drafter_label}: {describe(paths)}"))
+            rows.append(WhatIfRow(name, family, nodes, steps, n, n / steps, f"{drafter_label}: {describe(paths)}",
+                                  depth=shape_depth(paths)))
     for name, drafter in builders.items():
         steps, nodes = replay_builder(drafter, prompt_ids, output_ids)
         rows.append(WhatIfRow(name, "model-free", nodes, steps, n, n / max(steps, 1), drafter.__class__.__name__))

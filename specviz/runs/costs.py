@@ -109,3 +109,11 @@ def cost_curve(store, target, context: int | None = None, remeasure: bool = Fals
         store.put("cost", key, curve)
         return curve
     return store.cached("cost", key, build)
+
+
+def known_cost_curve(store, target, context: int | None = None) -> CostCurve | None:
+    """The curve of `target` if one measured on this machine is cached on disk (read, not measured), else
+    None: for showing a curve before a run has finished, without making anyone wait for a measurement."""
+    if not on_disk(target, context):
+        return None
+    return cost_curve(store, target, context)

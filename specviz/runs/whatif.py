@@ -36,4 +36,30 @@ def what_if(store, prepared, prompt_ids, output_ids) -> list:
         "retrieval: context (32 nodes)": RetrievalDrafter({}, True, n, 5, 32),
         "retrieval: context+shipped (32 nodes)": RetrievalDrafter(shipped, True, n, 5, 32),
     }
-    return replay(model, label, builders, prompt_ids, output_ids)
+    rows = replay(model, label, builders, prompt_ids, output_ids)
+    # the model rows draft with the run's own drafter unless the run has none and the replay fell back on
+    # the default early exit
+    own_drafter = prepared.draft is not None or replay_model is not None or \
+        (prepared.method.uses_draft_model and "exit_layer" in knobs)
+    own = own_setting_name(prepared.settings.method, knobs)
+    for row in rows:
+        row.own_drafter = own_drafter and row.family != "model-free"
+        row.own_setting = row.name == own
+    return rows
+
+
+def own_setting_name(method: str, knobs: dict) -> str | None:
+    """The name of the what-if row that replays the run's own setting, when one does."""
+    n = knobs.get("ngram", NGRAM.default)
+    default_tree = knobs.get("depth") == 5 and knobs.get("budget") == 32
+    if method == "sps":
+        return f"chain-{knobs.get('draft_len')}"
+    if method in ("static_tree", "medusa"):
+        return knobs.get("preset")
+    if method == "prompt_lookup" and knobs.get("draft_len") == 3:
+        return f"prompt lookup (chain 3, n≤{n})"
+    if method == "ngram_tree" and default_tree:
+        return f"n-gram tree (depth 5, 32 nodes, n≤{n})"
+    if method == "retrieval" and default_tree and knobs.get("corpus") in ("context", "context+shipped"):
+        return f"retrieval: {knobs['corpus']} (32 nodes)"
+    return None

@@ -8,18 +8,22 @@ the current step, the full panels render on scrub and at the end.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
 from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P
+from ..decoding.costs import run_cost, whatif_speedups
 from ..decoding.registry import METHODS, knob_table
 from ..models import ModelStore
 from ..models.trained import available_kinds
 from ..runs import ARTiming, against_ar, ar_decoder, compare_with_ar, prepare_run, what_if
+from ..runs.costs import cost_curve, known_cost_curve
 from ..settings import DEFAULT_METHOD, RunSettings
 from ..textio import PieceDecoder, check_prompt_fits, encode_prompt, token_label
+from ..viz.costs import cost_curve_figure, cost_panel_html
 from ..viz.live import SpecLiveView
 from ..viz.tree import empty_figure
 from ..viz.whatif import whatif_figure, whatif_table_html
@@ -31,6 +35,11 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
 KNOB_NAMES = tuple(k.name for k in KNOBS)
 TREE_DEPTH_VIEW = 16
+LOG = logging.getLogger(__name__)
+COST_INTRO = ("<p>Speculation pays only if a step commits more tokens than it costs. After a run this panel puts "
+              "the speedup the cost model predicted (from this machine's measured verify cost and the run's own "
+              "steps) beside the speedup measured against plain AR.</p>")
+COST_INTRO_PLOT = "This machine's verify-cost curve appears after a run"
 
 
 def load_examples() -> list:
@@ -112,7 +121,19 @@ class SpeculativeSpec(TabSpec):
         check_prompt_fits(len(ids), settings.max_new_tokens, prepared.target.max_positions)
         session = Session(prompt, settings, prepared, prepared.decoder(ids, record=True), SpecLiveView())
         session.extra["pieces"] = PieceDecoder(prepared.target.tokenizer)
+        # a curve this machine measured before is shown from the first step; else it is measured at the end
+        session.extra["cost_curve"] = known_cost_curve(self.store, prepared.target)
         return session
+
+    def measure_curve(self, session):
+        """The target's verify-cost curve (measured now, ~8 s on the embedded model, unless cached): model
+        work, so only ever called in a turn. A failure only costs the cost panel its curve."""
+        if session.extra.get("cost_curve") is None:
+            try:
+                session.extra["cost_curve"] = cost_curve(self.store, session.run.target)
+            except (RuntimeError, ValueError, OSError, MemoryError):
+                LOG.exception("measuring the cost curve failed")
+        return session.extra.get("cost_curve")
 
     def live_changes(self, session, settings):
         return session.settings.live_changes(settings)
@@ -132,8 +153,12 @@ class SpeculativeSpec(TabSpec):
                          token_label(tok, step.bonus_token) if step.bonus_token >= 0 else "", pieces)
 
     def finish_work(self, session, view):
-        """The AR baseline of the speedup, one AR step per turn (so it shares the model fairly), unless the
-        view turned it off. A prompt already timed with the same settings reuses that measurement."""
+        """The cost curve, if this machine has none yet (one turn), then the AR baseline of the speedup, one
+        AR step per turn (so it shares the model fairly), unless the view turned it off. A prompt already
+        timed with the same settings reuses that measurement."""
+        if session.extra.get("cost_curve") is None:
+            self.measure_curve(session)
+            yield
         if "speedup" in session.extra or not view.get("compare_ar", True):
             return
         trace = session.decoder.trace()
@@ -172,23 +197,47 @@ class SpeculativeSpec(TabSpec):
         d = session.decoder
         return dict(speedup=session.extra.get("speedup"), finish=d.finish_reason, wall_s=d.wall_s)
 
+    def cost_model(self, session) -> tuple:
+        """(the curve, the run's RunCost), either None when unknown."""
+        curve = session.extra.get("cost_curve") if session is not None else None
+        if curve is None or session.n_steps == 0:
+            return curve, None
+        return curve, run_cost(curve, session.decoder.records)
+
+    def cost_views(self, session, view) -> tuple:
+        """The cost panel: this machine's curve with the run on it, and predicted against measured."""
+        if session is None:
+            return cost_curve_figure(None, None, COST_INTRO_PLOT), COST_INTRO
+        curve, run = self.cost_model(session)
+        speedup = session.extra.get("speedup")
+        if not session.done:
+            why = "measured when the run finishes"
+        elif not view.get("compare_ar", True):
+            why = "not measured: plain AR was not timed (the 'After a run, time plain AR' box is off)"
+        else:
+            why = "not measured"
+        curve_d = curve.to_dict() if curve is not None else None
+        run_d = run.to_dict() if run is not None else None
+        return cost_curve_figure(curve_d, run_d), cost_panel_html(curve_d, run_d, speedup, why)
+
     def outputs_empty(self, status):
         r = SpecLiveView().live()
         return (None, status, r["text"], scrubber_update(0, 0), r["tree"], r["confidence"], r["strip"],
-                r["metrics"], r["depth"], None)
+                *self.cost_views(None, {}), r["metrics"], r["depth"], None)
 
     def outputs_live(self, session, status, view):
         r = session.view.live(tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
         n = session.n_steps
+        # the cost panel is priced over every step, so it renders at the end and on scrub, not per streamed step
         return (session, status, r["text"], scrubber_update(n, n - 1), r["tree"], r["confidence"], r["strip"],
-                r["metrics"], r["depth"], gr.skip())
+                gr.skip(), gr.skip(), r["metrics"], r["depth"], gr.skip())
 
     def outputs_full(self, session, status, k, view):
         r = session.view.full(k, tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
         n = session.n_steps
         k = n - 1 if k is None else k
         return (session, status, r["text"], scrubber_update(n, k), r["tree"], r["confidence"], r["strip"],
-                r["metrics"], r["depth"], self.summary(session))
+                *self.cost_views(session, view), r["metrics"], r["depth"], self.summary(session))
 
     def summary(self, session) -> dict | None:
         if session is None or session.n_steps == 0:
@@ -207,7 +256,15 @@ class SpeculativeSpec(TabSpec):
             "kernels": trace.backend,
             "summary": trace.summary(),
             "speedup_vs_ar": session.extra.get("speedup"),
+            "cost_model": self._cost_summary(session),
         }
+
+    def _cost_summary(self, session) -> dict | None:
+        """This machine's cost curve and the run's prediction from it, as saved with the run summary."""
+        curve, run = self.cost_model(session)
+        if curve is None:
+            return None
+        return {"curve": curve.to_dict(), "run": run.to_dict() if run is not None else None}
 
 
 class SpeculativeTab:
@@ -220,14 +277,23 @@ class SpeculativeTab:
         """Replay this prompt's greedy output under other shapes and builders (no target forwards)."""
         if session is None or session.n_steps == 0:
             raise gr.Error("Run (or step) a greedy decode first; the what-if replays its output.", print_exception=False)
+        def work():
+            replayed = what_if(self.store, session.run, session.decoder.prompt_ids, session.decoder.output_ids)
+            return replayed, self.spec.measure_curve(session)
+
         with user_errors(self.spec.smaller, self.spec.policy), session.lock:
-            rows = self.spec.sharing.run_in_turn(
-                request_key(request), "a what-if replay",
-                lambda: what_if(self.store, session.run, session.decoder.prompt_ids, session.decoder.output_ids))
+            rows, curve = self.spec.sharing.run_in_turn(request_key(request), "a what-if replay", work)
         tau = len(session.decoder.output_ids) / session.n_steps
         label = f"this run ({session.settings.method})" + ("" if session.done else " (so far)")
-        return (whatif_figure([r.to_dict() for r in rows], tau, label),
-                whatif_table_html([r.to_dict() for r in rows], tau, label))
+        rows = [r.to_dict() for r in rows]
+        speedup = session.extra.get("speedup")
+        measured = speedup["ratio"] if speedup else None
+        if curve is not None:
+            run = run_cost(curve, session.decoder.records)
+            rows = whatif_speedups(curve, rows, run, {
+                "name": label, "detail": f"the run itself, priced step by step; drafting measured "
+                                         f"({run.draft_ms_per_step:.1f} ms per step)"})
+        return whatif_figure(rows, tau, label, measured), whatif_table_html(rows, tau, label, measured)
 
     # layout --------------------------------------------------------------------
     def build(self):
@@ -275,20 +341,29 @@ class SpeculativeTab:
                 with gr.Row():
                     metrics = gr.HTML("", label="Metrics", elem_id="sv-metrics")
                     depth = gr.Plot(empty["depth"], label="Acceptance by depth", elem_id="sv-depth")
+                empty_cost = self.spec.cost_views(None, {})
+                with gr.Accordion("Cost model: does speculation pay on this machine?", open=True,
+                                  elem_id="sv-cost-accordion"):
+                    with gr.Row():
+                        cost_html = gr.HTML(empty_cost[1], label="Predicted and measured speedup", elem_id="sv-cost")
+                        cost_plot = gr.Plot(empty_cost[0], label="Verify cost on this machine", show_label=False,
+                                            elem_id="sv-cost-curve")
                 with gr.Accordion("What if? Replay this prompt under other tree shapes", open=False):
                     gr.Markdown("In greedy decoding the output is the same for every drafter, so the recorded output "
                                 "alone decides how far any tree would have been accepted at each step. This replays "
                                 "the run's drafting model under chains, static shapes and shapes fitted to the ranks "
-                                "it measured here, and the model-free builders; no target forward is needed.")
+                                "it measured here, and the model-free builders; no target forward is needed. Each "
+                                "shape is ranked by the speedup the cost model predicts for it on this machine: its τ "
+                                "against what verifying (and drafting) its nodes costs.")
                     whatif_btn = gr.Button("Replay other shapes", elem_id="sv-whatif-run")
                     whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
-                                          label="τ by tree shape", elem_id="sv-whatif")
+                                          label="Predicted speedup by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
                 settings_box, export_btn, export_file, summary = export_panel("sv")
 
         state = session_state()
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW, "compare_ar": True})
-        outputs = [state, status, text, slider, tree, confidence, strip, metrics, depth, summary]
+        outputs = [state, status, text, slider, tree, confidence, strip, cost_plot, cost_html, metrics, depth, summary]
         method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False, api_name=False)
         wire(self.controller, collect=collect_settings,
              collect_inputs=[method, *knob_controls, max_new, temperature, top_p, seed, target, draft],

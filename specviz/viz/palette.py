@@ -108,10 +108,15 @@ AR_REFERENCE_COLOR = "#64748b"  # the one-token-per-forward reference
 RUN_COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#ca8a04")  # runs overlaid in one chart
 
 # --- the what-if panel (viz/whatif.py) ---------------------------------------------------------------
+WHATIF_RUN_COLOR = STATUS_COLORS["accepted"]  # this run: its bar, and the dashed line at its τ
 WHATIF_FAMILY_COLORS = {
+    "this run": WHATIF_RUN_COLOR,
     "model chain": "#0891b2",
     "model static tree": "#2563eb",
     "fitted to this run": "#7c3aed",
     "model-free": "#ca8a04",
 }
-WHATIF_RUN_COLOR = STATUS_COLORS["accepted"]  # the dashed line at this run's τ
+
+# --- the cost model (viz/costs.py) -------------------------------------------------------------------
+COST_CURVE_COLOR = "#2563eb"  # this machine's forward time against tokens scored
+COST_RUN_COLOR = WHATIF_RUN_COLOR  # where this run sits on the curve

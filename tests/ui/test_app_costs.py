@@ -1,0 +1,35 @@
+"""The cost model in the app: after a run the cost panel shows the predicted speedup beside the measured one,
+and the what-if rows are ranked by predicted speedup, with the run's own setting marked."""
+import re
+
+import pytest
+from gradio_client import Client
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_cost_panel_and_what_if_after_a_run(client, embedded):
+    out = client.predict(prompt="List three colours.", settings={"method": "sps", "draft_len": 3, "max_new_tokens": 16},
+                         api_name="/run")
+    status, *_, cost_plot, cost_html, metrics, _depth, summary = out
+    assert "finished" in status
+    measured = summary["speedup_vs_ar"]["ratio"]
+    predicted = summary["cost_model"]["run"]["predicted"]
+    assert 0 < predicted < 10 and summary["cost_model"]["curve"]["tokens"][0] == 1
+    # the panel reads both numbers, as the run summary has them
+    assert f"predicted at {predicted:.2f}×" in cost_html and f"measured at {measured:.2f}×" in cost_html
+    assert "On this machine verifying 3 drafted nodes (plus the root) costs" in cost_html
+    assert "prediction vs measurement" in cost_html
+    assert "Verify cost on this machine" in str(cost_plot)
+
+    _plot, table = client.predict(api_name="/what_if")
+    rows = re.findall(r"<tr><td>\d+</td><td>(.*?)</td><td>[^<]*</td><td>(?:<b>)?([\d.]+)×", table)
+    names = [re.sub("</?b>", "", name) for name, _ in rows]
+    speeds = [float(s) for _, s in rows]
+    assert len(rows) > 10 and speeds == sorted(speeds, reverse=True)
+    assert "chain-3 (this run's setting)" in names and "this run (sps)" in names
+    assert f"(measured {measured:.2f}×)" in table
+
