@@ -33,3 +33,33 @@ def test_cost_panel_and_what_if_after_a_run(client, embedded):
     assert "chain-3 (this run's setting)" in names and "this run (sps)" in names
     assert f"(measured {measured:.2f}×)" in table
 
+
+
+def test_a_machine_without_a_curve_measures_it_after_the_run(embedded, tmp_path, monkeypatch):
+    """No curve on disk: the run starts without one, its finishing work measures it (in the run's turn, before
+    the AR baseline), and with the AR timing off the panel predicts and says why nothing was measured."""
+    from specviz.models import ModelStore
+    from specviz.runs import costs
+    from specviz.ui.speculative import SpeculativeSpec
+
+    monkeypatch.setenv("SPECVIZ_CACHE", str(tmp_path))
+    measured = []
+    real = costs.measure_cost_curve
+
+    def quick(model, model_id, context):
+        measured.append(model_id)
+        return real(model, model_id, 16, sizes=(1, 4, 16), reps=1, warmup=0)
+
+    monkeypatch.setattr(costs, "measure_cost_curve", quick)
+    spec = SpeculativeSpec(ModelStore(loader=lambda model_id: embedded))
+    session = spec.start("List three colours.", spec.parse({"method": "sps", "max_new_tokens": 6}))
+    assert session.extra["cost_curve"] is None and not measured
+    while not session.done:
+        spec.advance(session)
+    _, html = spec.cost_views(session, {"compare_ar": False})
+    assert "No cost curve for this run" in html
+    assert list(spec.finish_work(session, {"compare_ar": False})) == [None]  # one piece: the curve
+    assert measured == [embedded.model_id] and "speedup" not in session.extra
+    _, html = spec.cost_views(session, {"compare_ar": False})
+    assert "predicted at" in html and "plain AR was not timed" in html
+    assert spec.summary(session)["cost_model"]["curve"]["tokens"] == [1, 4, 16]
