@@ -31,6 +31,10 @@ def _label(r: dict) -> str:
     return r["name"] + (OWN if r.get("own_setting") else "")
 
 
+def _nodes(r: dict) -> str:
+    return "drafts nothing (= AR)" if r["nodes"] < 0.05 else f"{r['nodes']:.0f} nodes"
+
+
 def _draft(r: dict) -> str:
     ms = r.get("draft_ms")
     return ("not counted" if ms is None else f"{ms:.1f} ms") + f" ({r.get('draft_how', '')})"
@@ -48,9 +52,9 @@ def whatif_figure(rows: list, run_tau: float, run_label: str, measured: float | 
             continue
         if by_speed:
             text = [f"{r['speedup']:.2f}×" + (f" (measured {measured:.2f}×)" if r.get("is_run") and measured else "")
-                    + f" · τ {r['tau']:.2f} · {r['nodes']:.0f} nodes" for r in sub]
+                    + f" · τ {r['tau']:.2f} · " + _nodes(r) for r in sub]
         else:
-            text = [f"τ {r['tau']:.2f} · {r['nodes']:.0f} nodes" for r in sub]
+            text = [f"τ {r['tau']:.2f} · " + _nodes(r) for r in sub]
         hover = []
         for r in sub:
             h = (f"<b>{html.escape(_label(r))}</b><br>τ = {r['tau']:.3f} ({r['tokens']} tokens in {r['steps']} target "
@@ -94,11 +98,23 @@ def whatif_table_html(rows: list, run_tau: float, run_label: str, measured: floa
         head += f", predicted {run['speedup']:.2f}×" + (f", measured {measured:.2f}×" if measured is not None else "")
     head += "."
     if best is not None and by_speed:
-        head += (f" Best predicted: <b>{html.escape(best['name'])}</b>, {best['speedup']:.2f}× (τ {best['tau']:.3f} "
-                 f"with {best['nodes']:.0f} nodes per step). Predicted speedup = τ ÷ what one step costs in AR steps: "
+        drafting = next((r for r in rows if not r.get("is_run") and r["nodes"] >= 0.05), None)
+        if best["nodes"] < 0.05:
+            head += (f" Best predicted: <b>{html.escape(best['name'])}</b>, which found nothing to draft here, so it "
+                     "is AR itself (1×)")
+            if drafting is not None:
+                head += (f"; the best shape that drafts is <b>{html.escape(drafting['name'])}</b>, "
+                         f"{drafting['speedup']:.2f}×")
+            head += "."
+        else:
+            head += (f" Best predicted: <b>{html.escape(best['name'])}</b>, {best['speedup']:.2f}× (τ {best['tau']:.3f} "
+                     f"with {best['nodes']:.0f} nodes per step).")
+        head += (" Predicted speedup = τ ÷ what one step costs in AR steps: "
                  "verifying the row's nodes plus the root (this machine's cost curve) plus drafting them. A bigger tree "
                  "raises τ but also the verify cost; on a CPU each node costs real time, on a GPU up to ~64 are nearly "
-                 "free. Rows drafted by another model than this run's leave drafting out, so they read high.")
+                 "free.")
+        if any(r.get("draft_ms") is None for r in rows):
+            head += " Rows drafted by another model than this run's leave drafting out, so they read high."
     elif best is not None:
         head += (f" Best replayed: <b>{html.escape(best['name'])}</b>, τ {best['tau']:.3f} with "
                  f"{best['nodes']:.0f} nodes per step. More nodes raise τ only while the extra verify cost "

@@ -67,3 +67,12 @@ def test_what_if_ranks_by_predicted_speedup_not_by_tau():
     assert fig.layout.xaxis.title.text.startswith("predicted speedup")
     run_bar = next(t for t in fig.data if t.name == "this run")
     assert "(measured 0.90×)" in run_bar.text[0]
+
+
+def test_the_panel_says_when_ar_and_the_run_were_timed_under_different_loads():
+    run = run_cost(CURVE, steps()).to_dict()  # timed as the curve says: slowdown 1
+    even = {"ratio": 1.5, "ar_s": 7 * 0.0577, "how": ""}  # AR at the curve's speed too
+    assert "alike, so the gap is an error of the cost model" in cost_panel_html(CURVE.to_dict(), run, even)
+    busy = {"ratio": 3.0, "ar_s": 7 * 0.0577 * 4, "how": ""}  # AR timed while the machine was 4× slower
+    panel = cost_panel_html(CURVE.to_dict(), run, busy)
+    assert "plain AR ran at 4.0× the curve&#x27;s AR step" in panel and "slowed them unequally" in panel
