@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct"
+AUTO = "auto"  # the value of a knob the decoder sizes itself (`Knob.auto`)
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,8 @@ class Knob:
     # may change mid-run: the running decoder applies it from its next step (tree shape, window)
     live: bool = False
     boolean: bool = False  # an on/off switch: the value is a bool
+    # also accepts "auto": the decoder chooses the value every step (the budget, from this machine's costs)
+    auto: bool = False
 
     MAX_TEXT = 10_000  # characters of a free-text value (a tree shape, a corpus path)
 
@@ -65,12 +68,14 @@ class Knob:
                 return text
             extra = " or a file path" if self.free_text else ""
             raise ConfigError(f"{self.name}={shown(value)} is not an option: use one of {', '.join(self.choices)}{extra}")
+        if self.auto and isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
         if isinstance(value, bool):
-            raise ConfigError(f"{self.name} must be a number, got {shown(value)}")
+            raise ConfigError(f"{self.name} must be a number{self._or_auto}, got {shown(value)}")
         try:
             v = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{self.name} must be a number, got {shown(value)}") from None
+            raise ConfigError(f"{self.name} must be a number{self._or_auto}, got {shown(value)}") from None
         if v != v or v in (float("inf"), float("-inf")):
             raise ConfigError(f"{self.name} must be a finite number, got {shown(value)}")
         if self.integer and v != int(v):
@@ -80,6 +85,10 @@ class Knob:
                 f"{self.name}={shown(value)} is out of range: it must lie in [{_fmt(self.low)}, {_fmt(self.high)}]"
             )
         return int(v) if self.integer else v
+
+    @property
+    def _or_auto(self) -> str:
+        return " or 'auto'" if self.auto else ""
 
 
 def _fmt(x: float) -> str:
@@ -100,7 +109,8 @@ NGRAM = Knob("ngram", 3, 1, 8, "longest n-gram matched by prompt lookup (shorter
 # tree-shape knobs: they take effect on the next step of a running decode
 TREE_DEPTH = Knob("depth", 5, 1, 16, "deepest draft level of the tree", live=True)
 TOP_K = Knob("top_k", 4, 1, 10, "children drafted per expanded node (and nodes expanded per level)", live=True)
-BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost)", live=True)
+BUDGET = Knob("budget", 32, 1, 128, "drafted nodes per step at most (the verify cost); auto: each step verifies "
+              "the draft that pays most under this machine's measured costs, down to none", live=True, auto=True)
 TREE_PRESET = Knob("preset", "medusa-like-26", 0, 0,
                    "static tree shape: a preset, or your own rank paths such as 0;1;0,0;0,1 (Medusa 'choices')",
                    integer=False, choices=("chain-4", "chain-8", "binary-14", "medusa-like-26", "wide-40", "deep-64"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .config import (EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SCHEDULE, SEED, TEMPERATURE,
+from .config import (AUTO, EMBEDDED_MODEL_ID, LATTICE_KNOBS, MAX_NEW_TOKENS, SCHEDULE, SEED, TEMPERATURE,
                      TOP_P, ConfigError, Knob, SamplingConfig, shown)
 from .decoding.registry import METHODS, Method, get_method
 from .decoding.schedules import SCHEDULES
@@ -131,7 +131,9 @@ class RunSettings:
             return None
         knobs = self.spec.knob_map
         changed = {n: v for n, v in other.knobs.items() if self.knobs.get(n) != v}
-        return changed if all(knobs[n].live for n in changed) else None
+        # a budget turned to or from "auto" changes the drafter itself, not only its size
+        auto_toggled = any((v == AUTO) != (self.knobs.get(n) == AUTO) for n, v in changed.items())
+        return changed if all(knobs[n].live for n in changed) and not auto_toggled else None
 
     def _fixed(self) -> tuple:
         return (self.max_new_tokens, self.temperature, self.top_p, self.seed, self.target, self.draft)

@@ -73,6 +73,17 @@ TINY_STORE = {"retrieval:shipped": SuffixArray(corpus_tokens(
     [np.random.default_rng(1).integers(0, 96, 400).tolist(), [17, 4, 17, 9, 22, 4, 17, 4, 17], [50, 51, 52, 53, 54]]))}
 
 
+def _tiny_costs():
+    from specviz.decoding.costs import CostCurve
+
+    # a CPU-like verify-cost curve, fixed so that cost-sized drafts are the same on every machine: scoring
+    # 2 to 16 tokens costs 1.5 AR steps, 64 tokens 3 steps
+    return CostCurve("tiny", "cpu", "float32", 32, (1, 2, 16, 64, 128), (10.0, 15.0, 16.0, 30.0, 50.0))
+
+
+TINY_COSTS = _tiny_costs()
+
+
 def tiny_trained(method, model):
     """A fresh (untrained, jittered) drafter for methods that need trained weights: still lossless."""
     from specviz.models.trained import fresh_drafter
@@ -99,6 +110,7 @@ TINY_KNOBS = {
     "ngram_tree": {},
     "retrieval": {"corpus": "context+shipped"},
     "graft": {"exit_layer": 2, "corpus": "context+shipped"},
+    "auto": {"corpus": "context+shipped"},
     "jacobi": {},
     "eagle": {},
     "medusa": {},
@@ -127,8 +139,8 @@ def tiny_drafter(method, model, sampling=None, knobs=None, datastores=None, trai
 
     checked = method.check_knobs({**TINY_KNOBS[method.name], **(knobs or {})})
     trained = trained if trained is not None else tiny_trained(method, model)
-    return method.build(BuildContext(model, checked, sampling or SamplingConfig(), draft_model,
-                                     TINY_STORE if datastores is None else datastores, trained))
+    return method.make(BuildContext(model, checked, sampling or SamplingConfig(), draft_model,
+                                    TINY_STORE if datastores is None else datastores, trained, TINY_COSTS))
 
 
 def pytest_collection_modifyitems(config, items):

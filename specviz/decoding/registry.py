@@ -7,11 +7,12 @@ A builder takes one `BuildContext` and returns a `Drafter`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from ..config import (BUDGET, CORPUS, DRAFT_LEN, DRAFT_VOCAB, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
+from ..config import (AUTO, BUDGET, CORPUS, DRAFT_LEN, DRAFT_VOCAB, EXIT_LAYER, JACOBI_WINDOW, NGRAM, PRUNE_PROB, TOP_K, TREE_DEPTH, TREE_PRESET,
                       ConfigError, Knob, SamplingConfig, shown)
+from .auto import AUTO_MAX_NODES, CostAwareDrafter, MergedTrieDrafter
 from .drafters import NoDrafter, PromptLookupDrafter
 from ..models.early_exit import early_exit_model
 from .jacobi import JacobiDrafter
@@ -33,6 +34,9 @@ class BuildContext:
     draft_model: object = None
     datastores: dict = field(default_factory=dict)
     trained: object = None
+    # this machine's verify-cost curve of the target (a CostCurve, or a callable measuring it on first use),
+    # for drafts sized by cost: a budget of "auto" and the auto method
+    costs: object = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,16 @@ class Method:
 
     def drafter(self, target, knobs: dict | None = None, sampling: SamplingConfig | None = None, **context):
         """Build this method's drafter; knobs are checked (missing ones take the method's defaults)."""
-        return self.build(BuildContext(target, self.check_knobs(knobs or {}), sampling or SamplingConfig(),
-                                       **context))
+        return self.make(BuildContext(target, self.check_knobs(knobs or {}), sampling or SamplingConfig(),
+                                      **context))
+
+    def make(self, ctx: BuildContext):
+        """The drafter for checked knobs. A budget of "auto" builds the drafter at the largest budget an
+        auto-sized step may verify and lets `CostAwareDrafter` cut each step's draft to what pays."""
+        if ctx.knobs.get("budget") != AUTO:
+            return self.build(ctx)
+        inner = self.build(replace(ctx, knobs={**ctx.knobs, "budget": AUTO_MAX_NODES}))
+        return CostAwareDrafter(inner, ctx.costs, ctx.sampling)
 
     def check_knobs(self, values: dict) -> dict:
         out = {}
@@ -135,6 +147,15 @@ def _build_graft(ctx: BuildContext):
     model, source = _drafting_model(ctx)
     return GraftDrafter(ModelTreeDrafter(model, _dynamic_shape(ctx.knobs), ctx.sampling, source), _retriever(ctx),
                         ctx.knobs["prune_prob"])
+
+
+def _build_auto(ctx: BuildContext):
+    # prompt lookup's every match (the n-gram tree) first, then the datastores' most frequent continuations;
+    # the context is already the n-gram tree's, so retrieval reads only the shipped corpus or a file
+    ngram = NgramTreeDrafter(ctx.knobs["ngram"], ctx.knobs["depth"], AUTO_MAX_NODES)
+    stores = RetrievalDrafter(ctx.datastores or {}, False, ctx.knobs["ngram"], ctx.knobs["depth"], AUTO_MAX_NODES)
+    drafters = [ngram, stores] if ctx.datastores else [ngram]
+    return CostAwareDrafter(MergedTrieDrafter(drafters, ctx.knobs["depth"], AUTO_MAX_NODES), ctx.costs, ctx.sampling)
 
 
 def _build_jacobi(ctx: BuildContext):
@@ -212,6 +233,17 @@ METHODS = {
             _build_graft,
             uses_draft_model=True,
             uses_corpus=True,
+        ),
+        Method(
+            "auto",
+            "Auto: cheap drafters sized by this machine's costs",
+            "Model-free drafts (every prompt-lookup match, plus the shipped corpus or your file) merged into one "
+            "tree, cut each step to the nodes worth verifying on this machine: the target's measured verify cost "
+            "against each node's chance of acceptance, learned from this run. No draft at all when none pays.",
+            (NGRAM, TREE_DEPTH, CORPUS),
+            _build_auto,
+            uses_corpus=True,
+            defaults=(("depth", 8), ("corpus", "shipped")),
         ),
         Method(
             "jacobi",

@@ -19,6 +19,7 @@ from ..models.loading import is_embedded
 from ..models.trained import load_hub_head, shipped_drafters, trained_kind
 from ..settings import RunSettings
 from .corpus import load_datastores
+from .costs import cost_curve
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PreparedRun:
     datastores: dict = field(default_factory=dict)
     trained: object = None  # the trained drafter module (Medusa heads, EAGLE drafter, distilled exit)
     trained_source: str | None = None
+    costs: object = None  # this machine's cost curve of the target, or a callable measuring it once
 
     @property
     def method(self) -> Method:
@@ -47,10 +49,10 @@ class PreparedRun:
     def build_context(self, settings: RunSettings | None = None) -> BuildContext:
         s = settings or self.settings
         return BuildContext(self.target.model, s.knobs, s.sampling, self.draft.model if self.draft else None,
-                            self.datastores, self.trained)
+                            self.datastores, self.trained, self.costs)
 
     def drafter(self):
-        return self.method.build(self.build_context())
+        return self.method.make(self.build_context())
 
     def decoder(self, prompt_ids, record: bool = True) -> SpeculativeDecoder:
         return SpeculativeDecoder(
@@ -102,7 +104,8 @@ def prepare_run(store: ModelStore, settings: RunSettings | dict | None = None) -
         except ValueError as err:
             raise ConfigError(str(err)) from None
     datastores = load_datastores(store, target, knobs["corpus"]) if m.uses_corpus else {}
-    return PreparedRun(settings, target, draft, datastores, trained, trained_source)
+    return PreparedRun(settings, target, draft, datastores, trained, trained_source,
+                       costs=lambda: cost_curve(store, target))
 
 
 def trained_drafter(store: ModelStore, target: LoadedModel, kind_name: str, head_id: str | None) -> tuple:
