@@ -169,10 +169,10 @@ def run_cost(curve: CostCurve, steps) -> RunCost | None:
 
 
 # how a what-if row's drafting cost was estimated (the `draft_how` of `whatif_speedups`)
-DRAFT_MEASURED = "this run's own drafting per step"
-DRAFT_FREE = "model-free: ≈ 0 ms"
-DRAFT_PER_LEVEL = "this run's drafter: {ms:.1f} ms per level × depth {depth:g}"
-DRAFT_NOT_COUNTED = "not counted: another drafter than this run's (an upper bound)"
+DRAFT_MEASURED = "this run's own"
+DRAFT_FREE = "model-free"
+DRAFT_PER_LEVEL = "{ms:.1f} ms a level × {depth:g}"  # the run's drafter, per drafted level
+DRAFT_NOT_COUNTED = "another drafter"
 
 
 def row_draft_ms(row: dict, run: RunCost | None) -> tuple:

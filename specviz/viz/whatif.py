@@ -37,7 +37,7 @@ def _nodes(r: dict) -> str:
 
 def _draft(r: dict) -> str:
     ms = r.get("draft_ms")
-    return ("not counted" if ms is None else f"{ms:.1f} ms") + f" ({r.get('draft_how', '')})"
+    return ("not counted" if ms is None else f"{ms:.0f} ms") + f" ({r.get('draft_how', '')})"
 
 
 def whatif_figure(rows: list, run_tau: float, run_label: str, measured: float | None = None) -> go.Figure:
