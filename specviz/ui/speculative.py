@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..config import EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P
+from ..config import AUTO, EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P
 from ..decoding.costs import run_cost, whatif_speedups
 from ..decoding.registry import METHODS, knob_table
 from ..models import ModelStore
@@ -55,7 +55,16 @@ def knob_control(knob, prefix: str, value=None, **kw):
         return gr.Checkbox(value=bool(value), **common)
     if knob.choices:
         return gr.Dropdown(list(knob.choices), value=value, allow_custom_value=knob.free_text, **common)
+    if knob.auto:
+        # "auto" or a number: a dropdown of typical sizes that also takes any other number typed in
+        return gr.Dropdown(auto_choices(knob), value=str(value), allow_custom_value=True, **common)
     return gr.Slider(knob.low, knob.high, value=value, step=1 if knob.integer else 0.01, **common)
+
+
+def auto_choices(knob) -> list:
+    """'auto', then powers of two and a few sizes between, within the knob's range."""
+    sizes = [n for n in (1, 2, 4, 8, 12, 16, 24, 32, 48, 60, 64, 96, 128) if knob.low <= n <= knob.high]
+    return [AUTO, *map(str, sizes)]
 
 
 def _method_info(name: str) -> str:
@@ -87,7 +96,8 @@ def _knob_visibility(name: str):
     """Show the method's knobs at its own defaults (EAGLE opens on its 60-node tree), and its draft field."""
     m = METHODS.get(name)
     used = {k.name for k in m.knobs} if m else set()
-    updates = [gr.update(visible=True, value=m.default(k)) if k.name in used else gr.update(visible=False) for k in KNOBS]
+    updates = [gr.update(visible=True, value=str(m.default(k)) if k.auto else m.default(k)) if k.name in used
+               else gr.update(visible=False) for k in KNOBS]
     field = HEAD_FIELD if m and m.uses_trained else DRAFT_FIELD
     draft = gr.update(visible=bool(m and (m.uses_draft_model or m.uses_trained)), **field)
     return [_method_info(name), *updates, draft]

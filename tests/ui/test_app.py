@@ -224,3 +224,14 @@ def test_reset_through_the_api_stops_a_running_run(app_url):
     assert last_step < 200, last_step  # stopped long before the 400 tokens
     # the server still serves a normal request afterwards
     assert _run(c, max_new_tokens=4)[-1]["settings"]["max_new_tokens"] == 4
+
+
+@pytest.mark.parametrize("knobs", [{"method": "auto"}, {"method": "dynamic_tree", "budget": "auto"}],
+                         ids=["auto-method", "budget-auto"])
+def test_cost_sized_drafts_run_in_the_app(client, knobs):
+    """The auto method and a budget of 'auto' run through the API on the embedded model (the cost curve is
+    measured or read from the cache in the run's turn) and decode exactly like plain greedy."""
+    summary = _run(client, max_new_tokens=24, **knobs)[-1]
+    assert summary["method"] == knobs["method"]
+    assert summary["settings"].get("budget", "auto") == "auto"
+    assert summary["speedup_vs_ar"]["matches_ar"] is True
