@@ -198,6 +198,8 @@ class TabController:
         self.spec = spec
         self.sharing = spec.sharing
         self._advance = self.sharing.on_gpu(spec.advance)
+        # finishing work (the cost curve, the AR baseline) is model work too: a GPU on ZeroGPU as well
+        self._finish_piece = self.sharing.on_gpu(_next_piece)
         self._n_outputs = len(spec.outputs_empty(""))
         self._running: dict = {}  # session key -> its Session while a request of it streams
 
@@ -306,8 +308,8 @@ class TabController:
             work = spec.finish_work(session, view)
             more = True
             while more and not session.paused:
-                ran, more = yield from self._on_model(key, "a step of the AR baseline",
-                                                      lambda: next(work, _DONE) is not _DONE, session)
+                ran, more = yield from self._on_model(key, "a step of the AR baseline (or the cost curve)",
+                                                      lambda: self._finish_piece(work), session)
                 more = ran and more
         yield spec.outputs_full(session, spec.status(session, note), None, view)
 
@@ -340,6 +342,11 @@ class TabController:
 
 
 _DONE = object()
+
+
+def _next_piece(work) -> bool:
+    """Run one piece of a finishing-work generator; False once it has none left."""
+    return next(work, _DONE) is not _DONE
 
 
 def run_buttons(prefix: str):
