@@ -66,11 +66,14 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 def new_cache(model: torch.nn.Module, capacity: int = 1024):
-    """A slab cache wired to our kernels when the model supports them, else a DynamicCache."""
+    """A slab cache wired to our kernels when the model supports them, else a DynamicCache; the model's
+    linear layers get the packed CPU path (`fast_linear`) either way."""
     from transformers import DynamicCache
 
+    from . import fast_linear
     from .cache import SlabCache
 
+    fast_linear.install(model)  # float32 CPU forwards on oneDNN's prepacked linear (SPECVIZ_FAST_LINEAR=0: off)
     if supports(model):
         install(model)
         return SlabCache(model.config.num_hidden_layers, capacity)

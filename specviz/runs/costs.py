@@ -57,11 +57,15 @@ def measure_cost_curve(model, model_id: str, context: int = 256, sizes=CURVE_SIZ
 
 
 def machine() -> str:
-    """What the timings depend on besides the model: processor, torch build and its threads."""
+    """What the timings depend on besides the model: processor, torch build and its threads, and whether
+    float32 CPU forwards run the packed linear (SPECVIZ_FAST_LINEAR)."""
+    from ..models import fast_linear
+
     cpu = platform.processor() or platform.machine()
     if torch.cuda.is_available():
         cpu += f" + {torch.cuda.get_device_name(0)}"
-    return f"{cpu} · torch {torch.__version__} · {torch.get_num_threads()} threads"
+    packed = " · packed CPU linear" if fast_linear.enabled() and fast_linear.available() else ""
+    return f"{cpu} · torch {torch.__version__} · {torch.get_num_threads()} threads{packed}"
 
 
 def _disk_path(key: tuple):
