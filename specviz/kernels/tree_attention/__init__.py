@@ -64,10 +64,26 @@ def tree_attention(q, k, v, mask: TreeMask | None = None, scale: float | None = 
         bits = mask.bits if mask is not None else None
         tree_len = mask.tree_len if mask is not None else None
         return triton_tree_attention(q, k, v, bits, tree_len, scale)
-    allowed = mask.dense(k.shape[2], q.device) if mask is not None else None
-    tree_len = mask.tree_len if mask is not None else None
-    bits = mask.bits if mask is not None else None
-    return tree_attention_sdpa(q, k, v, bits, tree_len, scale, allowed=allowed)
+    if mask is not None:
+        return tree_attention_sdpa(q, k, v, mask.bits, mask.tree_len, scale, allowed=mask.dense(k.shape[2], q.device))
+    allowed = causal_mask(q.shape[2], k.shape[2], q.device) if q.shape[2] > 1 else None
+    return tree_attention_sdpa(q, k, v, scale=scale, allowed=allowed)
 
 
-__all__ = ["TreeMask", "pack_bits", "tree_attention", "tree_attention_naive", "tree_attention_sdpa", "visible"]
+_CAUSAL: dict = {}
+
+
+def causal_mask(q_len: int, kv_len: int, device) -> torch.Tensor:
+    """[Q, K] bool causal mask of the last Q positions, built once per shape (a chain's forward asks for the
+    same one in every layer) and kept for the next forwards of that shape (a few dozen shapes at most)."""
+    key = (q_len, kv_len, str(device))
+    mask = _CAUSAL.get(key)
+    if mask is None:
+        if len(_CAUSAL) >= 64:
+            _CAUSAL.clear()
+        with torch.inference_mode(False):  # a plain tensor, usable under autograd too
+            mask = _CAUSAL[key] = visible(None, q_len, kv_len, q_len, device)
+    return mask
+
+
+__all__ = ["TreeMask", "causal_mask", "pack_bits", "tree_attention", "tree_attention_naive", "tree_attention_sdpa", "visible"]
