@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "machine's verify-cost curve of the target, as the cost model caches it")
     bench.add_argument("--remeasure", action="store_true", help="bench costs: measure again instead of the cached curve")
     bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods, each optionally with knob overrides (eagle:budget=16:top_k=4); ar is always included")
-    bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() (static cache) baseline")
+    bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() baselines (default and static cache)")
     bench.add_argument("--context", type=int, default=512, help="bench kernels: prefix length for the verify-cost curve")
     bench.add_argument("--full", action="store_true", help="bench kernels: also time the larger-model attention shapes")
     _add_common(bench)
@@ -315,7 +315,7 @@ def cmd_bench(args) -> int:
     questions = _questions(args)
     prepared = _prepare_entries(args, args.temperature)
     t0 = time.perf_counter()
-    report = compare(prepared, questions, hf_static=not args.no_hf and args.temperature == 0)
+    report = compare(prepared, questions, hf=not args.no_hf and args.temperature == 0)
     print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, "
           f"target={prepared['ar'].target.model_id}, {time.perf_counter() - t0:.0f}s")
     print(f"kernels: {prepared['ar'].decoder([0]).backend}")

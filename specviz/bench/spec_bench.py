@@ -74,28 +74,38 @@ def run_questions(prepared, questions: list, record: bool = False) -> list:
     return results
 
 
-def hf_generate(prepared, prompt_ids: list):
-    """transformers' own greedy generate with its static cache and SDPA: an outside AR baseline."""
+HF_ROWS = {"hf_generate": "dynamic", "hf_generate_static": "static"}  # report row -> generate()'s cache
+
+
+def hf_generate(prepared, prompt_ids: list, cache: str = "static"):
+    """transformers' own greedy generate with SDPA and its default (`cache="dynamic"`) or static cache: an
+    outside AR baseline. It runs stock transformers, so our packed CPU linear (models/fast_linear) is off."""
     import torch
 
+    from ..models import fast_linear
     from ..models.attention import implementation
 
+    if cache not in HF_ROWS.values():
+        raise ValueError(f"cache must be one of {sorted(HF_ROWS.values())}, not {cache!r}")
     model = prepared.target.model
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
     n = prepared.settings.max_new_tokens
-    with implementation(model, "sdpa"), torch.inference_mode():
+    extra = {"cache_implementation": "static"} if cache == "static" else {}
+    with implementation(model, "sdpa"), fast_linear.disabled(), torch.inference_mode():
         t0 = time.perf_counter()
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, cache_implementation="static",
-                             eos_token_id=list(prepared.target.eos_ids) or None, pad_token_id=0)
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=list(prepared.target.eos_ids) or None,
+                             pad_token_id=0, **extra)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0
     return out[0, len(prompt_ids):].tolist(), wall
 
 
-def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static: bool = False) -> dict:
-    """Run every prepared method on every question, interleaved; AR ('ar') must be among them.
+def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf: bool = False,
+            per_prompt: list | None = None) -> dict:
+    """Run every prepared method on every question, interleaved; AR ('ar') must be among them. `hf` adds
+    transformers' generate() with its default and its static cache (rows `hf_generate`, `hf_generate_static`).
 
     Returns per method: tau (new tokens / target forwards over all prompts),
     tok/s, total wall, speedup = AR wall / method wall, and whether the greedy
@@ -106,36 +116,39 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf_static
     any_run = next(iter(prepared_runs.values()))
     tok = any_run.target.tokenizer
     prompts = [encode_prompt(tok, q["prompt"]) for q in questions]
+    hf_rows = HF_ROWS if hf else {}
     if warmup:
         for p in prepared_runs.values():
             run_one(p.limited(4), prompts[0])
-        if hf_static:
-            hf_generate(prepared_runs["ar"].limited(4), prompts[0])
+        for cache in hf_rows.values():
+            hf_generate(prepared_runs["ar"].limited(4), prompts[0], cache)
     # AR first on every prompt, so each method's output can be checked against it
     order = ["ar"] + [n for n in prepared_runs if n != "ar"]
-    totals = {name: {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True} for name in order}
-    if hf_static:
-        totals["hf_generate_static"] = {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True}
-    for ids in prompts:
-        if hf_static:
-            out, wall = hf_generate(prepared_runs["ar"], ids)
-            t = totals["hf_generate_static"]
-            t["tokens"] += len(out)
-            t["wall"] += wall
-            hf_out = out
+    totals = {name: {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True} for name in [*order, *hf_rows]}
+    for q, ids in zip(questions, prompts):
+        hf_out = {}
+        for row, cache in hf_rows.items():
+            out, wall = hf_generate(prepared_runs["ar"], ids, cache)
+            totals[row]["tokens"] += len(out)
+            totals[row]["wall"] += wall
+            hf_out[row] = out
+            if per_prompt is not None:
+                per_prompt.append({"category": q.get("category", ""), "method": row, "wall_s": wall, "trace": None})
         ar = None
         for name in order:
             prepared = prepared_runs[name]
             tr = run_one(prepared, ids)
+            if per_prompt is not None:  # every run of every prompt, for reports by category
+                per_prompt.append({"category": q.get("category", ""), "method": name, "wall_s": tr.wall_s, "trace": tr})
             t = totals[name]
             t["tokens"] += int(tr.output_ids.shape[0])
             t["forwards"] += sum(s.target_forwards for s in tr.steps)
             t["wall"] += tr.wall_s
             if name == "ar":
                 ar = tr
-                if hf_static:
+                for row, out in hf_out.items():
                     # generate may stop at EOS at a different point only if decoding differed
-                    totals["hf_generate_static"]["match"] &= hf_out == ar.output_ids.tolist()
+                    totals[row]["match"] &= out == ar.output_ids.tolist()
             elif prepared.settings.greedy:
                 t["match"] &= bool(against_ar(tr, ar, greedy=True)["matches_ar"])
     ar_wall = totals["ar"]["wall"]
