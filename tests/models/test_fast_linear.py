@@ -109,3 +109,32 @@ def test_a_packed_layer_copies_and_pickles():
         assert isinstance(twin, fast_linear.PackedLinear) and twin._packed is None
         with torch.inference_mode():
             assert torch.equal(twin(x), lin(x))
+
+
+def test_the_environment_switch():
+    import subprocess
+    import sys
+
+    code = "from specviz.models import fast_linear as f; print(f.enabled())"
+    for value, want in (("0", "False"), ("off", "False"), ("1", "True"), ("", "True")):
+        env = {**__import__("os").environ, fast_linear.ENV: value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want, value
+
+
+def test_generate_baselines_run_stock_transformers_with_either_cache():
+    """bench's hf_generate rows: the default and the static cache decode the same greedy tokens, on plain
+    F.linear (the packed copy is never made) even when the model has the packed layers installed."""
+    from types import SimpleNamespace
+
+    from specviz.bench.spec_bench import HF_ROWS, hf_generate
+
+    model = fast_linear.install(tiny_random_llama())
+    prepared = SimpleNamespace(target=SimpleNamespace(model=model, eos_ids=()),
+                               settings=SimpleNamespace(max_new_tokens=12))
+    outs = {cache: hf_generate(prepared, [3, 5, 7, 11], cache)[0] for cache in HF_ROWS.values()}
+    assert set(HF_ROWS.values()) == {"dynamic", "static"}
+    assert outs["dynamic"] == outs["static"] and len(outs["dynamic"]) == 12
+    assert all(m._packed is None for m in model.modules() if isinstance(m, fast_linear.PackedLinear))
+    with pytest.raises(ValueError):
+        hf_generate(prepared, [3], "paged")
