@@ -42,7 +42,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=TOP_P.default)
     p.add_argument("--seed", type=int, default=int(SEED.default))
     for knob in knob_table().values():
-        kind = str if knob.choices else int if knob.integer else float
+        kind = str if knob.choices or knob.auto else int if knob.integer else float
         p.add_argument(f"--{knob.name.replace('_', '-')}", type=kind, default=None,
                        help=f"{knob.help} (default {_fmt_default(knob)})")
 
@@ -68,11 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_methods_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("what", nargs="?", choices=("methods", "kernels", "tau", "costs"), default="methods",
+    bench.add_argument("what", nargs="?", choices=("methods", "kernels", "tau", "costs", "goals"),
+                       default="methods",
                        help="methods: decode questions with each method (default); kernels: each kernel against "
                             "its reference, and the target's verify cost against tree size; tau: greedy tau only, "
                             "replayed against AR's output without verify forwards (fast, no speed); costs: this "
-                            "machine's verify-cost curve of the target, as the cost model caches it")
+                            "machine's verify-cost curve of the target, as the cost model caches it; goals: methods plus "
+                            "generate(), per category, with the cost model's predicted speedups, checked against "
+                            "the cost model's goals")
     bench.add_argument("--remeasure", action="store_true", help="bench costs: measure again instead of the cached curve")
     bench.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods, each optionally with knob overrides (eagle:budget=16:top_k=4); ar is always included")
     bench.add_argument("--no-hf", action="store_true", help="skip the transformers generate() baselines (default and static cache)")
@@ -263,6 +266,26 @@ def cmd_bench_costs(args) -> int:
     return 0
 
 
+def cmd_bench_goals(args) -> int:
+    from .bench.goals import format_report, goals
+    from .runs.costs import machine
+
+    if args.temperature != 0:
+        raise ConfigError("bench goals compares greedy outputs and walls: use temperature 0")
+    questions = _questions(args)
+    prepared = _prepare_entries(args, 0.0)
+    ar = prepared["ar"]
+    curve = ar.costs()  # this machine's curve: from the cache, or measured now (before any timing)
+    t0 = time.perf_counter()
+    result = goals(prepared, questions, curve)
+    print(f"{len(questions)} prompt(s), max_new_tokens={args.max_new_tokens}, greedy, target={ar.target.model_id}, "
+          f"{machine()}, {time.perf_counter() - t0:.0f} s")
+    print(f"cost curve (ms per forward by tokens scored): " +
+          ", ".join(f"{n}: {ms:.1f}" for n, ms in zip(curve.tokens, curve.forward_ms)))
+    print(format_report(result))
+    return 0
+
+
 def cmd_bench_kernels(args) -> int:
     from .bench.kernels import kernel_rows, print_kernel_rows, print_verify_cost, verify_cost
     from .models import ModelStore
@@ -375,6 +398,8 @@ def main(argv=None) -> int:
             return cmd_train(args)
         if args.what == "tau":
             return cmd_bench_tau(args)
+        if args.what == "goals":
+            return cmd_bench_goals(args)
         if args.what == "costs":
             return cmd_bench_costs(args)
         return cmd_bench_kernels(args) if args.what == "kernels" else cmd_bench(args)
