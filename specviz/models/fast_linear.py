@@ -87,7 +87,11 @@ class PackedLinear(nn.Linear):
 
     def _packed_weight(self) -> torch.Tensor:
         w = self.weight
-        key = (w.data_ptr(), w._version, tuple(w.shape))
+        try:
+            version = w._version
+        except RuntimeError:  # a weight made under inference_mode tracks no version: its identity must do
+            version = -1
+        key = (w.data_ptr(), version, tuple(w.shape))
         if self._packed_key != key:
             # a plain tensor even under inference_mode, so the layer serves both modes
             with torch.inference_mode(False), torch.no_grad():

@@ -138,3 +138,10 @@ def test_generate_baselines_run_stock_transformers_with_either_cache():
     assert all(m._packed is None for m in model.modules() if isinstance(m, fast_linear.PackedLinear))
     with pytest.raises(ValueError):
         hf_generate(prepared, [3], "paged")
+
+
+def test_a_layer_made_under_inference_mode():
+    with torch.inference_mode():
+        lin = packed(12, 6, True)  # inference tensors: no version counter
+        x = torch.randn(3, 12)
+        assert close(lin(x), F.linear(x, lin.weight, lin.bias))
