@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..config import EXIT_LAYER, NGRAM, ConfigError
 from ..decoding.drafters import PromptLookupDrafter
+from ..decoding.registry import BuildContext, get_method
 from ..decoding.retrieval import NgramTreeDrafter, RetrievalDrafter
 from ..decoding.whatif import what_if as replay
 from ..models.early_exit import early_exit_model
@@ -36,6 +37,12 @@ def what_if(store, prepared, prompt_ids, output_ids) -> list:
         "retrieval: context (32 nodes)": RetrievalDrafter({}, True, n, 5, 32),
         "retrieval: context+shipped (32 nodes)": RetrievalDrafter(shipped, True, n, 5, 32),
     }
+    if prepared.costs is not None:
+        # the auto method, learning and sizing its drafts on this machine's curve as it would in a run
+        auto = get_method("auto")
+        knobs_auto = auto.check_knobs({"ngram": n})
+        builders[AUTO_ROW] = auto.make(BuildContext(target, knobs_auto, prepared.settings.sampling,
+                                                    datastores=shipped, costs=prepared.costs))
     rows = replay(model, label, builders, prompt_ids, output_ids)
     # the model rows draft with the run's own drafter unless the run has none and the replay fell back on
     # the default early exit
@@ -46,6 +53,9 @@ def what_if(store, prepared, prompt_ids, output_ids) -> list:
         row.own_drafter = own_drafter and row.family != "model-free"
         row.own_setting = row.name == own
     return rows
+
+
+AUTO_ROW = "auto (n-gram tree + shipped corpus, sized by cost)"
 
 
 def own_setting_name(method: str, knobs: dict) -> str | None:
@@ -60,6 +70,8 @@ def own_setting_name(method: str, knobs: dict) -> str | None:
         return f"prompt lookup (chain 3, n≤{n})"
     if method == "ngram_tree" and default_tree:
         return f"n-gram tree (depth 5, 32 nodes, n≤{n})"
+    if method == "auto" and knobs.get("depth") == 8 and knobs.get("corpus") == "shipped":
+        return AUTO_ROW
     if method == "retrieval" and default_tree and knobs.get("corpus") in ("context", "context+shipped"):
         return f"retrieval: {knobs['corpus']} (32 nodes)"
     return None
