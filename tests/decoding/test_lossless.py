@@ -122,6 +122,7 @@ def embedded_references(embedded):
 def test_every_method_matches_greedy_on_embedded_model(store, embedded, embedded_references, name):
     from specviz.models.trained import shipped_drafters
     from specviz.runs.corpus import load_datastores
+    from specviz.runs.costs import cost_curve
 
     m = get_method(name)
     knobs = m.check_knobs({})
@@ -129,7 +130,9 @@ def test_every_method_matches_greedy_on_embedded_model(store, embedded, embedded
     # the trained methods run on the drafters shipped in assets/drafters
     trained = shipped_drafters(embedded.model_id, embedded.model).get(m.uses_trained) if m.uses_trained else None
     for text, p, ref in embedded_references:
-        drafter = m.drafter(embedded.model, knobs, datastores=stores, trained=trained)
+        # methods that size drafts by cost (auto) read this machine's curve, measured once and cached
+        drafter = m.drafter(embedded.model, knobs, datastores=stores, trained=trained,
+                            costs=lambda: cost_curve(store, embedded))
         tr = decode(embedded.model, drafter, p, tiny_settings(name, 32, knobs=knobs), eos_ids=embedded.eos_ids)
         check_invariants(tr, eos_ids=embedded.eos_ids, max_new_tokens=32)
         assert tr.output_ids.tolist() == ref, text
