@@ -38,7 +38,7 @@ from collections import defaultdict, deque
 import numpy as np
 import torch
 
-from ..config import AUTO, ConfigError, SamplingConfig
+from ..config import ConfigError, SamplingConfig
 from .drafters import Context, Draft, DrafterBase
 from .retrieval import TrieDrafter
 from .trie import TokenTrie

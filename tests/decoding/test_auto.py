@@ -45,38 +45,12 @@ def test_cost_sized_drafts_match_greedy(tiny, name, prompt):
 
 @pytest.mark.parametrize("name", ["dynamic_tree", "ngram_tree"], ids=["drawn-nodes", "point-masses"])
 def test_cost_sized_sampling_follows_the_target(name):
-    """The joint law of the first two tokens under budget auto equals the target's (cf. test_sampling), for a
-    drafter whose nodes are drawn (cut value-blind) and one of point masses (pruned by value). The auto
-    method itself is in test_sampling's method-wide suite."""
-    from specviz.decoding.sampling import processed_probs
-    from specviz.models import tiny_random_llama
+    """The joint law of the first two tokens under budget auto equals the target's, for a drafter whose nodes
+    are drawn (cut value-blind) and one of point masses (pruned by value). The auto method itself is in
+    test_sampling's method-wide suite."""
+    from .test_sampling import check_two_token_law
 
-    from ..conftest import tiny_trained
-    from .test_sampling import SMALL_VOCAB_KNOBS
-
-    vocab = 6
-    model = tiny_random_llama(vocab_size=vocab, n_layers=2, hidden=16, seed=3)
-    with torch.no_grad():
-        model.lm_head.weight.div_(6.0)
-    prompt = [1, 2, 1, 2, 1]
-    sampling = SamplingConfig(temperature=1.0, top_p=1.0, seed=0)
-    with torch.no_grad():
-        first = processed_probs(model(torch.tensor([prompt])).logits[0, -1], sampling)
-        second = torch.stack([processed_probs(model(torch.tensor([prompt + [a]])).logits[0, -1], sampling)
-                              for a in range(vocab)])
-    exact = (first[:, None] * second).numpy()
-    m = get_method(name)
-    knobs = {**{n: v for n, v in SMALL_VOCAB_KNOBS.items() if n in m.knob_map}, "budget": AUTO}
-    trained = tiny_trained(m, model)
-    n = 800
-    counts = np.zeros((vocab, vocab))
-    for seed in range(n):
-        s = SamplingConfig(1.0, 1.0, seed)
-        tr = decode(model, tiny_drafter(m, model, s, knobs, {}, trained), prompt, tiny_settings(name, 2, s), record=False)
-        a, b = tr.output_ids.tolist()
-        counts[a, b] += 1
-    sigma = np.sqrt(exact * (1 - exact) / n)
-    assert np.all(np.abs(counts / n - exact) < 4.5 * sigma + 2e-3), np.abs(counts / n - exact).max()
+    check_two_token_law(name, {"budget": AUTO}, n=800)
 
 
 def test_drawn_drafts_are_cut_without_looking_at_their_values(tiny):

@@ -150,9 +150,9 @@ SMALL_VOCAB_KNOBS = {"exit_layer": 1, "draft_len": 3, "ngram": 2, "preset": "bin
                      "budget": 10, "corpus": "context", "window": 3}
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
-    """Joint law of the first two generated tokens of a tiny random model, exact vs speculative sampling."""
+def check_two_token_law(method: str, extra_knobs: dict | None = None, n: int = 2000):
+    """Joint law of the first two generated tokens of a tiny random model, exact vs speculative sampling,
+    with the method's SMALL_VOCAB_KNOBS and `extra_knobs` on top; returns the model, prompt and knobs used."""
     from specviz.models import tiny_random_llama
 
     vocab = 6
@@ -166,10 +166,9 @@ def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
         second = torch.stack([processed_probs(model(torch.tensor([prompt + [a]])).logits[0, -1], sampling) for a in range(vocab)])
     exact = (first[:, None] * second).numpy()
     m = get_method(method)
-    knobs = {n: v for n, v in SMALL_VOCAB_KNOBS.items() if n in m.knob_map}
+    knobs = {**{k: v for k, v in SMALL_VOCAB_KNOBS.items() if k in m.knob_map}, **(extra_knobs or {})}
     # the trained methods run on fresh jittered drafters: sampling must be lossless whatever the weights
     trained = tiny_trained(m, model)
-    n = 2000
     counts = np.zeros((vocab, vocab))
     for seed in range(n):
         s = SamplingConfig(1.0, 1.0, seed)
@@ -179,6 +178,14 @@ def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
     freq = counts / n
     sigma = np.sqrt(exact * (1 - exact) / n)
     assert np.all(np.abs(freq - exact) < 4.5 * sigma + 2e-3), np.abs(freq - exact).max()
+    return model, prompt, knobs, trained
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_end_to_end_sampling_matches_target_on_tiny_vocab(method):
+    model, prompt, knobs, trained = check_two_token_law(method)
+    m = get_method(method)
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, seed=0)
     # the drafts must actually have been tried and sometimes rejected for this to mean anything
     tr = decode(model, tiny_drafter(m, model, sampling, knobs, {}, trained), prompt, tiny_settings(method, 30, sampling))
     assert sum(s.n_drafted for s in tr.steps) > 0 or method == "ar"  # AR drafts nothing: its law is the target's
