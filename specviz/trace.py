@@ -329,23 +329,58 @@ class Trace:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trace":
-        return cls(
-            method=d["method"],
-            settings=d["settings"] if "settings" in d else d.get("config", {}),  # traces before the rename
-            target_id=d["target_id"],
-            draft_id=d["draft_id"],
-            prompt_ids=np.asarray(d["prompt_ids"], dtype=np.int64),
-            steps=[_step_from_dict(s) for s in d["steps"]],
-            wall_s=d["wall_s"],
-            prefill_ms=d["prefill_ms"],
-            finish_reason=d["finish_reason"],
-            backend=d["backend"],
-            lossless=d["lossless"],
+        """A trace from its JSON form, checked: every field's type, length and range, then the contract
+        (`check_invariants`). Anything else raises `TraceError` naming the problem, so a file from
+        elsewhere either replays or is refused with a message; it never reaches the views half-valid."""
+        if not isinstance(d, dict):
+            raise TraceError(f"a trace is a JSON object, not {_kind(d)}")
+        if "settings" not in d and "config" in d:  # traces before the rename
+            d = {**d, "settings": d["config"]}
+        steps = _field(d, "steps", list, "the trace")
+        if len(steps) > MAX_TRACE_STEPS:
+            raise TraceError(f"the trace has {len(steps):,} steps; at most {MAX_TRACE_STEPS:,} are read")
+        trace = cls(
+            method=_field(d, "method", str, "the trace"),
+            settings=_field(d, "settings", dict, "the trace"),
+            target_id=_field(d, "target_id", str, "the trace"),
+            draft_id=_field(d, "draft_id", (str, type(None)), "the trace"),
+            prompt_ids=_ids(_field(d, "prompt_ids", list, "the trace"), "prompt_ids", "the trace", low=0),
+            steps=[_step_from_dict(s, k) for k, s in enumerate(steps)],
+            wall_s=_number(d, "wall_s", "the trace", low=0.0),
+            prefill_ms=_number(d, "prefill_ms", "the trace", low=0.0),
+            finish_reason=_field(d, "finish_reason", str, "the trace"),
+            backend=_field(d, "backend", str, "the trace"),
+            lossless=_field(d, "lossless", bool, "the trace"),
         )
+        if trace.prompt_ids.shape[0] == 0:
+            raise TraceError("the trace: prompt_ids is empty")
+        kinds = {type(s) for s in trace.steps}
+        if len(kinds) > 1:
+            raise TraceError("the trace mixes speculative and diffusion steps")
+        try:
+            if trace.steps:
+                check_invariants(trace)
+        except (AssertionError, IndexError, ValueError) as err:
+            raise TraceError(f"the trace breaks the record contract: {err or type(err).__name__}") from None
+        return trace
 
     @classmethod
-    def from_json(cls, text: str) -> "Trace":
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text) -> "Trace":
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TraceError("a trace file is UTF-8 JSON; this file is not text") from None
+        if not isinstance(text, str):
+            raise TraceError(f"a trace is JSON text, not {_kind(text)}")
+        if len(text) > MAX_TRACE_CHARS:
+            raise TraceError(f"the trace is {len(text):,} characters; at most {MAX_TRACE_CHARS:,} are read")
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise TraceError(f"the file is not valid JSON ({getattr(err, 'msg', 'nested too deep')}"
+                             f"{f' at line {err.lineno}' if isinstance(err, json.JSONDecodeError) else ''})") from None
+        return cls.from_dict(data)
 
 
 def _step_to_dict(s) -> dict:
@@ -371,40 +406,189 @@ def _step_to_dict(s) -> dict:
     return out
 
 
-def _arr(name, v):
-    a = np.asarray(v, dtype=_ARRAY_DTYPES[name])
-    if name.startswith("target_topk") and a.ndim == 1:
-        a = a.reshape(0, 0)
+class TraceError(ValueError):
+    """A trace file that cannot be replayed; the message says which field and why."""
+
+
+MAX_TRACE_CHARS = 64_000_000  # JSON characters read from one trace file
+MAX_TRACE_STEPS = 100_000
+MAX_NODES = 4096  # nodes of one draft tree, cells of one canvas
+MAX_TOPK = 64
+MAX_TOKEN_ID = 1 << 31
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _field(d: dict, key: str, types, where: str):
+    if key not in d:
+        raise TraceError(f"{where}: the field {key!r} is missing")
+    v = d[key]
+    # JSON true/false are Python bools, which are ints: a count or an id is never a bool
+    allowed = types if isinstance(types, tuple) else (types,)
+    if not isinstance(v, types) or (isinstance(v, bool) and bool not in allowed):
+        names = {list: "a list", dict: "an object", str: "text", bool: "true or false", int: "a whole number",
+                 type(None): "null"}
+        want = " or ".join(names.get(t, t.__name__) for t in allowed)
+        raise TraceError(f"{where}: {key} must be {want}, not {_kind(v)}")
+    return v
+
+
+def _number(d: dict, key: str, where: str, low: float | None = None, nan: bool = False) -> float:
+    v = d.get(key, float("nan") if nan else None)
+    if v is None and nan:
+        return float("nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TraceError(f"{where}: {key} must be a number, not {_kind(v)}" if key in d else
+                         f"{where}: the field {key!r} is missing")
+    v = float(v)
+    if v != v:
+        if nan:
+            return v
+        raise TraceError(f"{where}: {key} is NaN")
+    if not np.isfinite(v) or (low is not None and v < low):
+        raise TraceError(f"{where}: {key}={v} is out of range")
+    return v
+
+
+def _integer(d: dict, key: str, where: str, low: int = 0, high: int = MAX_TOKEN_ID) -> int:
+    v = _field(d, key, int, where)
+    if not low <= v <= high:
+        raise TraceError(f"{where}: {key}={v} is out of range [{low}, {high}]")
+    return int(v)
+
+
+def _array(v, name: str, where: str, dtype, ndim: int = 1, allow_nan: bool = False, length: int | None = None,
+           max_len: int = MAX_NODES):
+    """A numeric array from JSON lists: integer fields take only whole numbers, float fields numbers or
+    null / NaN where the contract allows a missing value."""
+    if not isinstance(v, list):
+        raise TraceError(f"{where}: {name} must be a list, not {_kind(v)}")
+    if len(v) > max_len:
+        raise TraceError(f"{where}: {name} has {len(v):,} entries; at most {max_len:,} are read")
+    rows = v if ndim == 2 else [v]
+    for row in rows:
+        if not isinstance(row, list) or len(row) > max(MAX_TOPK, max_len if ndim == 1 else MAX_TOPK):
+            raise TraceError(f"{where}: {name} must be a list of {'lists of ' if ndim == 2 else ''}numbers")
+        for x in row:
+            if isinstance(x, bool) or not (isinstance(x, (int, float)) or (x is None and allow_nan)):
+                raise TraceError(f"{where}: {name} holds {_kind(x)}; it must hold numbers")
+    integer = np.issubdtype(dtype, np.integer)
+    try:
+        a = np.asarray([[np.nan if x is None else x for x in r] for r in rows] if ndim == 2 else
+                       [np.nan if x is None else x for x in v], dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise TraceError(f"{where}: {name} is not a regular {'table' if ndim == 2 else 'list'} of numbers") from None
+    if ndim == 2 and a.ndim == 1:  # a list of empty rows: no top-k recorded
+        a = a.reshape(len(v), 0)
+    if integer:
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)) or np.any(np.abs(a) > MAX_TOKEN_ID):
+            raise TraceError(f"{where}: {name} must hold whole numbers")
+    elif not allow_nan and not np.all(np.isfinite(a)):
+        raise TraceError(f"{where}: {name} holds NaN or infinite values")
+    elif np.any(np.isinf(a)):
+        raise TraceError(f"{where}: {name} holds infinite values")
+    if length is not None and a.shape[0] != length:
+        raise TraceError(f"{where}: {name} has {a.shape[0]} entries where the step has {length}")
+    return a.astype(dtype)
+
+
+def _ids(v, name: str, where: str, low: int = -1):
+    a = _array(v, name, where, np.int64, max_len=1 << 22)
+    if np.any(a < low):
+        raise TraceError(f"{where}: {name} holds ids below {low}")
     return a
 
 
-def _step_from_dict(d: dict):
+def _step_from_dict(d: dict, k: int = 0):
+    where = f"step {k}"
+    if not isinstance(d, dict):
+        raise TraceError(f"{where} is {_kind(d)}, not an object")
     if d.get("kind") == "diffusion":
-        kwargs = {}
-        for k, v in d.items():
-            if k == "kind":
-                continue
-            if k in _DIFFUSION_DTYPES:
-                v = np.asarray(v, dtype=_DIFFUSION_DTYPES[k])
-                if k.startswith("topk") and v.ndim == 1:
-                    v = v.reshape(-1, 0) if v.shape[0] == 0 else v
-            elif k in ("threshold", "signal", "forward_ms", "select_ms") and v is None:
-                v = float("nan")
-            kwargs[k] = v
-        if kwargs["topk_ids"].ndim == 1:  # an empty [L, 0] list reads back as [L] of empty lists
-            n = kwargs["canvas"].shape[0]
-            kwargs["topk_ids"] = kwargs["topk_ids"].reshape(n, 0)
-            kwargs["topk_probs"] = kwargs["topk_probs"].reshape(n, 0)
-        return DiffusionStep(**kwargs)
-    t = d["tree"]
-    tree = DraftTree(
-        token_ids=_arr("token_ids", t["token_ids"]),
-        parent=_arr("parent", t["parent"]),
-        draft_probs=_arr("draft_probs", t["draft_probs"]),
-        source=tuple(t["source"]),
+        return _diffusion_step(d, where)
+    t = _field(d, "tree", dict, where)
+    token_ids = _ids(_field(t, "token_ids", list, where), "tree.token_ids", where, low=0)
+    n = token_ids.shape[0]
+    if n == 0:
+        raise TraceError(f"{where}: the tree has no root")
+    parent = _array(_field(t, "parent", list, where), "tree.parent", where, np.int64, length=n)
+    if parent[0] != -1 or np.any(parent[1:] < 0) or np.any(parent[1:] >= np.arange(1, n)):
+        raise TraceError(f"{where}: tree.parent must give every node an earlier node as its parent (root: -1)")
+    source = _field(t, "source", list, where)
+    if len(source) != n or not all(isinstance(x, str) and len(x) <= 200 for x in source):
+        raise TraceError(f"{where}: tree.source must name the drafter of each of the {n} nodes")
+    tree = DraftTree(token_ids, parent, _array(_field(t, "draft_probs", list, where), "tree.draft_probs", where,
+                                               np.float32, length=n), tuple(source))
+    status = _array(_field(d, "status", list, where), "status", where, np.int8, length=n)
+    if np.any((status < ROOT) | (status > UNREACHED)):
+        raise TraceError(f"{where}: status holds a value outside 0-3")
+    path = _array(_field(d, "accepted_path", list, where), "accepted_path", where, np.int64)
+    if np.any((path < 1) | (path >= n)):
+        raise TraceError(f"{where}: accepted_path points outside the tree")
+    topk_ids = _array(d.get("target_topk_ids", []), "target_topk_ids", where, np.int64, ndim=2)
+    topk_probs = _array(d.get("target_topk_probs", []), "target_topk_probs", where, np.float32, ndim=2, allow_nan=True)
+    if topk_ids.shape != topk_probs.shape or topk_ids.shape[0] not in (0, n) or np.any(topk_ids < 0):
+        raise TraceError(f"{where}: the target's top-k ids and probabilities disagree in shape or hold bad ids")
+    if topk_ids.size == 0:
+        topk_ids, topk_probs = topk_ids.reshape(n, 0), topk_probs.reshape(n, 0)
+    extra = {}
+    for name in ("target_entropy", "target_top2_gap"):
+        a = _array(d.get(name, []), name, where, np.float32, allow_nan=True)
+        if a.shape[0] not in (0, n):
+            raise TraceError(f"{where}: {name} has {a.shape[0]} entries where the step has {n}")
+        extra[name] = a
+    bonus_kind = _field(d, "bonus_kind", str, where)
+    return SpecStep(
+        step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), root_pos=_integer(d, "root_pos", where, 0, 1 << 24),
+        tree=tree,
+        target_probs=_array(_field(d, "target_probs", list, where), "target_probs", where, np.float32,
+                            allow_nan=True, length=n),
+        accept_probs=_array(_field(d, "accept_probs", list, where), "accept_probs", where, np.float32,
+                            allow_nan=True, length=n),
+        status=status, accepted_path=path,
+        bonus_token=_integer(d, "bonus_token", where, -1), bonus_prob=_number(d, "bonus_prob", where, 0.0, nan=True),
+        bonus_kind=bonus_kind, committed_ids=_ids(_field(d, "committed_ids", list, where), "committed_ids", where, 0),
+        target_topk_ids=topk_ids, target_topk_probs=topk_probs,
+        draft_ms=_number(d, "draft_ms", where, 0.0), verify_ms=_number(d, "verify_ms", where, 0.0),
+        target_forwards=_integer(d, "target_forwards", where, 0, 1 << 20),
+        draft_forwards=_integer(d, "draft_forwards", where, 0, 1 << 20),
+        lossless=_field(d, "lossless", bool, where) if "lossless" in d else True,
+        **extra,
     )
-    kwargs = {k: (_arr(k, v) if k in _ARRAY_DTYPES else v) for k, v in d.items() if k != "tree"}
-    return SpecStep(tree=tree, **kwargs)
+
+
+def _diffusion_step(d: dict, where: str) -> DiffusionStep:
+    canvas = _ids(_field(d, "canvas", list, where), "canvas", where, low=-1)
+    n = canvas.shape[0]
+    if n == 0:
+        raise TraceError(f"{where}: the canvas is empty")
+    cell_state = _array(_field(d, "cell_state", list, where), "cell_state", where, np.int8, length=n)
+    if np.any((cell_state < MASKED) | (cell_state > REMASKED)):
+        raise TraceError(f"{where}: cell_state holds a value outside 0-3")
+    floats = {name: _array(_field(d, name, list, where), name, where, np.float32, allow_nan=True, length=n)
+              for name in ("confidence", "top2_gap", "entropy")}
+    topk_ids = _array(d.get("topk_ids", []), "topk_ids", where, np.int64, ndim=2)
+    topk_probs = _array(d.get("topk_probs", []), "topk_probs", where, np.float32, ndim=2, allow_nan=True)
+    if topk_ids.shape != topk_probs.shape or topk_ids.shape[0] not in (0, n) or np.any(topk_ids < 0):
+        raise TraceError(f"{where}: the top-k ids and probabilities disagree in shape or hold bad ids")
+    if topk_ids.size == 0:
+        topk_ids, topk_probs = topk_ids.reshape(n, 0), topk_probs.reshape(n, 0)
+    rule = _field(d, "rule", str, where)
+    return DiffusionStep(
+        step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), block=_integer(d, "block", where, 0, n),
+        block_start=_integer(d, "block_start", where, 0, n), block_end=_integer(d, "block_end", where, 0, n),
+        canvas=canvas, cell_state=cell_state,
+        proposal=_ids(_field(d, "proposal", list, where), "proposal", where, low=-1), **floats,
+        topk_ids=topk_ids, topk_probs=topk_probs, rule=rule[:500],
+        threshold=_number(d, "threshold", where, nan=True), signal=_number(d, "signal", where, nan=True),
+        forwards=_integer(d, "forwards", where, 0, 1 << 20), cached=_integer(d, "cached", where, 0, 1 << 24),
+        eos_at=_integer(d, "eos_at", where, -1, n - 1),
+        forward_ms=_number(d, "forward_ms", where, 0.0, nan=True), select_ms=_number(d, "select_ms", where, 0.0, nan=True),
+        lossless=_field(d, "lossless", bool, where) if "lossless" in d else False,
+        all_in=_field(d, "all_in", bool, where) if "all_in" in d else False,
+    )
 
 
 # derived metrics --------------------------------------------------------------
