@@ -6,6 +6,7 @@ import pytest
 from gradio_client import Client
 
 from specviz.config import EMBEDDED_MODEL_ID
+from specviz.settings import DEFAULT_METHOD
 
 
 def test_demo_builds_without_loading_weights():
@@ -147,10 +148,11 @@ def test_step_then_run_resumes_the_same_run(client):
     final = _run(client, max_new_tokens=10)
     assert len(final[-1]["output_ids"]) == 10
     # the default run is the one an empty settings object gives
-    assert final[-1]["settings"]["method"] == "sps"
+    assert final[-1]["settings"]["method"] == DEFAULT_METHOD
     # a recorded step re-renders by index, without the model; a bad index is a clear message
     assert "showing recorded step 1" in client.predict(step=1, api_name="/scrub")[0]
-    with pytest.raises(Exception, match="step 99 is not recorded: this run has steps 0 to 9"):
+    last = final[-1]["summary"]["steps"] - 1
+    with pytest.raises(Exception, match=f"step 99 is not recorded: this run has steps 0 to {last}"):
         client.predict(step=99, api_name="/scrub")
 
 
