@@ -502,6 +502,17 @@ def _ids(v, name: str, where: str, low: int = -1):
     return a
 
 
+def _topk(d: dict, prefix: str, where: str, n: int) -> tuple:
+    """([n, K] ids, [n, K] probabilities) of a recorded top-k (K = 0 when the run did not record it)."""
+    ids = _array(d.get(f"{prefix}_ids", []), f"{prefix}_ids", where, np.int64, ndim=2)
+    probs = _array(d.get(f"{prefix}_probs", []), f"{prefix}_probs", where, np.float32, ndim=2, allow_nan=True)
+    if ids.shape != probs.shape or ids.shape[0] not in (0, n) or np.any(ids < 0):
+        raise TraceError(f"{where}: {prefix}_ids and {prefix}_probs disagree in shape or hold bad ids")
+    if ids.size == 0:
+        ids, probs = ids.reshape(n, 0), probs.reshape(n, 0)
+    return ids, probs
+
+
 def _step_from_dict(d: dict, k: int = 0):
     where = f"step {k}"
     if not isinstance(d, dict):
@@ -527,12 +538,7 @@ def _step_from_dict(d: dict, k: int = 0):
     path = _array(_field(d, "accepted_path", list, where), "accepted_path", where, np.int64)
     if np.any((path < 1) | (path >= n)):
         raise TraceError(f"{where}: accepted_path points outside the tree")
-    topk_ids = _array(d.get("target_topk_ids", []), "target_topk_ids", where, np.int64, ndim=2)
-    topk_probs = _array(d.get("target_topk_probs", []), "target_topk_probs", where, np.float32, ndim=2, allow_nan=True)
-    if topk_ids.shape != topk_probs.shape or topk_ids.shape[0] not in (0, n) or np.any(topk_ids < 0):
-        raise TraceError(f"{where}: the target's top-k ids and probabilities disagree in shape or hold bad ids")
-    if topk_ids.size == 0:
-        topk_ids, topk_probs = topk_ids.reshape(n, 0), topk_probs.reshape(n, 0)
+    topk_ids, topk_probs = _topk(d, "target_topk", where, n)
     extra = {}
     for name in ("target_entropy", "target_top2_gap"):
         a = _array(d.get(name, []), name, where, np.float32, allow_nan=True)
@@ -569,12 +575,7 @@ def _diffusion_step(d: dict, where: str) -> DiffusionStep:
         raise TraceError(f"{where}: cell_state holds a value outside 0-3")
     floats = {name: _array(_field(d, name, list, where), name, where, np.float32, allow_nan=True, length=n)
               for name in ("confidence", "top2_gap", "entropy")}
-    topk_ids = _array(d.get("topk_ids", []), "topk_ids", where, np.int64, ndim=2)
-    topk_probs = _array(d.get("topk_probs", []), "topk_probs", where, np.float32, ndim=2, allow_nan=True)
-    if topk_ids.shape != topk_probs.shape or topk_ids.shape[0] not in (0, n) or np.any(topk_ids < 0):
-        raise TraceError(f"{where}: the top-k ids and probabilities disagree in shape or hold bad ids")
-    if topk_ids.size == 0:
-        topk_ids, topk_probs = topk_ids.reshape(n, 0), topk_probs.reshape(n, 0)
+    topk_ids, topk_probs = _topk(d, "topk", where, n)
     rule = _field(d, "rule", str, where)
     return DiffusionStep(
         step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), block=_integer(d, "block", where, 0, n),
