@@ -11,6 +11,7 @@ from ..viz.palette import css
 from .controller import Sharing
 from .diffusion import LATTICE_CLICK_JS, DiffusionTab
 from .inputs import AppBlocks
+from .replay import add_replay_endpoint
 from .space import listen_address
 from .speculative import SpeculativeTab
 
@@ -37,6 +38,7 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
             SpeculativeTab(store, sharing).build()
         with gr.Tab("Diffusion", elem_id="sv-tab-diffusion"):
             DiffusionTab(store, sharing).build()
+        add_replay_endpoint(sharing.policy.public)
     demo.sharing = sharing  # the server's turns and limits, for the load report and tests
     return demo
 

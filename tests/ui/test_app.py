@@ -237,3 +237,23 @@ def test_cost_sized_drafts_run_in_the_app(client, knobs):
     assert summary["method"] == knobs["method"]
     assert summary["settings"].get("budget", "auto") == "auto"
     assert summary["speedup_vs_ar"]["matches_ar"] is True
+
+
+def test_an_exported_trace_replays_through_the_api(app_url):
+    """Run, export the trace as a file, send its text to /replay (no model involved): the same run comes back;
+    a broken copy is refused with a message naming the field."""
+    import json
+    from pathlib import Path
+
+    c = Client(app_url, verbose=False)
+    summary = c.predict(prompt="List three colours.", settings={"method": "retrieval", "max_new_tokens": 12},
+                        api_name="/run")[-1]
+    path = c.predict(api_name="/export")
+    text = Path(path).read_text()
+    back = c.predict(text, api_name="/replay")
+    assert back["method"] == "retrieval" and back["output_ids"] == summary["output_ids"]
+    assert back["summary"]["tau"] == pytest.approx(summary["summary"]["tau"])
+    broken = json.loads(text)
+    broken["steps"][0]["tree"]["parent"][0] = 3
+    with pytest.raises(Exception, match="step 0: tree.parent"):
+        c.predict(json.dumps(broken), api_name="/replay")

@@ -219,6 +219,29 @@ CASES += [
     Case("/lattice_reset", (), ("Reset",), ok=True, session="fresh", why="as above"),
 ]
 
+# /replay: a trace's JSON text in, its checked summary out (tests/test_trace_fuzz.py mutates traces at length)
+def _trace_text(**change):
+    from tests.test_trace import synthetic_trace
+
+    doc = json.loads(synthetic_trace().to_json())
+    doc.update(change)
+    return json.dumps(doc)
+
+
+CASES += [
+    Case("/replay", ("",), ("trace",)),
+    Case("/replay", ("{",), ("not valid JSON",)),
+    Case("/replay", ("[]",), ("holds no traces",)),
+    Case("/replay", ("/etc/passwd",), ("not valid JSON",)),
+    Case("/replay", (_trace_text(steps="many"),), ("steps must be a list",)),
+    Case("/replay", (_trace_text(prompt_ids=[1, -5]),), ("prompt_ids",)),
+    Case("/replay", (json.dumps({"method": "ar"}),), ("missing",)),
+    Case("/replay", (42,), ("trace",), via="http"),
+    Case("/replay", (None,), ("trace",), via="http"),
+    Case("/replay", (_trace_text(),), ("tau",), ok=True, why="a real trace: its summary"),
+    Case("/replay", ("[" + _trace_text() + "]",), ("tau",), ok=True, why="the CLI's --trace list: one summary each"),
+]
+
 # raw HTTP shapes no client sends: missing inputs, extra inputs
 CASES += [
     Case("/step", (), _words("prompt"), via="http", session="fresh"),

@@ -1,0 +1,61 @@
+"""The `/replay` API endpoint: a trace in, its checked summary out, with no model loaded.
+
+It takes the trace's JSON *text* (the file the app exports, or one element of the CLI's `--trace` list; a whole
+`--trace` list gives one summary per trace), never a path: an endpoint that opened a path a client named could be
+pointed at the server's own files. Everything in the text is checked by `Trace.from_json` (types, lengths,
+ranges, the record contract), so a malformed or hostile file gets a message naming the problem.
+"""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from ..trace import MAX_TRACE_CHARS, Trace, TraceError
+
+PUBLIC_MAX_CHARS = 8_000_000  # a public server reads traces up to this size
+
+
+def summary_of(trace: Trace) -> dict:
+    """What a client needs to know of a trace without the views."""
+    return {"method": trace.method, "kind": trace.kind, "settings": trace.settings, "target_id": trace.target_id,
+            "draft_id": trace.draft_id, "steps": len(trace.steps), "prompt_ids": trace.prompt_ids.tolist(),
+            "output_ids": trace.output_ids.tolist(), "finish_reason": trace.finish_reason,
+            "backend": trace.backend, "lossless": trace.lossless, "summary": trace.summary()}
+
+
+def replay_summaries(text, max_chars: int = MAX_TRACE_CHARS):
+    """The summary of one trace (a JSON object), or a list of summaries (a JSON list of traces)."""
+    if not isinstance(text, str) or not text.strip():
+        raise TraceError("trace: send the trace file's JSON text (the app's export, or the CLI's --trace output)")
+    if len(text) > max_chars:
+        raise TraceError(f"trace: {len(text):,} characters is over this server's limit of {max_chars:,}")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise TraceError("trace: the file is not valid JSON") from None
+        if not items or not isinstance(items, list):
+            raise TraceError("trace: the list holds no traces")
+        out = []
+        for i, item in enumerate(items[:64]):
+            try:
+                out.append(summary_of(Trace.from_dict(item)))
+            except TraceError as err:
+                raise TraceError(f"trace {i} of the list: {err}") from None
+        return out
+    return summary_of(Trace.from_json(text))
+
+
+def add_replay_endpoint(public: bool) -> None:
+    """Register `/replay` on the Blocks being built."""
+    limit = PUBLIC_MAX_CHARS if public else MAX_TRACE_CHARS
+
+    def replay(trace: str) -> dict | list:
+        """Check a trace (its JSON text) and return its summary; no model is loaded."""
+        try:
+            return replay_summaries(trace, limit)
+        except TraceError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    gr.api(replay, api_name="replay", concurrency_limit=4)
