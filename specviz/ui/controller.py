@@ -317,6 +317,8 @@ class TabController:
         session = self._running.get(key) or session  # the state a request gets may predate a streaming Run
         if session is None:
             return "Nothing is running."
+        if session.done:  # a finished run has nothing to pause: say what it is, not "pause requested"
+            return self.spec.status(session, "")
         session.paused = True
         return self.spec.status(session, "pause requested")
 

@@ -257,3 +257,11 @@ def test_an_exported_trace_replays_through_the_api(app_url):
     broken["steps"][0]["tree"]["parent"][0] = 3
     with pytest.raises(Exception, match="step 0: tree.parent"):
         c.predict(json.dumps(broken), api_name="/replay")
+
+
+def test_pause_after_a_finished_run_says_it_finished(app_url):
+    """The status agrees with the run: pausing a finished run does not claim a pause was requested."""
+    c = Client(app_url, verbose=False)
+    c.predict(prompt="List three colours.", settings={"method": "ar", "max_new_tokens": 4}, api_name="/run")
+    status = c.predict(api_name="/pause")
+    assert "finished" in status and "pause requested" not in status
