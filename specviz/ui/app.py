@@ -9,7 +9,7 @@ from ..models import ModelStore
 from ..policy import ServerPolicy
 from ..viz.palette import css
 from .controller import Sharing
-from .diffusion import LATTICE_CLICK_JS, DiffusionTab
+from .diffusion import DiffusionTab
 from .inputs import AppBlocks
 from .replay import add_replay_endpoint
 from .space import listen_address
@@ -59,7 +59,6 @@ def server_from_env(environ=None) -> tuple:
 
 def launch(demo: gr.Blocks, **kwargs):
     kwargs.setdefault("css", CSS)
-    kwargs.setdefault("js", LATTICE_CLICK_JS)
     sharing = getattr(demo, "sharing", None) or Sharing()
     # every Run / Step streams at once (the model is shared in turns), so the worker threads must cover
     # the runs a server admits plus its quick handlers
