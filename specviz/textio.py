@@ -4,7 +4,10 @@ Only the CLI and the UI import this; decoding and viz never see text.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .config import ConfigError
+from .trace import DiffusionStep, Trace, TraceError
 
 MAX_PROMPT_CHARS = 20_000
 
@@ -86,7 +89,9 @@ def token_label(tokenizer, token_id: int) -> str:
     if text == "":
         return f"#{token_id}"
     if text.strip() == "":
-        return "␠" * len(text)
+        # ␣ (U+2423), not ␠ (U+2420): the fonts a Debian machine has (DejaVu, Liberation) lack ␠, which then
+        # renders as an empty box in the browser
+        return "␣" * len(text)
     return text
 
 
@@ -107,3 +112,66 @@ def delimiter_ids(tokenizer) -> tuple:
         if len(enc) == 1:
             ids.add(int(enc[0]))
     return tuple(sorted(ids))
+
+
+# A trace holds token ids only (decoding knows nothing of text). The app's and the CLI's exports add the text of
+# every id they hold under this key, so the file replays with its words on a machine without the model (or its
+# tokenizer: a GPU run of a Hub model, opened on a laptop offline).
+TOKEN_TEXT_KEY = "token_text"
+MAX_TOKEN_TEXT = 300_000  # entries
+MAX_PIECE_CHARS = 256
+
+
+def trace_token_ids(trace: Trace) -> set:
+    """Every token id a view of this trace may show."""
+    ids = set(trace.prompt_ids.tolist())
+    for s in trace.steps:
+        if isinstance(s, DiffusionStep):
+            arrays = (s.canvas, s.proposal, s.topk_ids)
+        else:
+            arrays = (s.tree.token_ids, s.committed_ids, s.target_topk_ids, s.draft_topk_ids, s.residual_topk_ids,
+                      np.asarray([s.bonus_token]))
+        for a in arrays:
+            ids.update(int(x) for x in np.asarray(a).reshape(-1) if x >= 0)
+    return ids
+
+
+def token_text(tokenizer, trace: Trace) -> dict:
+    """{id as text: the token's own text} for every id in the trace."""
+    return {str(i): tokenizer.decode([i], skip_special_tokens=False) for i in sorted(trace_token_ids(trace))}
+
+
+def trace_file_dict(trace: Trace, tokenizer=None) -> dict:
+    """The JSON object of a trace file: the trace, plus its tokens' text when the tokenizer is at hand."""
+    d = trace.to_dict()
+    if tokenizer is not None:
+        d[TOKEN_TEXT_KEY] = token_text(tokenizer, trace)
+    return d
+
+
+class TokenText:
+    """Decodes ids from a trace file's own token text, standing in for the tokenizer when replaying (the views
+    call `decode` as they would a tokenizer's). An id the file does not name shows as `#id`."""
+
+    def __init__(self, pieces: dict):
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return "".join(self.pieces.get(int(i), f"#{int(i)}") for i in ids)
+
+
+def read_token_text(d: dict) -> TokenText | None:
+    """The file's token text, checked (an id → text object of bounded size), or None when it has none."""
+    raw = d.get(TOKEN_TEXT_KEY)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len(raw) > MAX_TOKEN_TEXT:
+        raise TraceError(f"{TOKEN_TEXT_KEY} must be an object of at most {MAX_TOKEN_TEXT:,} id → text entries")
+    pieces = {}
+    for key, text in raw.items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) < 11) or not isinstance(text, str):
+            raise TraceError(f"{TOKEN_TEXT_KEY}: each entry maps a token id to its text (found {key[:20]!r})")
+        pieces[int(key)] = text[:MAX_PIECE_CHARS]
+    return TokenText(pieces)
+
+
