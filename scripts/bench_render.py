@@ -32,7 +32,7 @@ from specviz.viz.lattice import (  # noqa: E402
 )
 from specviz.viz.live import LatticeLiveView, SpecLiveView  # noqa: E402
 from specviz.viz.panels import depth_chart, generated_text_html, metrics_html  # noqa: E402
-from specviz.viz.tree import tree_figure  # noqa: E402
+from specviz.viz.tree import tree_html  # noqa: E402
 
 SOURCES = ("early-exit-L20", "retrieval:shipped", "retrieval:context")
 TOPK = 4
@@ -205,7 +205,7 @@ def old_spec_render(steps, labels, k: int) -> None:
     tokens = committed_tokens(run)
     summary = summarize(run)
     generated_text_html(flat, tokens, current_step=k)
-    tree_figure(run[k], nodes[k], bonus[k])
+    tree_html(run[k], nodes[k], bonus[k])
     step_confidence_figure(run[k], nodes[k])
     running_strip_figure(tokens, flat, current_step=k)
     metrics_html(summary, None, "reference (cpu)", True, "")

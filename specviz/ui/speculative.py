@@ -25,7 +25,8 @@ from ..settings import DEFAULT_METHOD, RunSettings
 from ..textio import PieceDecoder, check_prompt_fits, encode_prompt, token_label
 from ..viz.costs import cost_curve_figure, cost_panel_html
 from ..viz.live import SpecLiveView
-from ..viz.tree import empty_figure
+from ..viz.node_card import card_token_ids, empty_card_html
+from ..viz.tree import TREE_CLICK_JS, empty_figure
 from ..viz.whatif import whatif_figure, whatif_table_html
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
                          scrubber_update, session_state, step_scrubber, user_errors, wire)
@@ -114,6 +115,15 @@ def collect_settings(method, *values) -> dict:
             "seed": seed, "target": target, "draft": draft if uses_draft else ""}
 
 
+def open_node_card(session, evt: gr.EventData):
+    """The card of the tree node clicked. The page's listener (`viz.tree.TREE_CLICK_JS`) sends the node's index
+    (or "bonus") and the step it belongs to; both are checked by the view, since any client can send anything."""
+    data = evt._data if isinstance(getattr(evt, "_data", None), dict) else {}
+    if session is None or session.n_steps == 0:
+        return empty_card_html("Nothing recorded yet: press Run or Step, then click a node of the tree.")
+    return session.view.node_card(data.get("step"), data.get("node"))
+
+
 class SpeculativeSpec(TabSpec):
     prefix = "sv"
     api_prefix = ""
@@ -160,7 +170,8 @@ class SpeculativeSpec(TabSpec):
         pieces = session.extra["pieces"].extend(step.committed_ids)
         session.view.backend = session.decoder.backend
         session.view.add(step, [token_label(tok, t) for t in step.tree.token_ids],
-                         token_label(tok, step.bonus_token) if step.bonus_token >= 0 else "", pieces)
+                         token_label(tok, step.bonus_token) if step.bonus_token >= 0 else "", pieces,
+                         {t: token_label(tok, t) for t in card_token_ids(step)})
 
     def finish_work(self, session, view):
         """The cost curve, if this machine has none yet (one turn), then the AR baseline of the speedup, one
@@ -232,22 +243,24 @@ class SpeculativeSpec(TabSpec):
 
     def outputs_empty(self, status):
         r = SpecLiveView().live()
-        return (None, status, r["text"], scrubber_update(0, 0), r["tree"], r["confidence"], r["strip"],
-                *self.cost_views(None, {}), r["metrics"], r["depth"], None)
+        return (None, status, r["text"], scrubber_update(0, 0), r["tree"], empty_card_html(), r["rejection"],
+                r["confidence"], r["strip"], *self.cost_views(None, {}), r["metrics"], r["depth"], None)
 
     def outputs_live(self, session, status, view):
         r = session.view.live(tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
         n = session.n_steps
         # the cost panel is priced over every step, so it renders at the end and on scrub, not per streamed step
-        return (session, status, r["text"], scrubber_update(n, n - 1), r["tree"], r["confidence"], r["strip"],
-                gr.skip(), gr.skip(), r["metrics"], r["depth"], gr.skip())
+        return (session, status, r["text"], scrubber_update(n, n - 1), r["tree"], empty_card_html(), r["rejection"],
+                r["confidence"], r["strip"], gr.skip(), gr.skip(), r["metrics"], r["depth"], gr.skip())
 
     def outputs_full(self, session, status, k, view):
         r = session.view.full(k, tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
         n = session.n_steps
         k = n - 1 if k is None else k
-        return (session, status, r["text"], scrubber_update(n, k), r["tree"], r["confidence"], r["strip"],
-                *self.cost_views(session, view), r["metrics"], r["depth"], self.summary(session))
+        # a new step on show closes the card of a node of the step shown before
+        return (session, status, r["text"], scrubber_update(n, k), r["tree"], empty_card_html(), r["rejection"],
+                r["confidence"], r["strip"], *self.cost_views(session, view), r["metrics"], r["depth"],
+                self.summary(session))
 
     def summary(self, session) -> dict | None:
         if session is None or session.n_steps == 0:
@@ -344,10 +357,16 @@ class SpeculativeTab:
                 tree_depth = gr.Slider(1, 16, value=TREE_DEPTH_VIEW, step=1, label="Tree view: show depth ≤",
                                        elem_id="sv-tree-depth",
                                        info="deeper nodes collapse into a '+n' marker (the accepted path always shows); "
-                                            "drag to pan, scroll or box-select to zoom, hover for probabilities")
-                tree = gr.Plot(empty["tree"], label="Draft tree", elem_id="sv-tree")
-                confidence = gr.Plot(empty["confidence"], label="Per-position confidence", elem_id="sv-confidence")
-                strip = gr.Plot(empty["strip"], label="Running strip", elem_id="sv-strip")
+                                            "click a node for its card, hover it for its probabilities")
+                tree = gr.HTML(empty["tree"], label="Draft tree", elem_id="sv-tree", js_on_load=TREE_CLICK_JS)
+                node_card = gr.HTML(empty_card_html(), label="Node card", elem_id="sv-node-card")
+                with gr.Accordion("Why it is lossless: the rejection-sampling test of this step", open=False,
+                                  elem_id="sv-rejection-accordion"):
+                    rejection = gr.HTML(empty["rejection"], elem_id="sv-rejection")
+                # the figures carry their own titles: a component label would sit on top of them
+                confidence = gr.Plot(empty["confidence"], label="Per-position confidence", show_label=False,
+                                     elem_id="sv-confidence")
+                strip = gr.Plot(empty["strip"], label="Running strip", show_label=False, elem_id="sv-strip")
                 with gr.Row():
                     metrics = gr.HTML("", label="Metrics", elem_id="sv-metrics")
                     depth = gr.Plot(empty["depth"], label="Acceptance by depth", elem_id="sv-depth")
@@ -373,7 +392,8 @@ class SpeculativeTab:
 
         state = session_state()
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW, "compare_ar": True})
-        outputs = [state, status, text, slider, tree, confidence, strip, cost_plot, cost_html, metrics, depth, summary]
+        outputs = [state, status, text, slider, tree, node_card, rejection, confidence, strip, cost_plot, cost_html,
+                   metrics, depth, summary]
         method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False, api_name=False)
         wire(self.controller, collect=collect_settings,
              collect_inputs=[method, *knob_controls, max_new, temperature, top_p, seed, target, draft],
@@ -382,3 +402,5 @@ class SpeculativeTab:
              view_controls=[("tree_depth", tree_depth), ("compare_ar", compare_ar)])
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_limit=None)
+        # no model work: a card is read from the recorded step, so it skips the queue
+        tree.click(open_node_card, state, node_card, queue=False, api_name=False, show_progress="hidden")

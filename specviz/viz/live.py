@@ -8,9 +8,10 @@ any recorded step k (scrubbing, the end of a run) and may cost O(steps).
 
     view = SpecLiveView(backend="triton (cuda)")
     for step in decoder.steps():
-        view.add(step, node_labels, bonus_label, pieces)
+        view.add(step, node_labels, bonus_label, pieces, token_labels)
         yield view.live(tree_depth)
     done = view.full(k, tree_depth, speedup=..., finish="eos")
+    card = view.node_card(k, node)
 
 Neither view knows a tokenizer: the UI passes every display string in.
 """
@@ -36,8 +37,9 @@ from .lattice import (
     schedule_figure,
     tokens_per_forward_figure,
 )
+from .node_card import empty_card_html, node_card_html, rejection_html
 from .panels import depth_chart, generated_text_html, metrics_html, text_html, token_span
-from .tree import empty_figure, tree_figure
+from .tree import BONUS_NODE, empty_figure, empty_tree_html, tree_html
 
 STRIP_WINDOW = 64  # tokens in the streamed running strip (the full strip comes with `full`)
 LATTICE_WINDOW = 24  # rows in the streamed lattice (the whole lattice comes with `full`)
@@ -46,7 +48,8 @@ LATTICE_WINDOW = 24  # rows in the streamed lattice (the whole lattice comes wit
 def _empty_spec() -> dict:
     return {
         "text": generated_text_html([], []),
-        "tree": empty_figure("Press Run or Step to draft and verify"),
+        "tree": empty_tree_html("Press Run or Step to draft and verify; the draft tree appears here."),
+        "rejection": empty_card_html("The verification of the step shown appears here after a Run or Step."),
         "confidence": empty_figure("Per-position probabilities of the current step", height=220),
         "strip": empty_figure("No tokens yet", height=200),
         "metrics": "",
@@ -146,9 +149,12 @@ class SpecLiveView:
     text of tree node i, `bonus_label` that of the bonus token (ignored when the step has none), `pieces` the
     text of the tokens the step committed (one per `step.committed_ids`, as the UI's piece decoder gives them).
 
+    `token_labels` (optional) maps the other token ids the step's cards name (`node_card.card_token_ids`: the
+    target's, drafter's and residual's top candidates) to their text; an id missing from it shows as its number.
+
     `live(...)` renders the latest step; `full(k, ...)` any recorded step, with the whole-run charts. Both
-    return a dict with keys text, tree, confidence, strip, metrics, depth (HTML strings and plotly figures),
-    n_steps and k (for the step slider).
+    return a dict with keys text, tree, rejection, confidence, strip, metrics, depth (HTML strings and plotly
+    figures), n_steps and k (for the step slider). `node_card(k, node)` is the card of one node of step k.
     """
 
     def __init__(self, backend: str = "", strip_window: int = STRIP_WINDOW):
@@ -157,6 +163,7 @@ class SpecLiveView:
         self.steps: list = []
         self.node_labels: list = []  # per step
         self.bonus_labels: list = []  # per step
+        self.token_labels: list = []  # per step: id -> text of the other tokens its cards name
         self.tokens: list = []  # every committed token (trace.CommittedToken)
         self.pieces: list = []  # the display text of every committed token
         self.spans: list = []  # the text span of every committed token, not outlined
@@ -168,7 +175,7 @@ class SpecLiveView:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def add(self, step, node_labels: list, bonus_label: str, pieces: list) -> None:
+    def add(self, step, node_labels: list, bonus_label: str, pieces: list, token_labels: dict | None = None) -> None:
         tokens = step_committed_tokens(step)
         if len(pieces) != len(tokens):
             raise ValueError(f"step {step.step}: {len(pieces)} text pieces for {len(tokens)} committed tokens")
@@ -178,6 +185,7 @@ class SpecLiveView:
         self.steps.append(step)
         self.node_labels.append(list(node_labels))
         self.bonus_labels.append(bonus_label)
+        self.token_labels.append(dict(token_labels or {}))
         self.tokens += tokens
         self.pieces += pieces
         self.spans += [token_span(p, t) for p, t in zip(pieces, tokens)]
@@ -205,13 +213,29 @@ class SpecLiveView:
         summary = self.summary(wall_s)
         return {
             "text": self.text_html(k),
-            "tree": tree_figure(step, labels, self.bonus_labels[k], max_depth=tree_depth),
+            "tree": tree_html(step, labels, self.bonus_labels[k], max_depth=tree_depth),
+            "rejection": rejection_html(step, labels, self.bonus_labels[k], self.token_labels[k]),
             "confidence": step_confidence_figure(step, labels),
             "metrics": metrics_html(summary, speedup, self.backend, self.lossless, finish),
             "depth": depth_chart(summary),
             "n_steps": len(self.steps),
             "k": k,
         }
+
+    def node_card(self, k, node) -> str:
+        """The card of node `node` (an index, or "bonus") of recorded step `k`. Both come from a click in the
+        browser, so anything else (a step or node that does not exist, junk) gets a message, never an error."""
+        try:
+            k = int(k)
+            node = node if node == BONUS_NODE else int(node)
+        except (TypeError, ValueError, OverflowError):
+            return empty_card_html("That is not a node of a recorded step.")
+        if not 0 <= k < len(self.steps):
+            return empty_card_html(f"Step {k} is not recorded in this run; click a node of the tree shown.")
+        step = self.steps[k]
+        if node != BONUS_NODE and not 0 <= node < step.tree.size:
+            return empty_card_html(f"Step {k} has no node {node}.")
+        return node_card_html(step, node, self.node_labels[k], self.bonus_labels[k], self.token_labels[k])
 
     def live(self, tree_depth: int | None = None, speedup: dict | None = None, finish: str = "",
              wall_s: float = 0.0) -> dict:

@@ -39,6 +39,11 @@ KIND_LABELS = {
 # every colour a node's fill or the step's final star can take
 STATUS_PALETTE = {**STATUS_COLORS, **KIND_COLORS}
 
+
+def status_text_color(status: str) -> str:
+    """The text colour on a node filled with a status (or kind) colour: light fills take ink, strong ones white."""
+    return INK_COLOR if status == "never-reached" else MARK_ON_DARK_COLOR
+
 # --- which drafter proposed a node (the ring around it) --------------------------------------------
 # Adjacent shades of one hue (green-600 / green-700, slate-600 / slate-500 …) lie 32-54 apart in RGB and
 # read as "the same colour"; 80 is half again the widest of those, so a ring never passes for a status.
@@ -87,6 +92,31 @@ def css() -> str:
         ".sv-legend span{margin-right:14px;font-size:12px}",
         ".sv-swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:middle}",
         f".sv-metrics td{{padding:2px 10px 2px 0}}.sv-metrics td:first-child{{color:{SUBTLE_COLOR}}}",
+        # the draft tree (viz/tree.py): a legend row above a scroll box, so neither overlaps the other
+        ".sv-tree-title{font-weight:600;font-size:14px;margin:2px 0 4px}",
+        ".sv-tree-legend{display:flex;flex-wrap:wrap;gap:2px 14px;font-size:12px;margin-bottom:4px}",
+        f".sv-ring{{background:{BACKGROUND};border:3px solid;border-radius:50%;box-sizing:border-box}}",
+        f".sv-tree-scroll{{overflow:auto;border:1px solid {BAR_TRACK_COLOR};border-radius:6px;background:{BACKGROUND}}}",
+        ".sv-tree-scroll svg{display:block}",
+        f".sv-tree-hint,.sv-tree-empty,.sv-card-empty{{font-size:12px;color:{SUBTLE_COLOR};margin-top:4px}}",
+        ".sv-tree-empty{padding:24px 8px;font-size:14px}",
+        ".sv-node{cursor:pointer;outline:none}",
+        ".sv-node:hover rect,.sv-node:focus rect{stroke-width:5}",
+        f".sv-node.sv-selected{{filter:drop-shadow(0 0 4px {ACCEPT_PROB_COLOR})}}",
+        ".sv-edge-path{stroke-width:3.5}.sv-edge-tried{stroke-width:1.5}",
+        ".sv-edge-unreached{stroke-width:1.2;stroke-dasharray:2 3}.sv-edge-bonus{stroke-width:2.5;stroke-dasharray:6 3}",
+        ".sv-more{font-size:11px}",
+        # the node card and the rejection-sampling panel (viz/node_card.py)
+        ".sv-card{font-size:13px;line-height:1.5}.sv-card-head{font-size:16px;margin-bottom:4px}.sv-card h4{margin:6px 0 2px;font-size:13px}",
+        ".sv-card table{border-collapse:collapse;margin:2px 0 6px;width:auto;border:none}",
+        f".sv-card td,.sv-card th{{padding:1px 10px 1px 0;text-align:left;vertical-align:top;border:none;"
+        f"background:none}}.sv-card tr{{border-bottom:1px solid {BAR_TRACK_COLOR};background:none}}"
+        f".sv-card th{{color:{SUBTLE_COLOR};font-weight:normal}}",
+        ".sv-card .sv-tokname{font-family:ui-monospace,Menlo,monospace;white-space:pre}",
+        f".sv-pbar{{display:inline-block;width:80px;height:8px;background:{BAR_TRACK_COLOR};vertical-align:middle;"
+        f"border-radius:2px;margin-right:4px}}.sv-pbar i{{display:block;height:100%;border-radius:2px}}",
+        ".sv-badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px}",
+        f".sv-note{{color:{SUBTLE_COLOR};font-size:12px}}",
     ]
     for kind, color in KIND_COLORS.items():
         rules.append(f".sv-{kind}{{background:{color}26;border-bottom:2px solid {color}}}")

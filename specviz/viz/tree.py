@@ -1,9 +1,15 @@
-"""The draft tree of one step, with the accepted path, rejected branches and the bonus token.
+"""The draft tree of one step, with the accepted path, rejected branches and the bonus token, as an SVG.
 
 Layout: depth runs left to right; each leaf gets its own row in depth-first
-order (networkx's DFS over the tree), and an inner node sits at the mean row
-of its leaves. Subtrees therefore occupy contiguous bands and edges never
-cross, which keeps 60+ node trees legible; the figure grows with the leaves.
+order (networkx's DFS over the tree), and an inner node sits on the row of its
+first child. Subtrees therefore occupy contiguous bands, edges never cross, and
+the root is always in the top-left corner, where the scroll box opens. Rows
+have a fixed height and the SVG scrolls, so a 64-node tree keeps every label as
+legible as a 4-node chain.
+
+The SVG is drawn here rather than by plotly so that each node is an element of
+the page the UI can listen to (`TREE_CLICK_JS`), with no script injected at
+launch and nothing to poll for.
 """
 from __future__ import annotations
 
@@ -12,15 +18,13 @@ import math
 
 import networkx as nx
 import numpy as np
-import plotly.graph_objects as go
+import plotly.graph_objects as go  # empty_figure only
 
 from ..trace import ACCEPTED, REJECTED, ROOT, STATUS_NAMES, UNREACHED, SpecStep
-from .palette import BACKGROUND, INK_COLOR, KIND_COLORS, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR, source_color
+from .palette import (BACKGROUND, KIND_COLORS, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR, source_color,
+                      status_text_color)
 
 BONUS_NODE = "bonus"
-
-
-LABELLED_NODES = 40  # above this many visible nodes only the root and the accepted path carry text
 
 
 def view_depth(max_depth) -> int | None:
@@ -73,7 +77,7 @@ def _graph(step: SpecStep, nodes: list) -> nx.DiGraph:
 
 
 def tidy_layout(g: nx.DiGraph, root=0) -> dict:
-    """Node -> (depth, row): leaves in DFS order, parents centred over their leaves."""
+    """Node -> (depth, row): leaves in DFS order, a parent on its first child's row."""
     depth = nx.shortest_path_length(g, root)
     rows: dict = {}
     next_row = 0
@@ -84,146 +88,189 @@ def tidy_layout(g: nx.DiGraph, root=0) -> dict:
             next_row += 1
     for node in nx.dfs_postorder_nodes(g, root):
         if node not in rows:
-            rows[node] = float(np.mean([rows[c] for c in g.successors(node)]))
+            rows[node] = rows[next(iter(g.successors(node)))]
     return {n: (depth[n], rows[n]) for n in g.nodes}
 
 
-def _fmt(p) -> str:
+def fmt_prob(p) -> str:
     return "–" if p is None or not np.isfinite(p) else f"{p:.3f}"
 
 
-def tree_figure(step: SpecStep, labels: list, bonus_label: str, title: str = "", max_depth: int | None = None) -> go.Figure:
-    """`labels[i]` is the display text of node i; `bonus_label` that of the bonus token.
+def tested(step: SpecStep) -> np.ndarray:
+    """[N] bool: the nodes verification actually tested. Only these have an acceptance probability. Greedy
+    verification writes a 0/1 match for every node, reached or not, so a never-reached node is untested whatever
+    its number; sampled verification marks the siblings after an accepted one rejected without testing them
+    (their acceptance probability is NaN), so a rejected node is tested only if it has a number."""
+    return (step.status == ACCEPTED) | ((step.status == REJECTED) & np.isfinite(step.accept_probs))
 
-    Nodes deeper than `max_depth` collapse into a "+n" marker beside their nearest
-    visible ancestor. Big trees keep text only on the root and the accepted path;
-    every node still has its hover card."""
+
+def accept_text(step: SpecStep, node: int) -> str:
+    """The acceptance probability a node was tested with, or 'not tested' (never a 0 or 1 it never had)."""
+    p = step.accept_probs[node]
+    if node == 0:
+        return "– (the root is committed already)"
+    if not tested(step)[node] or not np.isfinite(p):
+        return "not tested"
+    return f"{p:.3f}"
+
+
+# --- the SVG ---------------------------------------------------------------------------------------
+# every row is this tall whatever the tree's size, so 64 nodes stay as legible as 4: a big tree scrolls
+ROW_HEIGHT = 30
+PILL_HEIGHT = 22
+PILL_PAD = 7  # text inset inside a node's pill
+CHAR_WIDTH = 7.3  # DejaVu Sans Mono at 12px, the monospace face every Debian machine has
+COLUMN_GAP = 44  # room for the edges and a '+n' marker between depth columns
+MARGIN = 12
+LABEL_CHARS = 14  # a longer token is cut with an ellipsis in its pill (whole in its hover and its card)
+SCROLL_HEIGHT = 560  # px: the tree scrolls beyond this instead of shrinking its rows
+FONT = "DejaVu Sans Mono, ui-monospace, Menlo, monospace"
+
+
+def _short(label: str, limit: int = LABEL_CHARS) -> str:
+    """`label` cut to `limit` visible characters (raw text: escape after cutting, so no entity is split)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _pill_width(text: str) -> float:
+    return len(text) * CHAR_WIDTH + 2 * PILL_PAD
+
+
+def tree_title(step: SpecStep, shown: int, max_depth: int | None) -> str:
+    collapsed = step.tree.size - shown
+    return (f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted"
+            + (f"; {collapsed} collapsed below depth {max_depth}" if collapsed else "") + ")")
+
+
+def _node_hover(step: SpecStep, i: int, label: str, hidden: int) -> str:
+    status = STATUS_NAMES[int(step.status[i])]
+    lines = [f"{label} (id {int(step.tree.token_ids[i])}) · node {i} · depth {int(step.tree.depth[i])} · {status}"]
+    if i:
+        lines += [f"proposed by {step.tree.source[i]}", f"draft q = {fmt_prob(step.tree.draft_probs[i])}",
+                  f"target p = {fmt_prob(step.target_probs[i])}", f"acceptance = {accept_text(step, i)}"]
+    if hidden:
+        lines.append(f"+{hidden} deeper nodes collapsed; raise 'show depth' to see them")
+    lines.append("click for its card")
+    return "\n".join(lines)
+
+
+def _legend(step: SpecStep, shown: list, collapsed: bool) -> str:
+    items = []
+    for status in (ROOT, ACCEPTED, REJECTED, UNREACHED):
+        if any(step.status[i] == status for i in shown):
+            name = STATUS_NAMES[status]
+            items.append(f'<span><i class="sv-swatch" style="background:{STATUS_COLORS[name]}"></i>{name}</span>')
+    if has_bonus(step):
+        color = KIND_COLORS[step.bonus_kind]
+        items.append(f'<span><i class="sv-swatch" style="background:{color}"></i>★ {step.bonus_kind} '
+                     f'(the target\'s own token)</span>')
+    for src in sorted(set(step.tree.source[i] for i in shown) - {"root"}):
+        items.append(f'<span><i class="sv-swatch sv-ring" style="border-color:{source_color(src)}"></i>'
+                     f'ring: from {html.escape(src)}</span>')
+    if collapsed:
+        items.append("<span>+n: deeper nodes hidden</span>")
+    return f'<div class="sv-tree-legend">{"".join(items)}</div>'
+
+
+def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", max_depth: int | None = None) -> str:
+    """The draft tree as HTML: a title, a legend and an SVG drawn here, in a scroll box.
+
+    `labels[i]` is the display text of node i, `bonus_label` that of the bonus token. Depth runs left to right,
+    one fixed-height row per leaf (`tidy_layout`), so every node keeps a legible label at any size. Each node is
+    an SVG group with `data-node` (its index, or "bonus") and `data-step`, which the page's one click listener
+    reads; its `<title>` is the hover card. Nodes deeper than `max_depth` collapse into a "+n" beside their
+    nearest visible ancestor; the accepted path always shows. Token text is data: it is escaped everywhere."""
     max_depth = view_depth(max_depth)
-    labels = [html.escape(str(t)) for t in labels]  # token text is data: never markup in the hover cards
-    bonus_label = html.escape(str(bonus_label))
+    labels = [str(t) for t in labels]
     shown, hidden_below = visible_nodes(step, max_depth)
     g = _graph(step, shown)
     pos = tidy_layout(g)
-    big = len(shown) > LABELLED_NODES
-    n_rows = 1 + max(r for _, r in pos.values())
     on_path = {0, *map(int, step.accepted_path)}
-    fig = go.Figure()
+    bonus = has_bonus(step)
 
-    # edges: the accepted path bold, edges into never-reached nodes faint and dashed
-    groups = {"path": ([], []), "tried": ([], []), "unreached": ([], []), "bonus": ([], [])}
+    text = {i: _short(labels[i]) for i in shown}
+    if bonus:
+        text[BONUS_NODE] = "★ " + _short(str(bonus_label))
+    width = {n: _pill_width(t) for n, t in text.items()}
+    pitch = max(width.values()) + COLUMN_GAP
+    n_rows = 1 + int(max(r for _, r in pos.values()))
+    max_col = max(d for d, _ in pos.values())
+
+    def left(n):
+        return MARGIN + pos[n][0] * pitch
+
+    def mid_y(n):
+        return MARGIN + pos[n][1] * ROW_HEIGHT + ROW_HEIGHT / 2
+
+    parts = []
+    # edges first, so the pills sit on top of them
     for u, v in g.edges:
         if v == BONUS_NODE:
-            key = "bonus"
+            cls, color = "bonus", KIND_COLORS[step.bonus_kind]
         elif u in on_path and v in on_path:
-            key = "path"
+            cls, color = "path", STATUS_COLORS["accepted"]
         elif step.status[v] == UNREACHED:
-            key = "unreached"
+            cls, color = "unreached", STATUS_COLORS["never-reached"]
         else:
-            key = "tried"
-        xs, ys = groups[key]
-        xs += [pos[u][0], pos[v][0], None]
-        ys += [pos[u][1], pos[v][1], None]
-    styles = {
-        "path": dict(color=STATUS_COLORS["accepted"], width=4),
-        "tried": dict(color=MUTED_COLOR, width=1.5),
-        "unreached": dict(color=STATUS_COLORS["never-reached"], width=1, dash="dot"),
-        "bonus": dict(color=KIND_COLORS.get(step.bonus_kind, MUTED_COLOR), width=3, dash="dash"),
-    }
-    for key, (xs, ys) in groups.items():
-        if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=styles[key], hoverinfo="skip", showlegend=False))
-
-    depth = step.tree.depth
-    for status in (ROOT, ACCEPTED, REJECTED, UNREACHED):
-        nodes = [i for i in shown if step.status[i] == status]
-        if not nodes:
-            continue
-        name = STATUS_NAMES[status]
-        hover = [
-            f"<b>{labels[i]!s}</b> (id {int(step.tree.token_ids[i])})<br>node {i} · depth {int(depth[i])} · {name}"
-            f"<br>proposed by: {step.tree.source[i]}"
-            f"<br>draft p = {_fmt(step.tree.draft_probs[i])}"
-            f"<br>target p = {_fmt(step.target_probs[i])}"
-            f"<br>accept p = {_fmt(step.accept_probs[i])}"
-            + (f"<br>+{int(hidden_below[i])} deeper nodes collapsed" if hidden_below[i] else "")
-            for i in nodes
-        ]
-        labelled = status in (ROOT, ACCEPTED) or not big
-        fig.add_trace(
-            go.Scatter(
-                x=[pos[i][0] for i in nodes],
-                y=[pos[i][1] for i in nodes],
-                mode="markers+text",
-                name=name,
-                text=[_short(labels[i]) if labelled else "" for i in nodes],
-                textposition="top center",
-                textfont=dict(size=13 if not big else 11, color=INK_COLOR if status != UNREACHED else MUTED_COLOR),
-                marker=dict(
-                    size=(16 if not big else 10) if status != ROOT else 20,
-                    color=STATUS_COLORS[name],
-                    line=dict(color=[source_color(step.tree.source[i]) for i in nodes], width=3),
-                    symbol="circle" if status != ROOT else "square",
-                ),
-                hovertext=hover,
-                hoverinfo="text",
-            )
-        )
-    collapsed = [i for i in shown if hidden_below[i]]
-    if collapsed:
-        fig.add_trace(go.Scatter(
-            x=[pos[i][0] + 0.45 for i in collapsed], y=[pos[i][1] for i in collapsed], mode="markers+text",
-            name="collapsed", text=[f"+{int(hidden_below[i])}" for i in collapsed], textposition="middle right",
-            textfont=dict(size=11, color=SUBTLE_COLOR), marker=dict(symbol="triangle-right", size=10, color=MUTED_COLOR),
-            hovertext=[f"{int(hidden_below[i])} deeper nodes hidden; raise 'show depth' to see them" for i in collapsed],
-            hoverinfo="text"))
-    # the source legend: the ring colour says which drafter proposed a node
-    for src in sorted(set(step.tree.source[i] for i in shown) - {"root"}):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"from {src}",
-                                 marker=dict(size=12, color=BACKGROUND, line=dict(color=source_color(src), width=3))))
-    if has_bonus(step):
-        _add_bonus_star(fig, step, bonus_label, pos[BONUS_NODE])
-    height = int(min(1600, max(300, (46 if not big else 22) * n_rows + 120)))
-    fig.update_layout(
-        title=title or (f"Step {step.step}: draft tree ({step.tree.size - 1} drafted, {step.n_accepted} accepted"
-                        + (f"; {step.tree.size - len(shown)} collapsed below depth {max_depth}" if len(shown) < step.tree.size else "")
-                        + ")"),
-        height=height,
-        margin=dict(l=20, r=20, t=50, b=30),
-        xaxis=dict(title="depth", dtick=1, zeroline=False, showgrid=False),
-        yaxis=dict(visible=False, autorange="reversed"),
-        plot_bgcolor=BACKGROUND,
-        legend=dict(orientation="h", y=-0.08),
-        hoverlabel=dict(align="left"),
-        dragmode="pan",
-    )
-    return fig
+            cls, color = "tried", MUTED_COLOR
+        x1, y1, x2, y2 = left(u) + width[u], mid_y(u), left(v), mid_y(v)
+        bend = (x2 - x1) / 2
+        parts.append(f'<path class="sv-edge sv-edge-{cls}" d="M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} '
+                     f'{x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}" fill="none" stroke="{color}"/>')
+    for n in [*shown, *([BONUS_NODE] if bonus else [])]:
+        x, y = left(n), mid_y(n) - PILL_HEIGHT / 2
+        if n == BONUS_NODE:
+            fill = ring = KIND_COLORS[step.bonus_kind]
+            name = step.bonus_kind
+            hover = (f"{bonus_label} (id {step.bonus_token}) · {step.bonus_kind} token from the target\n"
+                     f"target p = {fmt_prob(step.bonus_prob)}\nclick for its card")
+        else:
+            name = STATUS_NAMES[int(step.status[n])]
+            fill, ring = STATUS_COLORS[name], source_color(step.tree.source[n])
+            hover = _node_hover(step, n, labels[n], int(hidden_below[n]))
+        on_path_cls = " sv-on-path" if n in on_path else ""
+        parts.append(
+            f'<g class="sv-node sv-{name}{on_path_cls}" data-node="{n}" data-step="{step.step}" tabindex="0" '
+            f'role="button"><title>{html.escape(hover)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width[n]:.1f}" height="{PILL_HEIGHT}" rx="{PILL_HEIGHT / 2}" '
+            f'fill="{fill}" stroke="{ring}" stroke-width="3"/>'
+            f'<text x="{x + PILL_PAD:.1f}" y="{mid_y(n) + 4:.1f}" fill="{status_text_color(name)}">'
+            f'{html.escape(text[n])}</text></g>')
+        if n != BONUS_NODE and hidden_below[n]:
+            parts.append(f'<text class="sv-more" x="{x + width[n] + 4:.1f}" y="{mid_y(n) - PILL_HEIGHT / 2 - 1:.1f}" '
+                         f'fill="{SUBTLE_COLOR}">+{int(hidden_below[n])}</text>')
+    svg_w = MARGIN * 2 + max_col * pitch + max(width[n] for n in pos if pos[n][0] == max_col) + COLUMN_GAP
+    svg_h = MARGIN * 2 + n_rows * ROW_HEIGHT
+    heading = html.escape(title or tree_title(step, len(shown), max_depth))
+    collapsed = bool(hidden_below.any())
+    return (f'<div class="sv-tree"><div class="sv-tree-title">{heading}</div>{_legend(step, shown, collapsed)}'
+            f'<div class="sv-tree-scroll" style="max-height:{SCROLL_HEIGHT}px">'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{svg_w:.0f}" height="{svg_h:.0f}" '
+            f'font-family="{FONT}" font-size="12">{"".join(parts)}</svg></div>'
+            f'<div class="sv-tree-hint">Click a node for its card (or focus it and press Enter); hover for its '
+            f'probabilities.</div></div>')
 
 
-def _add_bonus_star(fig: go.Figure, step: SpecStep, bonus_label: str, at: tuple) -> None:
-    color = KIND_COLORS[step.bonus_kind]
-    fig.add_trace(
-        go.Scatter(
-            x=[at[0]],
-            y=[at[1]],
-            mode="markers+text",
-            name=step.bonus_kind,
-            text=[_short(bonus_label)],
-            textposition="top center",
-            textfont=dict(size=11, color=color),
-            marker=dict(size=20, color=color, symbol="star"),
-            hovertext=[
-                f"<b>{bonus_label}</b> (id {step.bonus_token})<br>{step.bonus_kind} token from the target"
-                f"<br>target p = {_fmt(step.bonus_prob)}"
-            ],
-            hoverinfo="text",
-        )
-    )
+def empty_tree_html(message: str) -> str:
+    return f'<div class="sv-tree sv-tree-empty">{html.escape(message)}</div>'
 
 
-def _short(label: str, limit: int = 10) -> str:
-    """An escaped label cut to `limit` visible characters (cut before escaping, so no entity is split)."""
-    text = html.unescape(label)
-    return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
+# the page's one listener on the tree component: event delegation, so every re-render keeps working
+TREE_CLICK_JS = """
+const open = (node) => {
+  element.querySelectorAll('.sv-selected').forEach((n) => n.classList.remove('sv-selected'));
+  node.classList.add('sv-selected');
+  trigger('click', {node: node.dataset.node, step: Number(node.dataset.step)});
+};
+element.addEventListener('click', (e) => {
+  const node = e.target.closest('[data-node]');
+  if (node && element.contains(node)) open(node);
+});
+element.addEventListener('keydown', (e) => {
+  const node = e.target.closest('[data-node]');
+  if (node && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); open(node); }
+});
+"""
 
 
 def empty_figure(message: str, height: int = 260) -> go.Figure:

@@ -32,7 +32,7 @@ def page(app_url, tmp_path_factory):
 
 
 def _tree_nodes(page):
-    return page.locator("#sv-tree .scatterlayer .point").count()
+    return page.locator("#sv-tree [data-node]").count()
 
 
 def test_step_run_and_scrub_in_a_real_browser(page):
@@ -41,7 +41,7 @@ def test_step_run_and_scrub_in_a_real_browser(page):
     page.locator("#sv-step").click()
     page.wait_for_function("document.querySelector('#sv-status').innerText.includes('Step 0')", timeout=120_000)
     page.wait_for_selector("#sv-text .sv-tok", timeout=30_000)
-    page.wait_for_selector("#sv-tree .scatterlayer .point", timeout=30_000)
+    page.wait_for_selector("#sv-tree [data-node]", timeout=30_000)
     assert _tree_nodes(page) >= 2  # root + bonus at least
     first_tokens = page.locator("#sv-text .sv-tok").count()
     assert first_tokens >= 1
@@ -97,14 +97,14 @@ def test_tree_run_updates_tree_depth_chart_and_what_if(page):
     # Step once: a real tree (many nodes) and a depth chart with bars
     page.locator("#sv-step").click()
     page.wait_for_function("document.querySelector('#sv-status').innerText.includes('Step 0')", timeout=120_000)
-    page.wait_for_function("document.querySelectorAll('#sv-tree .scatterlayer .point').length > 20", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#sv-tree [data-node]').length > 20", timeout=60_000)
     full = _tree_nodes(page)
     page.wait_for_selector("#sv-depth .barlayer .point", timeout=60_000)
     # collapse the view to depth 1: fewer points, and a '+n' marker appears
     number = page.locator("#sv-tree-depth input[type=number]")
     number.fill("1")
     number.press("Enter")
-    page.wait_for_function(f"document.querySelectorAll('#sv-tree .scatterlayer .point').length < {full}", timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll('#sv-tree [data-node]').length < {full}", timeout=60_000)
     assert "collapsed below depth 1" in page.locator("#sv-tree").inner_text()
     # run to the end: the depth chart keeps bars, the metrics confirm greedy == AR
     page.locator("#sv-run").click()
@@ -121,6 +121,28 @@ def test_tree_run_updates_tree_depth_chart_and_what_if(page):
     out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "speculative_tree_whatif.png"), full_page=True)
+
+
+def test_clicking_a_tree_node_opens_its_card(page):
+    """A real click on a node of the SVG tree opens its card; the step's verification panel explains the test."""
+    page.locator("#sv-reset").click()
+    page.wait_for_function("document.querySelector('#sv-status').innerText.includes('Reset')", timeout=30_000)
+    page.locator("#sv-prompt textarea").fill("List the planets of the solar system in order.")
+    _choose_method(page, "Dynamic tree")
+    page.locator("#sv-step").click()
+    page.wait_for_function("document.querySelector('#sv-status').innerText.includes('Step 0')", timeout=120_000)
+    page.wait_for_selector('#sv-tree [data-node="1"]', timeout=30_000)
+    page.locator('#sv-tree [data-node="1"]').click()
+    page.wait_for_selector("#sv-node-card .sv-card-head", timeout=30_000)
+    card = page.locator("#sv-node-card").inner_text()
+    assert "node 1 · depth 1" in card and "drafted by" in card and "acceptance probability" in card
+    assert "top 5" in card
+    page.locator("text=Why it is lossless").click()
+    page.wait_for_selector("#sv-rejection table", timeout=30_000)
+    assert "exact match with the target's argmax" in page.locator("#sv-rejection").inner_text()
+    out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "speculative_node_card.png"), full_page=True)
 
 
 def test_diffusion_tab_runs_scrubs_and_inspects_a_cell(page):

@@ -82,9 +82,9 @@ def test_live_equals_full_for_the_latest_step(spec_run):
             continue
         live, full = view.live(tree_depth=4), view.full(i, tree_depth=4)
         assert live["k"] == full["k"] == i and live["n_steps"] == full["n_steps"] == i + 1
-        for key in ("text", "metrics"):
-            assert live[key] == full[key]
-        for key in ("tree", "confidence", "depth"):
+        for key in ("text", "metrics", "tree", "rejection"):
+            assert live[key] == full[key], key
+        for key in ("confidence", "depth"):
             assert same_figure(live[key], full[key]), key
 
 
@@ -118,7 +118,7 @@ def test_a_step_ending_at_eos_has_no_bonus(spec_run):
     view = SpecLiveView()
     view.add(end, [f"n{i}" for i in range(end.tree.size)], "", ["a", "b", "c"])
     out = view.live()
-    assert not [t for t in out["tree"].data if t.marker and t.marker.symbol == "star"]
+    assert 'data-node="bonus"' not in out["tree"] and 'data-node="0"' in out["tree"]
     assert out["text"].count('class="sv-tok sv-accepted') == 3 and "sv-none" not in out["text"]
     assert view.summary() == summarize([end])
     # a run whose last step ends at EOS: the full view too
@@ -133,10 +133,11 @@ def test_a_step_ending_at_eos_has_no_bonus(spec_run):
 def test_spec_figures_build_without_a_model(spec_run):
     steps, labels = spec_run
     empty = SpecLiveView()
-    assert empty.live()["n_steps"] == 0 and isinstance(empty.full()["tree"], go.Figure)
+    assert empty.live()["n_steps"] == 0 and "Press Run" in empty.full()["tree"]
     out = feed_spec(steps, labels).full(3)
-    for key in ("tree", "confidence", "strip", "depth"):
+    for key in ("confidence", "strip", "depth"):
         assert isinstance(out[key], go.Figure) and out[key].data
+    assert 'data-step="3"' in out["tree"] and "Step 3" in out["rejection"]
     assert "τ" in out["metrics"]
     with pytest.raises(ValueError):
         SpecLiveView().add(steps[0], labels[0][0], labels[1][0], labels[2][0] + ["extra"])

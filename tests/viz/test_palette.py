@@ -59,6 +59,14 @@ def test_fallback_and_every_listed_source_stay_clear_of_statuses():
     assert distance(source_color("eagle"), palette.STATUS_COLORS["accepted"]) >= MIN_SOURCE_STATUS_DISTANCE
 
 
+def test_no_source_colour_is_a_status_or_kind_colour():
+    """The plain rule under the distances: a ring (EAGLE's, Medusa's, any drafter's) never takes the colour of a
+    node status or of the bonus / correction star, the way EAGLE's ring once was the accepted green."""
+    statuses = {c.lower() for c in [*palette.STATUS_COLORS.values(), *palette.KIND_COLORS.values()]}
+    for source in {*APP_SOURCES, *source_labels_in_code(), "something-new"}:
+        assert source_color(source).lower() not in statuses, source
+
+
 def test_sources_are_told_apart_from_each_other():
     colors = {**SOURCE_COLORS, "other": OTHER_SOURCE_COLOR}
     for (a, ca), (b, cb) in itertools.combinations(colors.items(), 2):
