@@ -109,8 +109,10 @@ def css() -> str:
         # the node card and the rejection-sampling panel (viz/node_card.py)
         ".sv-card{font-size:13px;line-height:1.5}.sv-card-head{font-size:16px;margin-bottom:4px}.sv-card h4{margin:6px 0 2px;font-size:13px}",
         ".sv-card table{border-collapse:collapse;margin:2px 0 6px;width:auto;border:none}",
-        f".sv-card td,.sv-card th{{padding:1px 10px 1px 0;text-align:left;vertical-align:top;border:none;"
-        f"background:none}}.sv-card tr{{border-bottom:1px solid {BAR_TRACK_COLOR};background:none}}"
+        # Gradio's own table rules outrank a class selector: without !important every cell gets a frame
+        f".sv-card table,.sv-card td,.sv-card th{{border:none!important}}"
+        f".sv-card td,.sv-card th{{padding:1px 10px 1px 0;text-align:left;vertical-align:top;background:none}}"
+        f".sv-card tr{{border:none!important;border-bottom:1px solid {BAR_TRACK_COLOR}!important;background:none}}"
         f".sv-card th{{color:{SUBTLE_COLOR};font-weight:normal}}",
         ".sv-card .sv-tokname{font-family:ui-monospace,Menlo,monospace;white-space:pre}",
         f".sv-pbar{{display:inline-block;width:80px;height:8px;background:{BAR_TRACK_COLOR};vertical-align:middle;"
