@@ -25,6 +25,26 @@ CORRECTION = "correction"  # drawn after a rejection (residual sample or target 
 NO_BONUS = "none"  # the accepted path ended at end of sequence, so nothing was added after it (bonus_token -1)
 
 
+def ancestor_matrix(parent) -> np.ndarray:
+    """[N, N] bool: anc[i, j] is True when j is i or an ancestor of i. Nodes with a negative parent are roots.
+
+    Pointer jumping: after round k every row holds the ancestors less than 2^k away and `jump` the
+    2^k-th ancestor (or the root), so a row gathers its jump's row to double its reach. O(log depth)
+    numpy operations on the [N, N] matrix; no loop over nodes."""
+    parent = np.asarray(parent, dtype=np.int64).reshape(-1)
+    n = parent.shape[0]
+    nodes = np.arange(n)
+    jump = np.where(parent < 0, nodes, parent)
+    anc = np.eye(n, dtype=bool)
+    anc[nodes, jump] = True
+    while True:
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):  # every jump is a root: every row is complete
+            return anc
+        anc |= anc[jump]
+        jump = nxt
+
+
 def tree_depths(parent: np.ndarray) -> np.ndarray:
     """Depth of each node of a tree (roots, the nodes with a negative parent, at 0).
 
@@ -115,6 +135,17 @@ class SpecStep:
     # Empty when the run did not record.
     target_entropy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     target_top2_gap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # What the rejection-sampling test saw, recorded under sampling (empty or K = 0 otherwise), so a replayed
+    # trace can show why each node was kept or not without the model:
+    # [N] the uniform each tested node's test drew (accepted iff u < accept_probs; NaN: not tested)
+    uniforms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # [N, K] the top of the distribution node i was drawn from (K = 0 for point-mass drafters: n-gram, retrieval)
+    draft_topk_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    draft_topk_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # [N, K] the top of the residual left at node i's parent after node i was rejected: what the next sibling
+    # was tested against, or what the correction was sampled from when no sibling was left
+    residual_topk_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    residual_topk_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     @property
     def n_drafted(self) -> int:
@@ -138,6 +169,11 @@ _ARRAY_DTYPES = {
     "target_topk_probs": np.float32,
     "target_entropy": np.float32,
     "target_top2_gap": np.float32,
+    "uniforms": np.float32,
+    "draft_topk_ids": np.int64,
+    "draft_topk_probs": np.float32,
+    "residual_topk_ids": np.int64,
+    "residual_topk_probs": np.float32,
 }
 
 
@@ -540,11 +576,15 @@ def _step_from_dict(d: dict, k: int = 0):
         raise TraceError(f"{where}: accepted_path points outside the tree")
     topk_ids, topk_probs = _topk(d, "target_topk", where, n)
     extra = {}
-    for name in ("target_entropy", "target_top2_gap"):
+    for name in ("target_entropy", "target_top2_gap", "uniforms"):
         a = _array(d.get(name, []), name, where, np.float32, allow_nan=True)
         if a.shape[0] not in (0, n):
             raise TraceError(f"{where}: {name} has {a.shape[0]} entries where the step has {n}")
         extra[name] = a
+    if extra["uniforms"].size and np.any((extra["uniforms"] < 0) | (extra["uniforms"] > 1)):
+        raise TraceError(f"{where}: uniforms must lie in [0, 1]")
+    for prefix in ("draft_topk", "residual_topk"):
+        extra[f"{prefix}_ids"], extra[f"{prefix}_probs"] = _topk(d, prefix, where, n)
     bonus_kind = _field(d, "bonus_kind", str, where)
     return SpecStep(
         step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), root_pos=_integer(d, "root_pos", where, 0, 1 << 24),

@@ -46,9 +46,11 @@ from . import kv
 from .drafters import Context, Draft, Drafter, FeatureTap
 from .sampling import processed_probs
 from .tree import ancestor_matrix, depths, tree_attention_inputs, upload
-from .verify import Verdict, read_verdict, verify_on_device
+from .verify import Verdict, draw_uniforms, read_verdict, residuals_after_rejection, verify_on_device
 
 TOPK_RECORDED = 5
+# the record of a sampled step's tests (SpecStep fields of the same names), absent under greedy
+_SAMPLED_RECORD = ("uniforms", "draft_topk_ids", "draft_topk_probs", "residual_topk_ids", "residual_topk_probs")
 
 
 @runtime_checkable
@@ -229,10 +231,10 @@ class SpeculativeDecoder(RecordingDecoder):
         parent_t = upload(parent, self.device)
         with self._tapped():
             logits = self._score(tokens, parent, root_pos)
-        out = self._verify(tokens, parent_t, logits, draft)
+        out, proposals, uniforms = self._verify(tokens, parent_t, logits, draft)
         # the step's one read: the verdict, the tree's tokens and draft probabilities, and the record
-        verdict, (tokens_h, draft_probs_h, *recorded) = read_verdict(
-            out, tokens, draft.draft_probs, *(self._recorded(logits, out) if self.record else ()))
+        recorded = self._recorded(logits, out, tokens, parent, proposals, uniforms) if self.record else ()
+        verdict, (tokens_h, draft_probs_h, *recorded) = read_verdict(out, tokens, draft.draft_probs, *recorded)
 
         path = verdict.accepted_path
         if path and int(tokens_h[path[-1]]) in self.eos_ids:
@@ -299,12 +301,15 @@ class SpeculativeDecoder(RecordingDecoder):
             )
         return out.logits[0]
 
-    def _verify(self, tokens, parent_t, logits, draft: Draft):
-        """The kernel's verdict on the device, with every node below an EOS node out of reach."""
-        proposals = None
-        if not self.sampling.greedy and draft.dists is not None:
-            # row i is the distribution node i was drawn from; the root row is never read
-            proposals = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
+    def _verify(self, tokens, parent_t, logits, draft: Draft) -> tuple:
+        """(the kernel's verdict on the device, with every node below an EOS node out of reach; the proposal
+        rows; the uniforms that decided the tests), the last two None under greedy or without proposals."""
+        proposals = uniforms = None
+        if not self.sampling.greedy:
+            uniforms = draw_uniforms(tokens.shape[0], self.generator, logits.device)
+            if draft.dists is not None:
+                # row i is the distribution node i was drawn from; the root row is never read
+                proposals = torch.cat([torch.zeros_like(draft.dists[:1]), draft.dists])
         if self._eos is not None and tokens.shape[0] > 1:
             # a draft past the end of sequence is meaningless: in the rows verification reads, an EOS node
             # gives its children probability 0, so none is accepted (and the bonus after an EOS is dropped)
@@ -313,18 +318,35 @@ class SpeculativeDecoder(RecordingDecoder):
             rows, cols = parent_t[1:], tokens[1:]
             logits = logits.clone()
             logits[rows, cols] = logits[rows, cols].masked_fill(below_eos[rows], float("-inf"))
-        return verify_on_device(tokens, parent_t, logits, self.sampling, proposals, self.generator)
+        out = verify_on_device(tokens, parent_t, logits, self.sampling, proposals, self.generator, uniforms)
+        return out, proposals, uniforms
 
-    def _recorded(self, logits, out) -> tuple:
+    def _recorded(self, logits, out, tokens, parent: np.ndarray, proposals, uniforms) -> tuple:
         """The record's device tensors, read back with the verdict: each node's target probability and
-        acceptance chance, the target's top-k and uncertainty after it, and the bonus token's probability."""
+        acceptance chance, the target's top-k and uncertainty after it, the bonus token's probability, and
+        under sampling what the tests saw (each node's uniform, its drafting distribution's top, the residual
+        left after its rejection)."""
         probs = processed_probs(logits, self.sampling)
-        topk = probs.topk(min(TOPK_RECORDED, probs.shape[-1]), dim=-1)
+        k = min(TOPK_RECORDED, probs.shape[-1])
+        topk = probs.topk(k, dim=-1)
         last = out.path[0].gather(0, (out.n_accepted - 1).clamp_min(0))
         bonus_row = torch.where(out.n_accepted > 0, last, torch.zeros_like(last))
         stats = logit_stats(logits, temperature=self.sampling.temperature or 1.0)
+        n = tokens.shape[0]
+        empty = probs.new_zeros((0,))
+        tested_uniforms, draft_top, residual_top = empty, (empty, empty), (empty, empty)
+        if uniforms is not None:
+            accept = out.accept_prob[0]
+            tested = ~torch.isnan(accept)
+            tested[0] = False  # the root is never tested
+            tested_uniforms = torch.where(tested, uniforms[0, :n], torch.full_like(accept, float("nan")))
+            if proposals is not None:
+                top = proposals.float().topk(k, dim=-1)
+                draft_top = (top.indices, top.values)
+            top = residuals_after_rejection(probs, tokens, parent, proposals).topk(k, dim=-1)
+            residual_top = (top.indices, top.values)
         return (out.target_prob[0], out.accept_prob[0], topk.indices, topk.values, stats.entropy, stats.top2_gap,
-                probs[bonus_row, out.bonus.clamp_min(0)])
+                probs[bonus_row, out.bonus.clamp_min(0)], tested_uniforms, *draft_top, *residual_top)
 
     def update_shape(self, knobs: dict, settings=None) -> None:
         """Apply live knobs (tree shape, draft length, window) from the next step on; `settings`, when
@@ -347,7 +369,8 @@ class SpeculativeDecoder(RecordingDecoder):
                 draft_s, verify_s) -> SpecStep:
         n = tokens_h.shape[0]
         if self.record:
-            node_probs, accept_probs, topk_ids, topk_probs, entropy, gap, bonus_prob = recorded
+            (node_probs, accept_probs, topk_ids, topk_probs, entropy, gap, bonus_prob, uniforms,
+             draft_topk_ids, draft_topk_probs, residual_topk_ids, residual_topk_probs) = recorded
             bonus_prob = float("nan") if verdict.bonus_kind == NO_BONUS else float(bonus_prob[0])
         else:
             entropy = gap = np.zeros(0, np.float32)
@@ -362,6 +385,11 @@ class SpeculativeDecoder(RecordingDecoder):
         }
         if self.record:
             per_node.update(entropy=entropy, gap=gap)
+            if uniforms.size:  # sampled: what each test saw
+                per_node.update(uniforms=uniforms)
+                if draft_topk_ids.size:
+                    per_node.update(draft_topk_ids=draft_topk_ids, draft_topk_probs=draft_topk_probs)
+                per_node.update(residual_topk_ids=residual_topk_ids, residual_topk_probs=residual_topk_probs)
         path = np.asarray(verdict.accepted_path, dtype=np.int64)
         below = self._past_eos(tokens_h, parent)
         if below is not None:
@@ -398,6 +426,7 @@ class SpeculativeDecoder(RecordingDecoder):
             lossless=self.lossless,
             target_entropy=per_node.get("entropy", entropy).astype(np.float32),
             target_top2_gap=per_node.get("gap", gap).astype(np.float32),
+            **{name: per_node[name] for name in _SAMPLED_RECORD if name in per_node},
         )
 
     def trace(self) -> Trace:

@@ -14,27 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..trace import ancestor_matrix
 from ..trace import tree_depths as depths
-
-
-def ancestor_matrix(parent) -> np.ndarray:
-    """[N, N] bool: anc[i, j] is True when j is i or an ancestor of i. Nodes with a negative parent are roots.
-
-    Pointer jumping: after round k every row holds the ancestors less than 2^k away and `jump` the
-    2^k-th ancestor (or the root), so a row gathers its jump's row to double its reach. O(log depth)
-    numpy operations on the [N, N] matrix; no loop over nodes."""
-    parent = np.asarray(parent, dtype=np.int64).reshape(-1)
-    n = parent.shape[0]
-    nodes = np.arange(n)
-    jump = np.where(parent < 0, nodes, parent)
-    anc = np.eye(n, dtype=bool)
-    anc[nodes, jump] = True
-    while True:
-        nxt = jump[jump]
-        if np.array_equal(nxt, jump):  # every jump is a root: every row is complete
-            return anc
-        anc |= anc[jump]
-        jump = nxt
 
 
 def upload(values, device, dtype: torch.dtype = torch.int64) -> torch.Tensor:

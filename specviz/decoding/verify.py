@@ -67,9 +67,10 @@ def to_host(*tensors: torch.Tensor) -> list:
 
 def verify_on_device(tree_tokens: torch.Tensor, parent: torch.Tensor, target_logits: torch.Tensor,
                      sampling: SamplingConfig, proposals: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> TreeVerdict:
+                     generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> TreeVerdict:
     """Verify one tree (`parent`: [N] int64 on the logits' device); the kernel's verdict, nothing read back.
-    `proposals` [N, V]: the distribution each node was drawn from (row 0 unused)."""
+    `proposals` [N, V]: the distribution each node was drawn from (row 0 unused). `uniforms` [1, N + 1]: the
+    draws that decide the tests (`draw_uniforms`), drawn here when not given."""
     n = tree_tokens.shape[0]
     device = target_logits.device
     if sampling.greedy:
@@ -79,9 +80,51 @@ def verify_on_device(tree_tokens: torch.Tensor, parent: torch.Tensor, target_log
         logits, temperature = processed_probs(target_logits, sampling).log(), 1.0
     else:
         logits, temperature = target_logits, sampling.temperature
-    uniforms = torch.rand((1, n + 1), generator=generator, device=device)
+    if uniforms is None:
+        uniforms = draw_uniforms(n, generator, device)
     return tree_verify(logits[None], tree_tokens[None], parent[None], temperature,
                        None if proposals is None else proposals[None].float(), uniforms)
+
+
+def draw_uniforms(n_nodes: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """[1, N + 1] uniforms: entry i decides node i's test, the last one the bonus or correction draw."""
+    return torch.rand((1, n_nodes + 1), generator=generator, device=device)
+
+
+def residuals_after_rejection(probs: torch.Tensor, tokens: torch.Tensor, parent: np.ndarray,
+                              proposals: torch.Tensor | None) -> torch.Tensor:
+    """[N, V]: row i is the distribution left at node i's parent once node i is rejected, given that its
+    earlier siblings were rejected too: what verification tests the next sibling against, or samples the
+    correction from when no sibling is left. The same recursion as the kernel's sampled walk, done for every
+    node at once (siblings one rank at a time), for the record only. `probs` [N, V]: the processed target rows;
+    `proposals` [N, V] or None: each node's drafting distribution (an all-zero row, or None: a point mass)."""
+    n = probs.shape[0]
+    out = torch.zeros_like(probs, dtype=torch.float32)
+    if n < 2:
+        return out
+    previous_sibling = np.full(n, -1, dtype=np.int64)
+    last_child: dict = {}
+    for i in range(1, n):
+        previous_sibling[i] = last_child.get(int(parent[i]), -1)
+        last_child[int(parent[i])] = i
+    rank = np.zeros(n, dtype=np.int64)
+    for i in range(1, n):
+        rank[i] = rank[previous_sibling[i]] + 1 if previous_sibling[i] >= 0 else 0
+    point_mass = torch.zeros_like(out[1:]).scatter_(1, tokens[1:, None], 1.0)
+    if proposals is not None:
+        drawn = proposals[1:].float()
+        point_mass = torch.where(drawn.sum(-1, keepdim=True) > 0, drawn, point_mass)
+    for r in range(int(rank[1:].max()) + 1):
+        nodes = np.flatnonzero(rank == r)
+        nodes = nodes[nodes > 0]
+        index = torch.as_tensor(nodes, device=probs.device)
+        before = torch.as_tensor(np.where(r == 0, parent[nodes], previous_sibling[nodes]), device=probs.device)
+        current = probs[before].float() if r == 0 else out[before]
+        left = (current - point_mass[index - 1]).clamp_min(0.0)
+        total = left.sum(-1, keepdim=True)
+        # an empty residual means the rejection had probability 0; the kernel then falls back to the parent's row
+        out[index] = torch.where(total > 0, left / total.clamp_min(1e-30), probs[parent[nodes]].float())
+    return out
 
 
 def read_verdict(out: TreeVerdict, *extra: torch.Tensor) -> tuple:
