@@ -27,7 +27,7 @@ from specviz.trace import (  # noqa: E402
 )
 from specviz.viz.confidence import running_strip_figure, step_confidence_figure  # noqa: E402
 from specviz.viz.lattice import (  # noqa: E402
-    canvas_text_html, diffusion_metrics_html, lattice_figure, progress_figure, schedule_figure,
+    canvas_text_html, diffusion_metrics_html, lattice_svg, progress_figure, schedule_figure,
     tokens_per_forward_figure,
 )
 from specviz.viz.live import LatticeLiveView, SpecLiveView  # noqa: E402
@@ -216,7 +216,7 @@ def old_lattice_render(steps, labels, k: int) -> None:
     """What the Diffusion tab rendered per streamed step before the live view (ui/diffusion.py `_render`)."""
     canvas, proposal = labels
     run = steps[: k + 1]
-    lattice_figure(run, canvas[: k + 1], proposal[: k + 1], current_step=k, title="bench")
+    lattice_svg(run, canvas[: k + 1], proposal[: k + 1], current_step=k, title="bench")
     diffusion_metrics_html(summarize_diffusion(run), "", "reference (cpu)")
     progress_figure({"bench": run})
     canvas_text_html(run[k], commit_steps(run, k), canvas[k])
@@ -261,9 +261,9 @@ def main() -> None:
         view = LatticeLiveView(label="bench")
         for i, s in enumerate(lattice[: late + 1]):
             view.add(s, lat_lab[0][i], lat_lab[1][i])
-        live_json = len(view.live()["lattice"].to_json())
-        full_json = len(view.full()["lattice"].to_json())
-        print(f"\nlattice figure JSON at step {late}: live window {live_json / 1e6:.2f} MB, whole lattice "
+        live_json = len(view.live()["lattice"])
+        full_json = len(view.full()["lattice"])
+        print(f"\nlattice HTML at step {late}: live window {live_json / 1e6:.2f} MB, whole lattice "
               f"{full_json / 1e6:.2f} MB")
 
 

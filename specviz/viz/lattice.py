@@ -4,10 +4,9 @@ tokens per forward, progress against autoregressive decoding and the schedule's 
 Everything here is built from `DiffusionStep` records and text labels the caller supplies;
 no tokenizer, no model.
 
-The lattice is one heatmap (trace 0): x = canvas position, y = step (row 0 at the top), so a
-plotly_click handler reads the cell from `points[0].x` (position) and `points[0].y` (step);
-`points[0].customdata[0]` and `[1]` carry the same step and position. Every overlay trace has
-hoverinfo "skip", so hovers and clicks always land on the heatmap.
+The lattice is drawn as SVG (`lattice_svg`), not as a plotly heatmap, so that a cell is an element a page can
+click without a script injected at launch: each cell is a `<rect data-pos="j">` inside its row's
+`<g data-step="k">`, and the Diffusion tab's `gr.HTML` turns a click into an event with those two numbers.
 
 Colour: each cell state owns a band of the colour scale (see `LATTICE_STATE_COLORS`), and the
 shade inside the band is the chosen signal in [0, 1]: light = unsure, strong = confident.
@@ -45,21 +44,16 @@ SIGNALS = {
 }
 TEXT_CELLS = 2500  # commit-order numbers are drawn as text up to this many cells (and ≤ TEXT_WIDTH columns)
 TEXT_WIDTH = 64
-ROW_PX, MIN_HEIGHT, MAX_HEIGHT = 18, 260, 1400
+HOVER_CELLS = 6000  # cells get a hover text up to this many (a bigger lattice would weigh megabytes)
+# SVG units (pixels at full size): the grid spreads over about GRID_WIDTH × at most GRID_HEIGHT
+GRID_WIDTH, GRID_HEIGHT = 880, 1300
+CELL_MIN, CELL_MAX = 3.0, 36.0
+ROW_PX, ROW_MIN = 18.0, 3.0
+LEFT_PX, TOP_PX, RIGHT_PX, BOTTOM_PX = 64, 18, 44, 4
+SHADES = 24  # steps of shade inside a state's colour band
 _N_STATES = len(CELL_STATE_NAMES)
 # a cell's colour value: state + _LO + _SPAN * shade, so the shade never leaves its state's band
 _LO, _SPAN = 0.02, 0.96
-
-
-def lattice_colorscale() -> list:
-    """One band per cell state over z in [0, 4): band b runs from its light to its strong colour."""
-    scale = []
-    for b, name in enumerate(CELL_STATE_NAMES):
-        light, strong = LATTICE_STATE_COLORS[name]
-        scale.append([b / _N_STATES, light])
-        scale.append([(b + 0.99) / _N_STATES, strong])
-    scale[-1][0] = 1.0
-    return scale
 
 
 def signal_shade(step, signal: str = "confidence") -> np.ndarray:
@@ -184,7 +178,98 @@ def _check_labels(name: str, labels, n_steps: int, length: int) -> None:
             raise ValueError(f"{name}[{i}]: {len(row)} labels for a canvas of {length} cells")
 
 
-def lattice_figure(
+def _grid_geometry(n_steps: int, length: int) -> tuple:
+    """(cell width, row height) in SVG units: a canvas spreads over about GRID_WIDTH units, a run over at most
+    GRID_HEIGHT (a long run gets thinner rows instead of a page-long lattice)."""
+    cell = min(CELL_MAX, max(CELL_MIN, GRID_WIDTH / max(length, 1)))
+    row = min(ROW_PX, max(ROW_MIN, GRID_HEIGHT / max(n_steps, 1)))
+    return cell, row
+
+
+def _tick_every(n: int, pitch: float, min_gap: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50 … whose labels sit at least `min_gap` units apart."""
+    for every in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):
+        if every * pitch >= min_gap or every >= n:
+            return every
+    return n
+
+
+def _fill_table() -> np.ndarray:
+    """[state, shade step] -> hex colour: each state's band from its light to its strong colour."""
+    def rgb(hex_color: str) -> np.ndarray:
+        return np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+
+    table = np.empty((_N_STATES, SHADES + 1), dtype=object)
+    for b, name in enumerate(CELL_STATE_NAMES):
+        light, strong = (rgb(c) for c in LATTICE_STATE_COLORS[name])
+        for q in range(SHADES + 1):
+            r, g, bl = np.rint(light + (strong - light) * q / SHADES).astype(int)
+            table[b, q] = f"#{r:02x}{g:02x}{bl:02x}"
+    return table
+
+
+_FILLS = _fill_table()
+
+
+def cell_fills(z: np.ndarray) -> np.ndarray:
+    """Colour of each cell from its colour value (`lattice_row`'s z: state + _LO + _SPAN × shade)."""
+    band = np.clip(np.floor(z).astype(np.int64), 0, _N_STATES - 1)
+    shade = np.clip((z - band - _LO) / _SPAN, 0.0, 1.0)
+    return _FILLS[band, np.rint(shade * SHADES).astype(np.int64)]
+
+
+def _cell_tip(d) -> str:
+    """A cell's hover text from its customdata row (labels already escaped)."""
+    note = str(d[8]).replace("<br>", "&#10;")
+    return (f"step {d[0]} · position {d[1]} · {d[2]}&#10;canvas: {d[3]} · proposal: {d[4]}&#10;"
+            f"confidence {d[5]} · top-2 gap {d[6]} · entropy {d[7]} nats{note}")
+
+
+def _edge_path(xs: list, top: float, row: float, left: float, cell: float, length: int) -> str:
+    """SVG path data of one edge of the active block, row by row: a vertical run while the edge stays, a
+    horizontal step where it moves (a new block, or Jacobi's window sliding on). Edges on the canvas border
+    are not drawn."""
+    parts, last = [], None
+    for i, x in enumerate(xs):
+        if not 0 < x < length:
+            last = None
+            continue
+        px, y0 = left + x * cell, top + i * row
+        if last is None:
+            parts.append(f"M{px:.1f} {y0:.1f}")
+        elif last != x:
+            parts.append(f"H{px:.1f}")
+        parts.append(f"V{y0 + row:.1f}")
+        last = x
+    return "".join(parts)
+
+
+def _legend_html(present: set, signal: str, overlays, small: bool, any_all_in: bool, windows: bool) -> str:
+    names = {
+        MASKED: f"masked (shade: the proposal's {signal})",
+        REVEALED: "revealed this step",
+        KEPT: f"kept (shade: its {signal} when committed)",
+        REMASKED: "remasked (taken back)",
+    }
+    items = []
+    for state, text in names.items():
+        if state in present:
+            color = LATTICE_STATE_COLORS[CELL_STATE_NAMES[state]][1]
+            items.append(f'<span><i class="sv-swatch" style="background:{color}"></i>{text}</span>')
+    if "commit_order" in overlays:
+        items.append("<span>#n: commit order over the run</span>" if small else
+                     "<span>dots: commits (hover or click a cell for its number)</span>")
+    if "blocks" in overlays:
+        what = "the guessed window's edges" if windows else "the active block's edges"
+        items.append(f'<span><i class="sv-swatch" style="border:2px dashed {LATTICE_BLOCK_COLOR};width:7px;'
+                     f'height:7px;background:none"></i>{what}</span>')
+    if "threshold" in overlays and any_all_in:
+        items.append(f'<span><i class="sv-swatch" style="background:{LATTICE_ALL_IN_COLOR};height:3px"></i>'
+                     "all-in: the schedule committed everything left</span>")
+    return f'<div class="sv-legend" style="margin:2px 0 4px 0;line-height:1.8">{"".join(items)}</div>'
+
+
+def lattice_svg(
     steps: list,
     canvas_labels: list,
     proposal_labels: list,
@@ -194,22 +279,24 @@ def lattice_figure(
     title: str | None = None,
     start: CommitState | None = None,
     cells: tuple | None = None,
-) -> go.Figure:
-    """The step × position lattice of a diffusion or Jacobi run.
+) -> str:
+    """The step × position lattice of a diffusion or Jacobi run, as HTML: a title, a legend and an SVG grid.
 
-    `canvas_labels[i][j]` is the display text of `steps[i].canvas[j]` and `proposal_labels[i][j]`
-    that of `steps[i].proposal[j]` (ignored where the id is -1). `signal` picks the shade:
-    "confidence", "top2_gap" or "entropy". `overlays`: "commit_order" (running commit number on each
-    revealed cell; text on small grids, dots on big ones), "blocks" (the active block's boundaries over
-    the steps it was active), "threshold" (rows where the schedule went all-in). `current_step` gets an
-    outline (the scrubber); every row given is shown.
+    Each cell is a `<rect data-pos="j">` inside its row's `<g data-step="k">` (k counts the run's rows from 0), so
+    a click handler finds the cell it landed on with `closest("[data-pos]")`; overlays ignore the pointer.
+
+    `canvas_labels[i][j]` is the display text of `steps[i].canvas[j]` and `proposal_labels[i][j]` that of
+    `steps[i].proposal[j]` (ignored where the id is -1). `signal` picks the shade: "confidence", "top2_gap" or
+    "entropy". `overlays`: "commit_order" (running commit number on each revealed cell; text on small grids,
+    dots on big ones), "blocks" (the edges of the active block, or of Jacobi's window, row by row),
+    "threshold" (rows where the schedule went all-in). `current_step` gets an outline (the scrubber).
 
     A trailing window of a run: `steps` are its last rows and `start` the `CommitState` before the first of
     them (rows keep their step numbers, commit numbers keep counting). `cells`: the rows' (z, customdata)
     when the caller has them already (see `lattice_row`); the labels are then not read.
     """
     if not steps:
-        return empty_figure("No denoising steps yet")
+        return empty_lattice_html("No denoising steps yet")
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r}; expected one of {sorted(SIGNALS)}")
     n_steps, length = len(steps), steps[0].length
@@ -220,85 +307,101 @@ def lattice_figure(
         cells = lattice_cells(steps, canvas_labels, proposal_labels, signal, start)
     z, data = cells
     small = n_steps * length <= TEXT_CELLS and length <= TEXT_WIDTH
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(
-        z=z, x=np.arange(length), y=np.arange(first, first + n_steps), name="cells",
-        colorscale=lattice_colorscale(), zmin=0, zmax=_N_STATES, showscale=False,
-        xgap=1 if small else 0, ygap=1 if small else 0,
-        hovertemplate="step %{customdata[0]} · position %{customdata[1]} · <b>%{customdata[2]}</b>"
-                      "<br>canvas: <b>%{customdata[3]}</b> · proposal: %{customdata[4]}"
-                      "<br>confidence %{customdata[5]} · top-2 gap %{customdata[6]} · entropy %{customdata[7]} nats"
-                      "%{customdata[8]}<extra></extra>",
-    ))
-    # set after add_trace: add_trace deep-copies a trace's arrays, element by element for an object array
-    # (about 5 µs a cell: 0.1 s for 24 rows of 512 cells); an assignment keeps the array as it is
-    fig.data[0].customdata = data
-    # legend: one square per state present, in its strong colour
-    present = set(np.unique(np.concatenate([s.cell_state for s in steps])).tolist())
-    legend_names = {
-        MASKED: f"masked (shade: the proposal's {signal})",
-        REVEALED: "revealed this step",
-        KEPT: f"kept (shade: its {signal} when committed)",
-        REMASKED: "remasked (taken back)",
-    }
-    for state, text in legend_names.items():
-        if state in present:
-            color = LATTICE_STATE_COLORS[CELL_STATE_NAMES[state]][1]
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=text, hoverinfo="skip",
-                                     marker=dict(symbol="square", size=12, color=color)))
+    cell, row = _grid_geometry(n_steps, length)
+    left, top = LEFT_PX, TOP_PX
+    width, height = left + length * cell + RIGHT_PX, top + n_steps * row + BOTTOM_PX
+    gap = 1.0 if cell >= 6 and row >= 8 else 0.0
+    fills = cell_fills(np.asarray(z, dtype=np.float64))
+    tips = n_steps * length <= HOVER_CELLS
+    xs = [f"{left + j * cell:.1f}" for j in range(length)]
+    w, h = f"{cell - gap:.1f}", f"{row - gap:.1f}"
 
+    out = []
+    # axes: positions along the top, steps down the left
+    every = _tick_every(length, cell, 26)
+    font = 10
+    for j in range(0, length, every):
+        out.append(f'<text x="{left + (j + 0.5) * cell:.1f}" y="{top - 5}" text-anchor="middle" font-size="{font}" '
+                   f'fill="{SUBTLE_COLOR}">{j}</text>')
+    every = _tick_every(n_steps, row, 13)
+    for i in range(0, n_steps, every):
+        out.append(f'<text x="{left - 5}" y="{top + (i + 0.5) * row:.1f}" text-anchor="end" '
+                   f'dominant-baseline="central" font-size="{font}" fill="{SUBTLE_COLOR}">{first + i}</text>')
+    out.append(f'<text x="{left - 5}" y="{top - 5}" text-anchor="end" font-size="{font}" fill="{SUBTLE_COLOR}">'
+               "step \\ cell</text>")
+    # the cells, one group per row
+    out.append('<g class="sv-cells">')
+    for i in range(n_steps):
+        out.append(f'<g data-step="{first + i}" transform="translate(0 {top + i * row:.1f})">')
+        fill_i = fills[i]
+        if tips:
+            d_i = data[i]
+            out.extend(f'<rect data-pos="{j}" x="{xs[j]}" width="{w}" height="{h}" fill="{fill_i[j]}">'
+                       f"<title>{_cell_tip(d_i[j])}</title></rect>" for j in range(length))
+        else:
+            out.extend(f'<rect data-pos="{j}" x="{xs[j]}" width="{w}" height="{h}" fill="{fill_i[j]}"/>'
+                       for j in range(length))
+        out.append("</g>")
+    out.append("</g>")
+
+    marks = ['<g pointer-events="none">']
     if "commit_order" in overlays:
         order = commit_numbers(steps, start.n if start is not None else 0)
-        ii, jj = np.nonzero(order)
-        fig.add_trace(go.Scatter(
-            x=jj, y=first + ii, name="commit order (#1, #2, … over the run)", hoverinfo="skip",
-            mode="text" if small else "markers",
-            text=[str(order[i, j]) for i, j in zip(ii, jj)] if small else None,
-            textfont=dict(size=9 if length > 24 else 11, color=MARK_ON_DARK_COLOR),
-            marker=dict(size=4, color=MARK_ON_DARK_COLOR, line=dict(width=0.5, color=INK_COLOR)),
-        ))
-
+        size = min(11.0, cell * 0.55, row * 0.7)
+        for i, j in zip(*np.nonzero(order)):
+            cx, cy = left + (j + 0.5) * cell - gap / 2, top + (i + 0.5) * row - gap / 2
+            if small:
+                marks.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" dominant-baseline="central" '
+                             f'font-size="{size:.1f}" fill="{MARK_ON_DARK_COLOR}">{order[i, j]}</text>')
+            else:
+                marks.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{max(min(cell, row) * 0.2, 0.8):.1f}" '
+                             f'fill="{MARK_ON_DARK_COLOR}"/>')
+    windows = _sliding_windows(steps)
     if "blocks" in overlays:
-        xs, ys = [], []
-        run = 0
-        for i in range(1, n_steps + 1):
-            if i < n_steps and (steps[i].block_start, steps[i].block_end) == (steps[run].block_start, steps[run].block_end):
-                continue
-            for b in (steps[run].block_start, steps[run].block_end):
-                if 0 < b < length:
-                    xs += [b - 0.5, b - 0.5, None]
-                    ys += [first + run - 0.5, first + i - 0.5, None]
-            run = i
-        if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="block boundary", hoverinfo="skip",
-                                     line=dict(color=LATTICE_BLOCK_COLOR, width=2, dash="dash")))
-
+        for edge in ([s.block_start for s in steps], [s.block_end for s in steps]):
+            path = _edge_path(edge, top, row, left, cell, length)
+            if path:
+                marks.append(f'<path class="sv-block-edge" d="{path}" fill="none" stroke="{LATTICE_BLOCK_COLOR}" '
+                             'stroke-width="2" stroke-dasharray="5 3"/>')
+    all_in = [i for i, s in enumerate(steps) if is_all_in(s)]
     if "threshold" in overlays:
-        for i, s in enumerate(steps):
-            if is_all_in(s):
-                fig.add_shape(type="line", name="all-in", x0=-0.5, x1=length - 0.5, y0=first + i + 0.5,
-                              y1=first + i + 0.5, line=dict(color=LATTICE_ALL_IN_COLOR, width=3))
-                fig.add_annotation(name="all-in", x=1.0, xref="paper", xanchor="left", y=first + i, yref="y",
-                                   text="all-in", showarrow=False, font=dict(size=10, color=LATTICE_ALL_IN_COLOR))
-
+        for i in all_in:
+            y = top + (i + 1) * row
+            marks.append(f'<line class="sv-all-in" data-step="{first + i}" x1="{left}" x2="{left + length * cell:.1f}" '
+                         f'y1="{y:.1f}" y2="{y:.1f}" stroke="{LATTICE_ALL_IN_COLOR}" stroke-width="3"/>'
+                         f'<text x="{left + length * cell + 4:.1f}" y="{y - row / 2:.1f}" dominant-baseline="central" '
+                         f'font-size="{font}" fill="{LATTICE_ALL_IN_COLOR}">all-in</text>')
     if current_step is not None and first <= current_step < first + n_steps:
-        fig.add_shape(type="rect", name="current-step", x0=-0.5, x1=length - 0.5,
-                      y0=current_step - 0.5, y1=current_step + 0.5,
-                      line=dict(color=LATTICE_CURRENT_COLOR, width=3), fillcolor=TRANSPARENT)
+        y = top + (current_step - first) * row
+        marks.append(f'<rect class="sv-current" data-step="{current_step}" x="{left - 1.5}" y="{y - 1.5:.1f}" '
+                     f'width="{length * cell + 2:.1f}" height="{row + 2:.1f}" fill="none" '
+                     f'stroke="{LATTICE_CURRENT_COLOR}" stroke-width="3"/>')
+    marks.append("</g>")
+    present = set(np.unique(np.concatenate([s.cell_state for s in steps])).tolist())
+    heading = html.escape(title or f"Denoising lattice: {n_steps} steps × {length} cells")
+    hint = "click a cell for its top candidates" + (", hover for its numbers" if tips else "")
+    return (f'<div class="sv-lattice" data-steps="{n_steps}" data-cells="{length}">'
+            f'<div style="font-weight:600;font-size:14px">{heading}</div>'
+            f'<div style="font-size:12px;color:{SUBTLE_COLOR}">shade = {html.escape(SIGNALS[signal])} · {hint}</div>'
+            + _legend_html(present, signal, overlays, small, bool(all_in), windows)
+            + f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
+            f'width="{width:.0f}" height="{height:.0f}" preserveAspectRatio="xMinYMin meet" '
+            f'style="width:100%;max-width:{width:.0f}px;height:auto;display:block;font-family:ui-sans-serif,'
+            f'system-ui,sans-serif" role="img" aria-label="{heading}">'
+            + "".join(out) + "".join(marks) + "</svg></div>")
 
-    height = int(min(MAX_HEIGHT, max(MIN_HEIGHT, ROW_PX * n_steps + 130)))
-    fig.update_layout(
-        title=dict(text=title or f"Denoising lattice: {n_steps} steps × {length} cells · shade = {SIGNALS[signal]}",
-                   yref="container", y=1, yanchor="top", pad=dict(t=10)),
-        height=height,
-        margin=dict(l=50, r=50, t=100, b=40),
-        xaxis=dict(title="canvas position", range=[-0.5, length - 0.5], showgrid=False, zeroline=False),
-        yaxis=dict(title="step", range=[first + n_steps - 0.5, first - 0.5], showgrid=False, zeroline=False),
-        plot_bgcolor=BACKGROUND,
-        legend=dict(orientation="h", y=1.01, yanchor="bottom", x=0, font=dict(size=11)),
-        hoverlabel=dict(align="left"),
-    )
-    return fig
+
+def _sliding_windows(steps: list) -> bool:
+    """Every row is its own block and some overlap the one before: Jacobi's window sliding along the canvas."""
+    pairs = list(zip(steps, steps[1:]))
+    return bool(pairs) and all(a.block != b.block for a, b in pairs) and \
+        any(b.block_start < a.block_end for a, b in pairs)
+
+
+def empty_lattice_html(message: str) -> str:
+    return (f'<div class="sv-lattice sv-lattice-empty" style="padding:36px 8px;text-align:center;'
+            f'color:{SUBTLE_COLOR};font-size:14px;border:1px dashed {BAR_TRACK_COLOR};border-radius:6px">'
+            f"{html.escape(message)}</div>")
 
 
 def cell_topk_html(step, position: int, topk_labels: list, state_name: str | None = None) -> str:
@@ -391,13 +494,14 @@ def tokens_per_forward_figure(steps: list) -> go.Figure:
     fig.update_layout(
         title=dict(text=f"Cells per forward: {summ['cells_per_forward']:.2f}<br><sup>{summ['tokens_per_forward']:.2f} "
                         f"generated tokens per forward over the run</sup>", font=dict(size=14)),
-        height=260,
+        height=320,
         barmode="relative",
         bargap=0.1,
         xaxis=dict(title="step", dtick=1 if len(steps) <= 30 else None),
         yaxis=dict(title="cells per forward", rangemode="tozero"),
-        margin=dict(l=50, r=10, t=50, b=40),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
+        # the legend goes under the axis: above the plot it ran into the two-line title
+        margin=dict(l=50, r=10, t=56, b=90),
+        legend=dict(orientation="h", y=-0.3, x=0, yanchor="top", font=dict(size=10)),
         plot_bgcolor=BACKGROUND,
     )
     return fig
@@ -422,7 +526,9 @@ def progress_figure(runs: dict) -> go.Figure:
         top = max(top, int(x[-1]), int(y[-1]))
         fig.add_trace(go.Scatter(
             x=x, y=y, mode="lines+markers" if len(steps) <= 100 else "lines", name=str(name),
-            line=dict(color=RUN_COLORS[k % len(RUN_COLORS)], width=2.5, shape="hv"), marker=dict(size=5),
+            # straight segments, not a staircase: a run at one token per step then lies on the diagonal, as the
+            # subtitle says (a staircase dips under it between steps and reads as faster than autoregressive)
+            line=dict(color=RUN_COLORS[k % len(RUN_COLORS)], width=2.5), marker=dict(size=5),
             customdata=fw,
             hovertemplate=f"{html.escape(str(name))}<br>" + "%{x} cells after %{y} steps (%{customdata} forwards)<extra></extra>",
         ))
@@ -434,8 +540,8 @@ def progress_figure(runs: dict) -> go.Figure:
         height=320,
         xaxis=dict(title="cells committed", rangemode="tozero"),
         yaxis=dict(title="steps", rangemode="tozero"),
-        margin=dict(l=50, r=10, t=50, b=40),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
+        margin=dict(l=50, r=10, t=56, b=90),
+        legend=dict(orientation="h", y=-0.3, x=0, yanchor="top", font=dict(size=10)),
         plot_bgcolor=BACKGROUND,
     )
     return fig
@@ -534,8 +640,12 @@ def canvas_text_html(step, commit_step: np.ndarray, pieces: list) -> str:
     return canvas_spans_html(spans)
 
 
-def diffusion_metrics_html(summary: dict, finish: str, backend: str) -> str:
-    """The metrics table of a diffusion or Jacobi run; `summary` comes from `summarize_diffusion`."""
+def diffusion_metrics_html(summary: dict, finish: str, backend: str, speedup: dict | None = None,
+                           ar_pending: bool = False) -> str:
+    """The metrics table of a diffusion or Jacobi run; `summary` comes from `summarize_diffusion`.
+
+    `speedup` (Jacobi, from `runs.against_ar`): plain AR on the same model and prompt, timed after the run, as the
+    CLI's lattice bench does; `ar_pending`: that measurement is still to come."""
     rows = [
         _row("tokens per forward", f"{summary['tokens_per_forward']:.2f}", "generated tokens to the first EOS ÷ model forwards"),
         _row("cells per forward", f"{summary['cells_per_forward']:.2f}",
@@ -550,4 +660,15 @@ def diffusion_metrics_html(summary: dict, finish: str, backend: str) -> str:
              f"forward {summary.get('forward_ms', 0.0):.0f} ms + select {summary.get('select_ms', 0.0):.0f} ms"),
         _row("backend", backend),
     ]
+    if speedup is not None:
+        same = speedup.get("matches_ar")
+        rows[1:1] = [
+            _row("speedup vs AR", f"{speedup['ratio']:.2f}×", speedup.get("how", "")),
+            _row("AR time", f"{speedup['ar_s']:.2f} s", f"this run {speedup['method_s']:.2f} s"),
+            _row("greedy output = AR", {True: "yes", False: "NO", None: "–"}[same],
+                 "Jacobi is lossless: greedy Jacobi reproduces greedy AR token for token" if same is not None
+                 else "compared under greedy decoding only"),
+        ]
+    elif ar_pending:
+        rows.insert(1, _row("speedup vs AR", "…", "plain AR on the same prompt is timed when the run ends"))
     return '<table class="sv-metrics">' + "".join(rows) + "</table>"

@@ -31,8 +31,9 @@ from .lattice import (
     canvas_text_end,
     canvas_text_html,
     diffusion_metrics_html,
-    lattice_figure,
+    empty_lattice_html,
     lattice_row,
+    lattice_svg,
     progress_figure,
     schedule_figure,
     tokens_per_forward_figure,
@@ -306,7 +307,7 @@ class DiffusionSummary(_RunningSums):
 def _empty_lattice() -> dict:
     return {
         "text": canvas_spans_html(None),
-        "lattice": empty_figure("Press Run or Step to fill the canvas", height=260),
+        "lattice": empty_lattice_html("Press Run or Step to fill the canvas: the lattice grows one row per step"),
         "schedule": empty_figure("What the schedule compared, per step", height=220),
         "tpf": empty_figure("Tokens per forward", height=220),
         "progress": empty_figure("Steps against length", height=220),
@@ -325,8 +326,8 @@ class LatticeLiveView:
     (default: the canvas labels).
 
     `live(...)` renders the latest step with a lattice of the last `window` rows; `full(k, ...)` any recorded
-    step with the whole lattice and the whole-run charts. Both return a dict with keys text, lattice, metrics,
-    n_steps, k; `full` adds schedule, tpf (tokens per forward) and progress.
+    step with the whole lattice and the whole-run charts. Both return a dict with keys text, lattice (HTML with an
+    SVG grid, see `lattice_svg`), metrics, n_steps, k; `full` adds schedule, tpf (tokens per forward) and progress.
     """
 
     def __init__(self, label: str = "", backend: str = "", window: int = LATTICE_WINDOW):
@@ -395,11 +396,11 @@ class LatticeLiveView:
     def _title(self, k: int, extra: str = "") -> str:
         return f"{self.label + ' · ' if self.label else ''}step {k} of {len(self.steps) - 1}{extra}"
 
-    def _metrics(self, finish: str, wall_s: float) -> str:
-        return diffusion_metrics_html(self.summary(wall_s), finish, self.backend)
+    def _metrics(self, finish: str, wall_s: float, speedup: dict | None = None, ar_pending: bool = False) -> str:
+        return diffusion_metrics_html(self.summary(wall_s), finish, self.backend, speedup, ar_pending)
 
     def live(self, signal: str = "confidence", overlays=("commit_order", "blocks", "threshold"), finish: str = "",
-             wall_s: float = 0.0) -> dict:
+             wall_s: float = 0.0, speedup: dict | None = None, ar_pending: bool = False) -> dict:
         """The latest step, for streaming: the text (O(canvas)), a lattice of the last `window` rows (each row
         built once per signal and kept while it is in the window) and the metrics."""
         if not self.steps:
@@ -414,11 +415,11 @@ class LatticeLiveView:
             built.append(self._rows[at, signal])
         cells = (np.stack([z for z, _ in built]), np.stack([d for _, d in built]))
         shown = f" · the last {len(rows)} steps of {len(self.steps)}" if len(rows) < len(self.steps) else ""
-        lattice = lattice_figure(rows, None, None, current_step=k, signal=signal, overlays=overlays,
-                                 title=self._title(k, shown), start=self._before[0], cells=cells)
+        lattice = lattice_svg(rows, None, None, current_step=k, signal=signal, overlays=overlays,
+                              title=self._title(k, shown), start=self._before[0], cells=cells)
         end = canvas_text_end(self.steps[-1])
         return {"text": canvas_spans_html(self._spans[:end]), "lattice": lattice,
-                "metrics": self._metrics(finish, wall_s), "n_steps": len(self.steps), "k": k}
+                "metrics": self._metrics(finish, wall_s, speedup, ar_pending), "n_steps": len(self.steps), "k": k}
 
     def text_html(self, k: int | None = None) -> str:
         """The canvas text after step k (O(k × canvas) unless k is the latest step)."""
@@ -428,15 +429,16 @@ class LatticeLiveView:
         return canvas_text_html(self.steps[k], commit_steps(self.steps, k), self.pieces[k])
 
     def full(self, k: int | None = None, signal: str = "confidence",
-             overlays=("commit_order", "blocks", "threshold"), finish: str = "", wall_s: float = 0.0) -> dict:
+             overlays=("commit_order", "blocks", "threshold"), finish: str = "", wall_s: float = 0.0,
+             speedup: dict | None = None, ar_pending: bool = False) -> dict:
         """Everything for recorded step k (default: the latest): the whole lattice with row k outlined, the
         schedule, tokens-per-forward and progress charts, the text after step k and the run's metrics."""
         if not self.steps:
             return _empty_lattice()
         k = self._k(k)
         steps = self.steps
-        lattice = lattice_figure(steps, self.canvas_labels, self.proposal_labels, current_step=k, signal=signal,
-                                 overlays=overlays, title=self._title(k))
+        lattice = lattice_svg(steps, self.canvas_labels, self.proposal_labels, current_step=k, signal=signal,
+                              overlays=overlays, title=self._title(k))
         return {"text": self.text_html(k), "lattice": lattice, "schedule": schedule_figure(steps),
                 "tpf": tokens_per_forward_figure(steps), "progress": progress_figure({self.label or "this run": steps}),
-                "metrics": self._metrics(finish, wall_s), "n_steps": len(steps), "k": k}
+                "metrics": self._metrics(finish, wall_s, speedup, ar_pending), "n_steps": len(steps), "k": k}

@@ -1,5 +1,8 @@
 """The diffusion lattice views, on hand-built traces (no model, no torch)."""
 import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from specviz.viz import lattice
 from specviz.viz.palette import LATTICE_STATE_COLORS
 
 NAN = float("nan")
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def make_step(k, prev, final, reveal, remask=(), block=(0, 8), conf=None, rule="", threshold=NAN, signal=NAN,
@@ -116,14 +120,26 @@ def test_synthetic_traces_are_valid():
     assert steps[-1].n_masked == 0
 
 
+def svg_of(markup: str) -> ET.Element:
+    """The lattice's <svg>, parsed: the markup must be well-formed (labels escaped)."""
+    root = ET.fromstring(markup)
+    return root.find(f"{SVG}svg")
+
+
+def cells_of(svg: ET.Element) -> dict:
+    """(step, position) -> the cell's <rect>."""
+    out = {}
+    for row in svg.iter(f"{SVG}g"):
+        if "data-step" in row.attrib:
+            for rect in row.findall(f"{SVG}rect"):
+                out[int(row.get("data-step")), int(rect.get("data-pos"))] = rect
+    return out
+
+
 def test_lattice_cells_states_shades_and_hover(small):
     canvas, proposal = labels_for(small)
-    fig = lattice.lattice_figure(small, canvas, proposal)
-    heat = fig.data[0]
-    assert heat.type == "heatmap"
-    z = np.asarray(heat.z)
+    z, data = lattice.lattice_cells(small, canvas, proposal)
     assert z.shape == (4, 8)
-    assert list(heat.x) == list(range(8)) and list(heat.y) == list(range(4))
     # the band (integer part) is the state
     assert int(z[0, 0]) == REVEALED and int(z[0, 5]) == MASKED
     assert int(z[1, 0]) == KEPT and int(z[1, 2]) == REMASKED and int(z[2, 2]) == REVEALED
@@ -133,98 +149,146 @@ def test_lattice_cells_states_shades_and_hover(small):
     assert z[0, 3] - MASKED == pytest.approx(0.02 + 0.96 * 0.4, abs=1e-6)
     assert z[0, 5] == pytest.approx(0.02)
     # hover data of revealed cell 2 at step 0
-    cd = heat.customdata
-    assert list(cd[0][2][:2]) == [0, 2]
-    assert cd[0][2][2] == "revealed-now" and cd[0][2][3] == "t12" and cd[0][2][4] == "p12"
-    assert cd[0][2][5] == "0.800"
-    assert "commit #2" in cd[0][2][8] and "threshold 0.70" in cd[0][2][8]
-    assert cd[1][2][2] == "remasked" and cd[1][2][3] == "[mask]" and "step 0" in cd[1][2][8]
-    assert cd[0][6][4] == "–" and cd[0][6][5] == "–"  # unscored
-    assert cd[2][0][2] == "kept" and "committed at step 0" in cd[2][0][8]
-    for key in ("customdata[2]", "customdata[3]", "customdata[5]", "customdata[6]", "customdata[7]"):
-        assert key in heat.hovertemplate
-    # the y axis runs downward from step 0
-    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]
+    assert list(data[0][2][:2]) == [0, 2]
+    assert data[0][2][2] == "revealed-now" and data[0][2][3] == "t12" and data[0][2][4] == "p12"
+    assert data[0][2][5] == "0.800"
+    assert "commit #2" in data[0][2][8] and "threshold 0.70" in data[0][2][8]
+    assert data[1][2][2] == "remasked" and data[1][2][3] == "[mask]" and "step 0" in data[1][2][8]
+    assert data[0][6][4] == "–" and data[0][6][5] == "–"  # unscored
+    assert data[2][0][2] == "kept" and "committed at step 0" in data[2][0][8]
+    # drawn: one clickable rect per cell, inside its row, coloured by its band, with its hover text
+    svg = svg_of(lattice.lattice_svg(small, canvas, proposal))
+    cells = cells_of(svg)
+    assert set(cells) == {(k, j) for k in range(4) for j in range(8)}
+    fills = lattice.cell_fills(z)
+    assert all(cells[k, j].get("fill") == fills[k, j] for k, j in cells)
+    assert cells[0, 0].get("fill") not in (cells[0, 3].get("fill"), cells[1, 0].get("fill"))  # three states, three bands
+    assert cells[0, 5].get("fill") == LATTICE_STATE_COLORS["masked"][0]  # not scored: the lightest
+    tip = cells[0, 2].find(f"{SVG}title").text
+    assert "step 0 · position 2 · revealed-now" in tip and "canvas: t12" in tip and "commit #2" in tip
+    # rows run downward from step 0
+    ys = [float(g.get("transform").split()[1].rstrip(")")) for g in svg.iter(f"{SVG}g") if "data-step" in g.attrib]
+    assert ys == sorted(ys)
+
+
+def test_cell_fills_stay_in_their_state_band():
+    z = np.array([[MASKED + 0.02, MASKED + 0.98, KEPT + 0.02, KEPT + 0.98, REMASKED + 0.5]])
+    fills = lattice.cell_fills(z)[0]
+    assert fills[0] == LATTICE_STATE_COLORS["masked"][0] and fills[1] == LATTICE_STATE_COLORS["masked"][1]
+    assert fills[2] == LATTICE_STATE_COLORS["kept"][0] and fills[3] == LATTICE_STATE_COLORS["kept"][1]
+    assert fills[4] not in LATTICE_STATE_COLORS["remasked"]
 
 
 def test_lattice_labels_are_escaped(small):
     canvas, proposal = labels_for(small)
     canvas[0][0] = "<b>"
-    fig = lattice.lattice_figure(small, canvas, proposal)
-    assert fig.data[0].customdata[0][0][3] == "&lt;b&gt;"
+    markup = lattice.lattice_svg(small, canvas, proposal, title="<i>title</i>")
+    assert "<b>" not in markup and "<i>" not in markup
+    tip = cells_of(svg_of(markup))[0, 0].find(f"{SVG}title").text
+    assert "canvas: <b> ·" in tip  # escaped once in the markup, so a reader sees it as typed
 
 
 def test_lattice_signal_choice(small):
     canvas, proposal = labels_for(small)
-    ent = np.asarray(lattice.lattice_figure(small, canvas, proposal, signal="entropy").data[0].z)
+    ent, _ = lattice.lattice_cells(small, canvas, proposal, signal="entropy")
     # entropy = -log(0.4) so exp(-entropy) = 0.4 again
     assert ent[0, 3] - MASKED == pytest.approx(0.02 + 0.96 * 0.4, abs=1e-5)
-    gap = np.asarray(lattice.lattice_figure(small, canvas, proposal, signal="top2_gap").data[0].z)
+    gap, _ = lattice.lattice_cells(small, canvas, proposal, signal="top2_gap")
     assert gap[0, 3] - MASKED == pytest.approx(0.02 + 0.96 * 0.2, abs=1e-5)
+    assert "top-2 gap" in lattice.lattice_svg(small, canvas, proposal, signal="top2_gap")
     with pytest.raises(ValueError):
-        lattice.lattice_figure(small, canvas, proposal, signal="nope")
+        lattice.lattice_svg(small, canvas, proposal, signal="nope")
     with pytest.raises(ValueError):
-        lattice.lattice_figure(small, canvas[:2], proposal)
+        lattice.lattice_svg(small, canvas[:2], proposal)
 
 
-def test_colorscale_bands_follow_states():
-    scale = lattice.lattice_colorscale()
-    assert scale[0] == [0.0, LATTICE_STATE_COLORS["masked"][0]]
-    assert scale[-1] == [1.0, LATTICE_STATE_COLORS["remasked"][1]]
-    pos = [p for p, _ in scale]
-    assert pos == sorted(pos) and len(set(pos)) == len(pos)
-    # band of state b starts at b / 4 with its light colour
-    assert scale[2 * REVEALED] == [REVEALED / 4, LATTICE_STATE_COLORS["revealed-now"][0]]
+def _edges(svg) -> list:
+    return [p.get("d") for p in svg.iter(f"{SVG}path") if p.get("class") == "sv-block-edge"]
 
 
 def test_lattice_overlays(small):
     canvas, proposal = labels_for(small)
-    fig = lattice.lattice_figure(small, canvas, proposal, current_step=2)
-    by_name = {t.name: t for t in fig.data}
+    markup = lattice.lattice_svg(small, canvas, proposal, current_step=2)
+    svg = svg_of(markup)
+    marks = [t for t in svg.iter(f"{SVG}text") if t.get("fill") == "white"]
     # commit order: text on a small grid, running numbers in step order then left to right
-    order = next(t for t in fig.data if t.name and t.name.startswith("commit order"))
-    assert order.mode == "text" and order.hoverinfo == "skip"
-    got = {(int(x), int(y)): int(t) for x, y, t in zip(order.x, order.y, order.text)}
+    cell, row = lattice._grid_geometry(4, 8)
+    got = {(round((float(t.get("x")) - lattice.LEFT_PX) / cell - 0.5), round((float(t.get("y")) - lattice.TOP_PX) / row - 0.5)): int(t.text)
+           for t in marks}
     assert got == {(0, 0): 1, (2, 0): 2, (1, 1): 3, (3, 1): 4, (2, 2): 5, (4, 3): 6, (5, 3): 7, (6, 3): 8, (7, 3): 9}
-    # block boundary at 4 (x = 3.5): rows 0-2 for block [0, 4), row 3 for [4, 8); canvas edges not drawn
-    blocks = by_name["block boundary"]
-    segs = []
-    xs, ys = list(blocks.x), list(blocks.y)
-    for i in range(0, len(xs), 3):
-        segs.append((xs[i], ys[i], ys[i + 1]))
-    assert segs == [(3.5, -0.5, 2.5), (3.5, 2.5, 3.5)]
+    # the block edges: [0, 4) for rows 0-2, then [4, 8): the right edge runs down x = 4 and stops at the canvas
+    # border; the left edge starts at x = 4 on row 3. One line per edge, never one tick per row.
+    x4 = f"{lattice.LEFT_PX + 4 * cell:.1f}"
+    assert _edges(svg) == [f"M{x4} {lattice.TOP_PX + 3 * row:.1f}V{lattice.TOP_PX + 4 * row:.1f}",
+                           f"M{x4} {lattice.TOP_PX:.1f}V{lattice.TOP_PX + row:.1f}V{lattice.TOP_PX + 2 * row:.1f}"
+                           f"V{lattice.TOP_PX + 3 * row:.1f}"]
     # the scrubber's row and the all-in row
-    cur = [s for s in fig.layout.shapes if s.name == "current-step"]
-    assert len(cur) == 1 and (cur[0].y0, cur[0].y1) == (1.5, 2.5) and (cur[0].x0, cur[0].x1) == (-0.5, 7.5)
-    allin = [s for s in fig.layout.shapes if s.name == "all-in"]
-    assert len(allin) == 1 and allin[0].y0 == 2.5
-    assert [a.y for a in fig.layout.annotations if a.text == "all-in"] == [2]
-    # legend explains each state present
-    legend = [t.name for t in fig.data[1:] if t.marker.symbol == "square"]
-    assert len(legend) == 4 and any("remasked" in n for n in legend)
-    assert fig.layout.height == lattice.MIN_HEIGHT
-    assert fig.layout.plot_bgcolor == "white"
-    # overlays can be switched off; no current step, no highlight
-    bare = lattice.lattice_figure(small, canvas, proposal, overlays=())
-    assert "block boundary" not in {t.name for t in bare.data}
-    assert not [s for s in bare.layout.shapes if s.name in ("current-step", "all-in")]
+    cur = [r for r in svg.iter(f"{SVG}rect") if r.get("class") == "sv-current"]
+    assert len(cur) == 1 and cur[0].get("data-step") == "2"
+    allin = [ln for ln in svg.iter(f"{SVG}line") if ln.get("class") == "sv-all-in"]
+    assert [ln.get("data-step") for ln in allin] == ["2"]
+    assert [t.text for t in svg.iter(f"{SVG}text") if t.text == "all-in"] == ["all-in"]
+    # the legend explains each state present and the marks
+    assert all(w in markup for w in ("masked (shade", "revealed this step", "kept (shade", "remasked (taken back)",
+                                      "the active block", "all-in: the schedule"))
+    # overlays can be switched off; no current step, no outline
+    bare = svg_of(lattice.lattice_svg(small, canvas, proposal, overlays=()))
+    assert not _edges(bare) and not [t for t in bare.iter(f"{SVG}text") if t.get("fill") == "white"]
+    assert not [r for r in bare.iter(f"{SVG}rect") if r.get("class") == "sv-current"]
+    assert not list(bare.iter(f"{SVG}line"))
 
 
-def test_big_lattice_switches_to_markers_and_clamps_height():
+def jacobi_like_trace():
+    """L = 10, a window of 4 sliding on as guesses converge: each step is its own block [c0, c0 + 4)."""
+    final = np.arange(50, 60, dtype=np.int64)
+    prev = np.full(10, -1, dtype=np.int64)
+    steps = []
+    for k, (c0, n) in enumerate([(0, 1), (1, 2), (3, 1), (4, 3), (7, 3)]):
+        s = make_step(k, prev, final, range(c0, c0 + n), block=(c0, min(c0 + 4, 10)))
+        steps.append(replace(s, block=k))
+        prev = s.canvas
+    return steps
+
+
+def test_jacobi_window_edges_are_two_lines_not_a_tick_per_window():
+    steps = jacobi_like_trace()
+    canvas, proposal = labels_for(steps)
+    markup = lattice.lattice_svg(steps, canvas, proposal)
+    edges = _edges(svg_of(markup))
+    assert len(edges) == 2  # the left and right edge of the window, each one connected line
+    for d in edges:
+        assert d.count("M") == 1
+    assert "guessed window" in markup
+
+
+def test_big_lattice_switches_to_dots_and_thinner_rows():
     steps = big_trace()
     canvas, proposal = labels_for(steps)
-    fig = lattice.lattice_figure(steps, canvas, proposal, current_step=149)
-    assert np.asarray(fig.data[0].z).shape == (150, 200)
-    order = next(t for t in fig.data if t.name and t.name.startswith("commit order"))
-    assert order.mode == "markers" and len(order.x) == 200
-    assert fig.layout.height == lattice.MAX_HEIGHT
-    blocks = next(t for t in fig.data if t.name == "block boundary")
-    assert {x for x in blocks.x if x is not None} == {39.5, 79.5, 119.5, 159.5}
+    markup = lattice.lattice_svg(steps, canvas, proposal, current_step=149)
+    svg = svg_of(markup)
+    assert len(cells_of(svg)) == 150 * 200
+    assert len(list(svg.iter(f"{SVG}circle"))) == 200  # one dot per commit, no numbers
+    cell, row = lattice._grid_geometry(150, 200)
+    assert row * 150 <= lattice.GRID_HEIGHT and cell * 200 <= lattice.GRID_WIDTH + 1e-9
+    assert "<title>" not in markup  # hover texts would weigh megabytes: the click card has it all
+    edges = _edges(svg)
+    xs = {round((float(v) - lattice.LEFT_PX) / cell) for d in edges for v in re.findall(r"[MH]([\d.]+)", d)}
+    assert xs == {40, 80, 120, 160}
+
+
+def test_lattice_cells_carry_what_a_click_handler_needs(small):
+    """The tab's click handler reads data-pos from the cell and data-step from its row: every cell has both, and
+    the overlays drawn over the cells let the pointer through."""
+    canvas, proposal = labels_for(small)
+    svg = svg_of(lattice.lattice_svg(small, canvas, proposal, current_step=1))
+    for (k, j), rect in cells_of(svg).items():
+        assert rect.get("data-pos") == str(j)
+    overlay = [g for g in svg.iter(f"{SVG}g") if g.get("pointer-events") == "none"]
+    assert len(overlay) == 1 and overlay[0].find(f"{SVG}rect[@class='sv-current']") is not None
 
 
 def test_empty_steps_give_a_message():
-    fig = lattice.lattice_figure([], [], [])
-    assert "No denoising steps" in fig.layout.annotations[0].text
+    assert "No denoising steps" in lattice.lattice_svg([], [], [])
     for f in (lattice.tokens_per_forward_figure, lattice.schedule_figure):
         assert len(f([]).layout.annotations) == 1
     assert lattice.progress_figure({"a": []}).layout.annotations
@@ -248,6 +312,9 @@ def test_progress_curve_overlays_runs(small):
     big = big_trace()
     fig = lattice.progress_figure({"small": small, "big": big})
     a, b, ar = fig.data
+    # straight segments: a run at one token per step lies on the diagonal (a staircase dipped below it, into the
+    # region the subtitle calls faster than autoregressive)
+    assert a.line.shape in (None, "linear") and "below the dashed diagonal" in fig.layout.title.text
     assert a.name == "small" and list(a.x) == [0, 2, 3, 4, 8] and list(a.y) == [0, 1, 2, 3, 4]
     assert b.x[-1] == 200 and b.y[-1] == 150
     assert list(ar.x) == [0, 200] and list(ar.y) == [0, 200] and ar.line.dash == "dash"

@@ -10,11 +10,11 @@ import pytest
 from specviz.trace import (BONUS, REVEALED, check_diffusion_invariants, check_invariants, commit_steps,
                            committed_tokens, summarize, summarize_diffusion)
 from specviz.viz.confidence import running_strip_figure
-from specviz.viz.lattice import canvas_text_html, lattice_figure
+from specviz.viz.lattice import canvas_text_html, lattice_svg
 from specviz.viz.live import LatticeLiveView, SpecLiveView
 from specviz.viz.panels import generated_text_html
 
-from .test_lattice import labels_for, small_trace
+from .test_lattice import SVG, cells_of, labels_for, small_trace, svg_of
 from ..test_trace import synthetic_trace
 
 
@@ -183,6 +183,24 @@ def test_streamed_text_follows_every_step(lattice_run):
         assert v.live()["text"] == v.full(i)["text"] == canvas_text_html(s, commit_steps(small, i), c[i])
 
 
+def _rows(markup: str, lo: int = 0) -> dict:
+    """step -> the fills and hover texts of its cells, for the rows from step `lo` on."""
+    out = {}
+    for (k, j), rect in sorted(cells_of(svg_of(markup)).items()):
+        if k >= lo:
+            tip = rect.find(f"{SVG}title")
+            out.setdefault(k, []).append((rect.get("fill"), tip.text if tip is not None else None))
+    return out
+
+
+def _marks(markup: str) -> tuple:
+    """The commit numbers drawn and the steps marked all-in."""
+    svg = svg_of(markup)
+    numbers = sorted(int(t.text) for t in svg.iter(f"{SVG}text") if t.get("fill") == "white")
+    all_in = sorted(int(ln.get("data-step")) for ln in svg.iter(f"{SVG}line") if ln.get("class") == "sv-all-in")
+    return numbers, all_in
+
+
 @pytest.mark.parametrize("signal", ["confidence", "entropy"])
 def test_streamed_lattice_is_the_last_rows_of_the_whole_one(lattice_run, signal):
     steps, labels = lattice_run
@@ -195,25 +213,20 @@ def test_streamed_lattice_is_the_last_rows_of_the_whole_one(lattice_run, signal)
     n = len(steps)
     live, full = view.live(signal=signal), view.full(signal=signal)
     assert live["text"] == full["text"] and live["metrics"] == full["metrics"] and live["k"] == full["k"] == n - 1
-    heat, whole = live["lattice"].data[0], full["lattice"].data[0]
-    assert list(heat.y) == list(range(n - 24, n))
-    assert np.array_equal(np.asarray(heat.z), np.asarray(whole.z)[-24:])
-    assert np.asarray(heat.customdata).tolist() == np.asarray(whole.customdata)[-24:].tolist()
-    assert "the last 24 steps" in live["lattice"].layout.title.text
+    streamed, whole = _rows(live["lattice"]), _rows(full["lattice"], n - 24)
+    assert sorted(streamed) == list(range(n - 24, n))
+    assert [[c[0] for c in streamed[k]] for k in streamed] == [[c[0] for c in whole[k]] for k in whole]
+    assert "the last 24 steps" in live["lattice"]
     # overlays keep the run's numbering: commit numbers and all-in rows as in the whole lattice
-    def commits(fig, lo):
-        order = next(t for t in fig.data if t.name and t.name.startswith("commit order"))
-        return sorted((int(x), int(y)) for x, y in zip(order.x, order.y) if y >= lo)
-    assert commits(live["lattice"], n - 24) == commits(full["lattice"], n - 24)
-    def all_in(fig, lo):
-        return sorted(s.y0 for s in fig.layout.shapes if s.name == "all-in" and s.y0 >= lo)
-    assert all_in(live["lattice"], n - 24) == all_in(full["lattice"], n - 24)
-    cur = [s for s in live["lattice"].layout.shapes if s.name == "current-step"]
-    assert len(cur) == 1 and cur[0].y0 == n - 1.5
-    # a short run shows every row, with the same data as the whole lattice
+    live_numbers, live_all_in = _marks(live["lattice"])
+    full_numbers, full_all_in = _marks(full["lattice"])
+    assert live_numbers == [x for x in full_numbers if x > full_numbers[-1] - len(live_numbers)]
+    assert live_all_in == [k for k in full_all_in if k >= n - 24]
+    cur = [r for r in svg_of(live["lattice"]).iter(f"{SVG}rect") if r.get("class") == "sv-current"]
+    assert len(cur) == 1 and cur[0].get("data-step") == str(n - 1)
+    # a short run shows every row, with the same cells as the whole lattice
     short = feed_lattice(steps, labels, upto=5)
-    a, b = short.live(signal=signal)["lattice"], short.full(signal=signal)["lattice"]
-    assert np.asarray(a.data[0].customdata).tolist() == np.asarray(b.data[0].customdata).tolist()
+    assert _rows(short.live(signal=signal)["lattice"]) == _rows(short.full(signal=signal)["lattice"])
 
 
 def test_window_rows_are_built_once(lattice_run, monkeypatch):
@@ -235,10 +248,10 @@ def test_lattice_figures_build_without_a_model(lattice_run):
     empty = LatticeLiveView()
     assert empty.live()["n_steps"] == 0 and "appears here" in empty.full()["text"]
     out = feed_lattice(steps, labels).full(12)
-    for key in ("lattice", "schedule", "tpf", "progress"):
+    for key in ("schedule", "tpf", "progress"):
         assert isinstance(out[key], go.Figure) and out[key].data
     assert out["k"] == 12 and "tokens per forward" in out["metrics"]
-    # the full lattice equals the plain lattice figure of the run
-    plain = lattice_figure(steps, labels[0], labels[1], current_step=12, title="test · step 12 of %d" % (len(steps) - 1))
-    assert same_figure(out["lattice"], plain)
+    # the full lattice equals the plain lattice of the run
+    plain = lattice_svg(steps, labels[0], labels[1], current_step=12, title="test · step 12 of %d" % (len(steps) - 1))
+    assert out["lattice"] == plain
     assert int(np.sum(steps[0].cell_state == REVEALED)) >= 1
