@@ -6,6 +6,9 @@ scrubber, signal switch and cell inspector re-render from the stored `DiffusionS
 without calling the model. Each record becomes its view data once
 (`viz.live.LatticeLiveView`): a streamed step draws the last rows of the lattice, the
 whole lattice renders on scrub and at the end.
+
+The lattice is an SVG grid in a `gr.HTML` whose own `js_on_load` turns a click on a cell into a click event
+carrying its step and position (`DiffusionTab.pick_cell`): no script is injected at launch, nothing polls.
 """
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ import gradio as gr
 from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, ConfigError, shown
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
 from ..models import ModelStore
-from ..runs import prepare_lattice_run
+from ..runs import ARTiming, against_ar, ar_decoder, prepare_lattice_run
 from ..settings import GEN_LENGTH, TINY_MDM_ID, LatticeSettings
 from ..textio import check_prompt_fits, encode_prompt, token_label
 from ..trace import CELL_STATE_NAMES, summarize_diffusion
-from ..viz.lattice import SIGNALS, cell_topk_html, lattice_figure, progress_figure
+from ..viz.lattice import SIGNALS, cell_topk_html, empty_lattice_html, lattice_svg, progress_figure
 from ..viz.live import LatticeLiveView
+from ..viz.palette import INK_COLOR, LATTICE_CURRENT_COLOR
 from ..viz.tree import empty_figure
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
                          scrubber_update, session_state, step_scrubber, user_errors, wire)
@@ -31,8 +35,27 @@ from .speculative import knob_control
 OVERLAYS = {"commit order": "commit_order", "block boundaries": "blocks", "all-in marks": "threshold"}
 MODEL_CHOICES = [(f"{TINY_MDM_ID} · trained tiny masked diffusion (offline)", TINY_MDM_ID),
                  (f"{EMBEDDED_MODEL_ID} · AR, for Jacobi", EMBEDDED_MODEL_ID)]
-PROMPT = "Write a short poem about the sea."
+# a prompt the shipped toy was trained on: its answer reads as English, so the schedules' differences show
+PROMPT = "How do I keep basil alive on a kitchen windowsill?"
 LATTICE_NAMES = tuple(k.name for k in LATTICE_KNOBS)
+# The tab opens on these instead of the knobs' defaults (which suit real diffusion LMs such as LLaDA: one cell
+# per step, Fast-dLLM's 0.9, Prophet's gap of 5). The shipped toy is never that sure of itself, so under those
+# defaults low-confidence, threshold and Prophet all take 32 steps to the same text. Measured on PROMPT, 32
+# cells in blocks of 8: low_confidence 16 steps; threshold 22 steps and a different text (it waits for
+# confident cells); prophet 12 steps (all-in in the last blocks), the low-confidence text.
+TOY_DEFAULTS = {"steps": 16, "threshold": 0.4, "prophet_gap": 1.0, "remask_below": 0.4}
+TOY_NOTE = ("**tiny-mdm is a toy** (1.9 M parameters, trained for 11 minutes on one CPU thread): its text is "
+            "half word salad, so watch how each schedule fills the canvas, not what it says.")
+# label, then prompt, method, model, schedule: each shows something the others do not
+EXAMPLES = [
+    ("low-confidence: a fixed number of cells a step", [PROMPT, "diffusion", TINY_MDM_ID, "low_confidence"]),
+    ("threshold: waits for confident cells", [PROMPT, "diffusion", TINY_MDM_ID, "threshold"]),
+    ("Prophet: commits all at once when sure", [PROMPT, "diffusion", TINY_MDM_ID, "prophet"]),
+    ("remask: takes weak cells back", ["Write a short poem about the sea.", "diffusion", TINY_MDM_ID, "remask"]),
+    ("Jacobi on SmolLM2: lossless, a repetitive answer converges faster",
+     ["Write the word 'hello' ten times.", "jacobi", EMBEDDED_MODEL_ID, "low_confidence"]),
+]
+LOADING = "Loading the model and preparing the run…"
 
 
 def _remote_code_note(store) -> str:
@@ -47,34 +70,50 @@ def _remote_code_note(store) -> str:
             "started with SPECVIZ_TRUST_REMOTE_CODE=1; this one runs no remote code.")
 
 
-def _schedule_info(schedule: str) -> str:
+def _schedule_info(method: str, schedule: str) -> str:
+    if method != "diffusion":
+        return ("**Jacobi**: the AR model guesses a window of positions and refines them in parallel; a guess is "
+                "kept once every guess before it was right, so greedy output equals plain AR.")
     return f"**{schedule}**: {SCHEDULE_HELP.get(schedule, '')}"
 
 
 # knobs that belong to one schedule (its registry entry's `params`): shown only while it is picked
 SCHEDULE_PARAMS = frozenset(p for s in SCHEDULES.values() for p in s.params)
+# schedules that never read the step budget: threshold reveals whatever passes it, however many steps that takes
+BUDGET_FREE = frozenset({"threshold"})
 
 
-def _knob_visibility(method: str, schedule: str) -> list:
-    """The method's knobs, and of the schedule knobs only those the picked schedule reads."""
+def _knob_shown(name: str, method: str, schedule: str, adaptive: bool) -> bool:
+    """Whether the tab shows knob `name`: the method's knobs, of the schedule knobs only those the picked schedule
+    reads, the step budget only for schedules that spend it, the delimiter threshold only with adaptive blocks."""
     diffusion = method == "diffusion"
     own = set(LatticeSettings(method=method).knob_names) if method in ("diffusion", "jacobi") else set()
-    reads = set(SCHEDULES[schedule].params) if diffusion and schedule in SCHEDULES else set()
-    return [gr.update(visible=k.name in own and (k.name not in SCHEDULE_PARAMS or k.name in reads))
-            for k in LATTICE_KNOBS]
+    if name not in own:
+        return False
+    if diffusion and name in SCHEDULE_PARAMS:
+        return schedule in SCHEDULES and name in SCHEDULES[schedule].params
+    if diffusion and name == "steps":
+        return schedule not in BUDGET_FREE
+    if diffusion and name == "delimiter_threshold":
+        return bool(adaptive)
+    return True
 
 
-def _schedule_changed(method: str, schedule: str):
-    return [_schedule_info(schedule), *_knob_visibility(method, schedule)]
+def _knob_visibility(method: str, schedule: str, adaptive: bool = False) -> list:
+    return [gr.update(visible=_knob_shown(k.name, method, schedule, adaptive)) for k in LATTICE_KNOBS]
 
 
-def _method_changed(method: str, model: str, schedule: str):
+def _controls_changed(method: str, schedule: str, adaptive: bool):
+    return [_schedule_info(method, schedule), *_knob_visibility(method, schedule, adaptive)]
+
+
+def _method_changed(method: str, model: str, schedule: str, adaptive: bool):
     diffusion = method == "diffusion"
     if diffusion and (model or "").strip() in ("", EMBEDDED_MODEL_ID):
         model = TINY_MDM_ID
     elif not diffusion and (model or "").strip() == TINY_MDM_ID:
         model = EMBEDDED_MODEL_ID
-    return [gr.update(value=model), gr.update(visible=diffusion), *_knob_visibility(method, schedule)]
+    return [gr.update(value=model), *_controls_changed(method, schedule, adaptive)]
 
 
 def collect_settings(method, model, *values) -> dict:
@@ -91,12 +130,21 @@ def _view_keys(view: dict) -> tuple:
                                                    if o in OVERLAYS)
 
 
+CELL_HINT = "Click a cell of the lattice to see its top candidates at that step."
+COMPARE_EMPTY = (empty_lattice_html("Schedule A"), empty_lattice_html("Schedule B"),
+                 empty_figure("Steps against generated length", height=220), "", None)
+
+
 class DiffusionSpec(TabSpec):
     prefix = "sd"
     api_prefix = "lattice_"
     smaller = "pick a smaller model or a shorter canvas"
     trace_name = "specviz-lattice"
     settings_type = LatticeSettings
+
+    def __init__(self, store, sharing=None):
+        super().__init__(store, sharing)
+        self.ar_timings = ARTiming.cache(256)
 
     def live_changes(self, session, settings):
         return session.settings.live_changes(settings)
@@ -132,6 +180,28 @@ class DiffusionSpec(TabSpec):
         lab = self.label
         session.view.add(s, [lab(session, int(t)) for t in s.canvas], [lab(session, int(t)) for t in s.proposal])
 
+    def finish_work(self, session, view):
+        """Jacobi only: plain AR on the same model, prompt and length, one AR step per turn, for the speedup and
+        the lossless check (as the CLI's lattice bench reports them). A prompt already timed reuses its time."""
+        if session.settings.method != "jacobi" or "speedup" in session.extra:
+            return
+        trace = session.decoder.trace()
+        s = session.settings
+        n = max(int(trace.output_ids.shape[0]), 1)
+        key = (session.run.model_id, tuple(trace.prompt_ids.tolist()), n, s.temperature, s.seed)
+        timed = self.ar_timings.peek(key)
+        if timed is None:
+            dec = ar_decoder(session.run.spec, trace.prompt_ids, n, record=True)
+            for _ in dec.steps():
+                yield
+            timed = ARTiming.of(dec.trace())
+            self.ar_timings.put(key, timed)
+            session.extra["speedup"] = against_ar(trace, timed, s.temperature == 0)
+        else:
+            result = against_ar(trace, timed, s.temperature == 0)
+            result["how"] += f" (the AR time is from an earlier run of this prompt, {timed.age()} ago)"
+            session.extra["speedup"] = result
+
     def status(self, session, note: str = "") -> str:
         if session is None or session.n_steps == 0:
             return note or "Ready."
@@ -143,26 +213,31 @@ class DiffusionSpec(TabSpec):
 
     def _context(self, session) -> dict:
         d = session.decoder
-        return dict(finish=d.finish_reason, wall_s=d.wall_s)
+        jacobi = session.settings.method == "jacobi"
+        speedup = session.extra.get("speedup")
+        return dict(finish=d.finish_reason, wall_s=d.wall_s, speedup=speedup, ar_pending=jacobi and speedup is None)
 
+    # outputs: state, status, text, slider, lattice, schedule, tpf, progress, cell box, cell card, the compare
+    # panel's five, metrics, summary. The cell card and the comparison belong to a run: a new run (and a reset)
+    # clears them; its own steps and scrubs leave them.
     def outputs_empty(self, status):
         r = LatticeLiveView().live()
         return (None, status, r["text"], scrubber_update(0, 0), r["lattice"], r["schedule"], r["tpf"], r["progress"],
-                "", None)
+                "", CELL_HINT, *COMPARE_EMPTY, "", None)
 
     def outputs_live(self, session, status, view):
         signal, overlays = _view_keys(view)
         r = session.view.live(signal=signal, overlays=overlays, **self._context(session))
         n = session.n_steps
         return (session, status, r["text"], scrubber_update(n, n - 1), r["lattice"], gr.skip(), gr.skip(), gr.skip(),
-                r["metrics"], gr.skip())
+                *(gr.skip(),) * 7, r["metrics"], gr.skip())
 
     def outputs_full(self, session, status, k, view):
         signal, overlays = _view_keys(view)
         r = session.view.full(k, signal=signal, overlays=overlays, **self._context(session))
         n = session.n_steps
         return (session, status, r["text"], scrubber_update(n, n - 1 if k is None else k), r["lattice"],
-                r["schedule"], r["tpf"], r["progress"], r["metrics"], self.summary(session))
+                r["schedule"], r["tpf"], r["progress"], *(gr.skip(),) * 7, r["metrics"], self.summary(session))
 
     def summary(self, session) -> dict | None:
         if session is None or session.n_steps == 0:
@@ -175,24 +250,48 @@ class DiffusionSpec(TabSpec):
             "prompt_ids": tr.prompt_ids.tolist(), "output_ids": out.tolist(),
             "finished": tr.finish_reason or None, "kernels": tr.backend,
             "lossless": bool(tr.lossless and session.settings.method == "jacobi" and session.settings.temperature == 0),
-            "summary": tr.summary(), "warnings": session.run.warnings,
+            "summary": tr.summary(), "speedup_vs_ar": session.extra.get("speedup"), "warnings": session.run.warnings,
         }
+
+
+class DiffusionController(TabController):
+    """The shared controller, with two promises of this tab: a new run clears what the last one left (the
+    controller shows the old run while the model loads), and a run that fails says so in the status line
+    instead of leaving "Loading…" there."""
+
+    def _is_new_run(self, prompt, settings, session) -> bool:
+        if session is None:
+            return True
+        try:
+            checked = self.spec.parse(settings)
+        except Exception:  # noqa: BLE001 - drive reports bad settings itself, with its message
+            return False
+        return session.done or session.prompt != prompt or self.spec.live_changes(session, checked) is None
+
+    def drive(self, prompt, settings, view, session, max_steps, key=None):
+        if session is not None and self._is_new_run(prompt, settings, session):
+            yield self.spec.outputs_empty(LOADING)
+            session = None
+        try:
+            yield from super().drive(prompt, settings, view, session, max_steps, key)
+        except gr.Error as err:
+            yield self._status_only(f"**Failed**: {err.message}")
+            raise
+        except Exception:
+            yield self._status_only("**Failed**: the run stopped on an internal error (the server log has it).")
+            raise
 
 
 class DiffusionTab:
     def __init__(self, store: ModelStore, sharing: Sharing | None = None):
         self.store = store
         self.spec = DiffusionSpec(store, sharing)
-        self.controller = TabController(self.spec)
+        self.controller = DiffusionController(self.spec)
 
-    def inspect(self, cell, session):
-        """The top-k candidates of one cell at one step: 'step, position' (a lattice click fills it)."""
+    def card(self, session, k: int, pos: int) -> str:
+        """The top-k card of cell `pos` at recorded step `k`, or what is wrong with them."""
         if session is None or session.n_steps == 0:
             return "Run or step first, then click a cell of the lattice."
-        try:
-            k, pos = (int(float(x)) for x in str(cell).replace(";", ",").split(",")[:2])
-        except (ValueError, OverflowError):
-            return "Type a cell as 'step, position' (for example 3, 12), or click one in the lattice."
         records = session.decoder.records
         if not (0 <= k < len(records)):
             return f"Step {shown(k, 24)} is not recorded: this run has steps 0 to {len(records) - 1}."
@@ -201,6 +300,26 @@ class DiffusionTab:
             return f"Position {shown(pos, 24)} is off the canvas (0 to {step.length - 1})."
         labels = [self.spec.label(session, int(t)) for t in step.topk_ids[pos]]
         return cell_topk_html(step, pos, labels, CELL_STATE_NAMES[int(step.cell_state[pos])])
+
+    def inspect(self, cell, session):
+        """The top-k candidates of one cell at one step, typed as 'step, position'."""
+        if session is None or session.n_steps == 0:
+            return "Run or step first, then click a cell of the lattice."
+        try:
+            k, pos = (int(float(x)) for x in str(cell).replace(";", ",").split(",")[:2])
+        except (ValueError, OverflowError):
+            return "Type a cell as 'step, position' (for example 3, 12), or click one in the lattice."
+        return self.card(session, k, pos)
+
+    def pick_cell(self, session, evt: gr.EventData):
+        """A click on a lattice cell: the event carries the cell's step and position (`lattice_svg`'s data-step
+        and data-pos). Returns the cell as 'step, position' for the box, and its card."""
+        data = getattr(evt, "_data", None)
+        data = data if isinstance(data, dict) else {}
+        step, pos = data.get("step"), data.get("position")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (step, pos)):
+            return gr.skip(), "Click a cell of the lattice (this click carried no cell)."
+        return f"{step}, {pos}", self.card(session, step, pos)
 
     def compare(self, prompt, settings=None, schedule_a="low_confidence", schedule_b="threshold", signal="confidence",
                 request: gr.Request = None):
@@ -219,7 +338,7 @@ class DiffusionTab:
                 raise ConfigError("comparing schedules needs the diffusion method (Jacobi has no schedule)")
             sharing.sessions.enter(key, "a schedule comparison")
             try:
-                runs, figs = {}, []
+                runs, lattices = {}, []
                 for name in (schedule_a, schedule_b):
                     run, ids = sharing.run_in_turn(key, "preparing a schedule comparison",
                                                    lambda: self.spec.prepare(prompt, checked.changed(schedule=name)))
@@ -232,9 +351,9 @@ class DiffusionTab:
                     label = f"{'A' if not runs else 'B'}: {run.label}"
                     runs[label] = (run, dec)
                     labels = lambda t: token_label(run.tokenizer, int(t)) if t >= 0 else ""  # noqa: E731
-                    figs.append(lattice_figure(steps, [[labels(t) for t in s.canvas] for s in steps],
-                                               [[labels(t) for t in s.proposal] for s in steps],
-                                               signal=signal if signal in SIGNALS else "confidence", title=label))
+                    lattices.append(lattice_svg(steps, [[labels(t) for t in s.canvas] for s in steps],
+                                                [[labels(t) for t in s.proposal] for s in steps],
+                                                signal=signal, title=f"{label}: {len(steps)} steps"))
             finally:
                 sharing.sessions.leave(key)
         rows, result = [], []
@@ -250,51 +369,61 @@ class DiffusionTab:
         table = ('<table class="sv-metrics" id="sd-compare-table"><tr><td>run</td><td>steps</td><td>forwards</td>'
                  '<td>tokens / forward</td><td>tokens</td><td>text</td></tr>' + "".join(rows) + "</table>")
         progress = progress_figure({lbl: dec.records for lbl, (_, dec) in runs.items()})
-        return figs[0], figs[1], progress, table, result
+        return lattices[0], lattices[1], progress, table, result
 
     # layout ----------------------------------------------------------------------------
     def build(self):
         empty = LatticeLiveView().live()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                prompt = PromptBox(label="Prompt", lines=3, value=PROMPT, elem_id="sd-prompt")
+                prompt = PromptBox(label="Prompt", lines=2, value=PROMPT, elem_id="sd-prompt")
+                # Run and Step first, so that they are on screen without scrolling
+                buttons = run_buttons("sd")
                 method = gr.Radio([("Masked / block diffusion", "diffusion"), ("Jacobi decoding (AR model)", "jacobi")],
                                   value="diffusion", label="Method", elem_id="sd-method")
+                schedule_info = gr.Markdown(_schedule_info("diffusion", "low_confidence"), elem_id="sd-schedule-info")
+                visible = [_knob_shown(k.name, "diffusion", "low_confidence", False) for k in LATTICE_KNOBS]
+                knobs = [knob_control(k, "sd-knob", value=TOY_DEFAULTS.get(k.name), visible=v)
+                         for k, v in zip(LATTICE_KNOBS, visible)]
+                gen_length = knob_control(GEN_LENGTH, "sd-knob")
                 model = gr.Dropdown(MODEL_CHOICES, value=TINY_MDM_ID, allow_custom_value=True, label="Model",
                                     info="tiny-mdm runs offline; or a Hub id: LLaDA, Dream, Fast_dLLM_v2, SDAR, MDLM, "
                                          "BD3-LM, DiffuGPT (diffusion) or any causal LM (Jacobi)",
                                     elem_id="sd-model")
-                gr.Markdown(_remote_code_note(self.store), elem_id="sd-remote-code")
-                schedule_info = gr.Markdown(_schedule_info("low_confidence"))
-                shown = [u["visible"] for u in _knob_visibility("diffusion", "low_confidence")]
-                knobs = [knob_control(k, "sd-knob", visible=v) for k, v in zip(LATTICE_KNOBS, shown)]
-                gen_length = knob_control(GEN_LENGTH, "sd-knob")
-                with gr.Accordion("Sampling", open=False):
+                with gr.Accordion("Sampling, and models with their own code", open=False):
                     temperature = gr.Slider(TEMPERATURE.low, TEMPERATURE.high, value=0.0, step=0.05,
                                             label="temperature", info="0 = each cell proposes its most likely token")
                     seed = gr.Number(value=SEED.default, precision=0, label="seed")
-                buttons = run_buttons("sd")
+                    gr.Markdown(_remote_code_note(self.store), elem_id="sd-remote-code")
+                schedule_knob = knobs[LATTICE_NAMES.index("schedule")]
+                gr.Examples([values for _, values in EXAMPLES], [prompt, method, model, schedule_knob],
+                            example_labels=[label for label, _ in EXAMPLES],
+                            label="Examples: a click fills the settings, then press Run", elem_id="sd-examples")
             with gr.Column(scale=2):
+                gr.Markdown(TOY_NOTE, elem_id="sd-toy-note")
                 status = gr.Markdown("Ready. **Run** streams denoising steps; **Step** advances one.",
                                      elem_id="sd-status")
                 text = gr.HTML(empty["text"], elem_id="sd-text")
+                lattice = gr.HTML(empty["lattice"], elem_id="sd-lattice", js_on_load=LATTICE_CLICK_JS,
+                                  css_template=LATTICE_CSS, apply_default_css=False)
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        cell_card = gr.HTML(CELL_HINT, elem_id="sd-cell-topk", js_on_load=None)
+                    with gr.Column(scale=1, min_width=160):
+                        cell = gr.Textbox(label="Go to cell (step, position)", placeholder="e.g. 3, 12 then Enter",
+                                          elem_id="sd-cell")
                 slider = step_scrubber("sd")
                 with gr.Row():
                     signal = gr.Radio([(v, k) for k, v in SIGNALS.items()], value="confidence", label="Colour by",
                                       elem_id="sd-signal")
                     overlays = gr.CheckboxGroup(list(OVERLAYS), value=list(OVERLAYS), label="Overlays",
                                                 elem_id="sd-overlays")
-                lattice = gr.Plot(empty["lattice"], label="Lattice: steps × positions", elem_id="sd-lattice")
+                metrics = gr.HTML("", elem_id="sd-metrics", js_on_load=None)
+                # the figures carry their own titles: a component label would sit on top of them
+                schedule_plot = gr.Plot(empty["schedule"], show_label=False, elem_id="sd-schedule")
                 with gr.Row():
-                    cell = gr.Textbox(label="Cell (step, position)", placeholder="click a lattice cell, or type 3, 12",
-                                      elem_id="sd-cell", scale=1)
-                    cell_card = gr.HTML("Click a cell of the lattice to see its top candidates at that step.",
-                                        elem_id="sd-cell-topk")
-                schedule_plot = gr.Plot(empty["schedule"], label="Schedule", elem_id="sd-schedule")
-                with gr.Row():
-                    tpf = gr.Plot(empty["tpf"], label="Tokens per forward", elem_id="sd-tpf")
-                    progress = gr.Plot(empty["progress"], label="Steps against generated length", elem_id="sd-progress")
-                metrics = gr.HTML("", elem_id="sd-metrics")
+                    tpf = gr.Plot(empty["tpf"], show_label=False, elem_id="sd-tpf")
+                    progress = gr.Plot(empty["progress"], show_label=False, elem_id="sd-progress")
                 with gr.Accordion("Compare two schedules on this prompt", open=False):
                     with gr.Row():
                         schedule_a = gr.Dropdown(list(SCHEDULES), value="low_confidence", label="Schedule A",
@@ -303,54 +432,60 @@ class DiffusionTab:
                                                  elem_id="sd-compare-b")
                     compare_btn = gr.Button("Run both", elem_id="sd-compare")
                     with gr.Row():
-                        lattice_a = gr.Plot(empty_figure("Schedule A", height=240), elem_id="sd-lattice-a")
-                        lattice_b = gr.Plot(empty_figure("Schedule B", height=240), elem_id="sd-lattice-b")
-                    compare_progress = gr.Plot(empty_figure("Steps against length", height=220),
-                                               elem_id="sd-compare-progress")
-                    compare_table = gr.HTML("", elem_id="sd-compare-table-box")
+                        lattice_a = gr.HTML(COMPARE_EMPTY[0], elem_id="sd-lattice-a", js_on_load=None)
+                        lattice_b = gr.HTML(COMPARE_EMPTY[1], elem_id="sd-lattice-b", js_on_load=None)
+                    compare_progress = gr.Plot(COMPARE_EMPTY[2], show_label=False, elem_id="sd-compare-progress")
+                    compare_table = gr.HTML("", elem_id="sd-compare-table-box", js_on_load=None)
                     compare_json = gr.JSON(label="Comparison (JSON)", elem_id="sd-compare-json")
                 settings_box, export_btn, export_file, summary = export_panel("sd")
+        adaptive = knobs[LATTICE_NAMES.index("adaptive_block")]
 
         state = session_state()
         view_state = gr.State({"signal": "confidence", "overlays": list(OVERLAYS)})
-        outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, metrics, summary]
-        schedule_knob = knobs[LATTICE_NAMES.index("schedule")]
-        schedule_knob.change(_schedule_changed, [method, schedule_knob], [schedule_info, *knobs], queue=False,
-                             api_name=False)
-        method.change(_method_changed, [method, model, schedule_knob], [model, schedule_info, *knobs],
-                      queue=False, api_name=False)
+        compare_outputs = [lattice_a, lattice_b, compare_progress, compare_table, compare_json]
+        outputs = [state, status, text, slider, lattice, schedule_plot, tpf, progress, cell, cell_card,
+                   *compare_outputs, metrics, summary]
         collect_inputs = [method, model, *knobs, gen_length, temperature, seed]
-        wire(self.controller, collect=collect_settings, collect_inputs=collect_inputs, prompt=prompt,
-             settings_box=settings_box, view_state=view_state, state=state, outputs=outputs, buttons=buttons,
-             slider=slider, export_button=export_btn, export_file=export_file,
-             view_controls=[("signal", signal), ("overlays", overlays)])
-        cell.change(self.inspect, [cell, state], cell_card, api_name="lattice_cell", queue=False)
+        run_event = wire(self.controller, collect=collect_settings, collect_inputs=collect_inputs, prompt=prompt,
+                         settings_box=settings_box, view_state=view_state, state=state, outputs=outputs,
+                         buttons=buttons, slider=slider, export_button=export_btn, export_file=export_file,
+                         view_controls=[("signal", signal), ("overlays", overlays)])
+        for control in (schedule_knob, adaptive):
+            control.change(_controls_changed, [method, schedule_knob, adaptive], [schedule_info, *knobs], queue=False,
+                           api_name=False)
+        method.change(_method_changed, [method, model, schedule_knob, adaptive], [model, schedule_info, *knobs],
+                      queue=False, api_name=False)
+
+        # a shown run belongs to its method, model and schedule: changing one clears the tab (and stops a run)
+        def settings_changed(method, model, schedule, session=None, request: gr.Request = None):
+            what = f"Jacobi on {model}" if method == "jacobi" else f"{schedule} on {model}"
+            cleared = self.controller.reset(session, request_key(request))
+            return (cleared[0], f"Settings changed to {what}: press **Run** or **Step**.", *cleared[2:])
+
+        for control in (method, model, schedule_knob):
+            control.change(settings_changed, [method, model, schedule_knob, state], outputs, cancels=[run_event],
+                          queue=False, api_name=False)
+        lattice.click(self.pick_cell, state, [cell, cell_card], api_name=False, queue=False)
+        cell.submit(self.inspect, [cell, state], cell_card, api_name="lattice_cell", queue=False)
         compare_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(
-            self.compare, [prompt, settings_box, schedule_a, schedule_b, signal],
-            [lattice_a, lattice_b, compare_progress, compare_table, compare_json], api_name="lattice_compare",
-            preprocess=False,
-            concurrency_limit=None)
+            self.compare, [prompt, settings_box, schedule_a, schedule_b, signal], compare_outputs,
+            api_name="lattice_compare", preprocess=False, concurrency_limit=None)
 
 
-# a lattice click writes "step, position" into the cell box, which shows that cell's top-k
+# A click on a cell becomes this component's click event with the cell's step and position. The listener sits on
+# the component's own element, which keeps its place when a new lattice is drawn into it, so it is bound once.
 LATTICE_CLICK_JS = """
-() => {
-  const onClick = (ev) => {
-    const p = ev && ev.points && ev.points[0];
-    if (!p || p.curveNumber !== 0) return;
-    const box = document.querySelector('#sd-cell textarea, #sd-cell input');
-    if (!box) return;
-    box.value = `${p.y}, ${p.x}`;
-    box.dispatchEvent(new Event('input', {bubbles: true}));
-    box.dispatchEvent(new Event('change', {bubbles: true}));
-  };
-  setInterval(() => {
-    document.querySelectorAll('#sd-lattice .js-plotly-plot').forEach((el) => {
-      if (typeof el.on !== 'function' || el._svClickFor === el._fullData) return;
-      if (el.removeListener) el.removeListener('plotly_click', onClick);
-      el.on('plotly_click', onClick);
-      el._svClickFor = el._fullData;
-    });
-  }, 300);
-}
+element.addEventListener('click', (event) => {
+  const cell = event.target.closest ? event.target.closest('[data-pos]') : null;
+  const row = cell ? cell.closest('[data-step]') : null;
+  if (!row || !element.contains(row)) return;
+  element.querySelectorAll('.sv-picked').forEach((el) => el.classList.remove('sv-picked'));
+  cell.classList.add('sv-picked');
+  trigger('click', {step: Number(row.dataset.step), position: Number(cell.dataset.pos)});
+});
+"""
+LATTICE_CSS = f"""
+.sv-cells rect {{ cursor: pointer; }}
+.sv-cells rect:hover {{ stroke: {INK_COLOR}; stroke-width: 1.5; }}
+.sv-cells rect.sv-picked {{ stroke: {LATTICE_CURRENT_COLOR}; stroke-width: 3; }}
 """

@@ -2,6 +2,7 @@
 and refuses bad input with a clear message."""
 import json
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 
@@ -118,6 +119,12 @@ def test_the_diffusion_tab_shows_the_knobs_the_schedule_reads():
     assert "prophet_gap" in shown("diffusion", "prophet") and "remask_below" in shown("diffusion", "remask")
     assert {"block_size", "steps", "cache"} <= shown("diffusion", "random")
     assert shown("jacobi", "threshold") == {"window"}
+    # threshold never reads the step budget; the delimiter threshold only matters with adaptive blocks
+    assert "steps" not in shown("diffusion", "threshold") and "steps" in shown("diffusion", "prophet")
+    assert "delimiter_threshold" not in shown("diffusion", "low_confidence")
+    adaptive = {k.name for k, u in zip(LATTICE_KNOBS, _knob_visibility("diffusion", "low_confidence", True))
+                if u["visible"]}
+    assert "delimiter_threshold" in adaptive
 
 
 def test_remote_code_is_the_operators_choice(monkeypatch, store):
@@ -135,3 +142,115 @@ def test_remote_code_is_the_operators_choice(monkeypatch, store):
     # past the remote-code gate, offline, the Hub is the next thing missing
     with pytest.raises(ModelLoadError, match="unreachable"):
         prepare_lattice_run(trusting, {"model": "GSAI-ML/LLaDA-8B-Instruct"})
+
+
+# --- the clickable lattice, panels that belong to a run, defaults, Jacobi's AR baseline -------------------
+def _tab(store):
+    from specviz.ui.diffusion import DiffusionTab
+
+    return DiffusionTab(store)
+
+
+def _drive(tab, prompt, settings, session=None, max_steps=None):
+    """Every output the Run (max_steps None) or Step handler yields, and the error it ended with, if any."""
+    outs, error = [], None
+    try:
+        for out in tab.controller.drive(prompt, settings, {}, session, max_steps, "test"):
+            outs.append(out)
+    except gr.Error as err:
+        error = err
+    return outs, error
+
+
+# the handlers' outputs, in the order of DiffusionTab.build's `outputs`
+STATE, STATUS, CELL, CARD, COMPARE, METRICS, SUMMARY = 0, 1, 8, 9, slice(10, 15), 15, 16
+
+
+def test_clicking_a_lattice_cell_opens_its_card(store):
+    """The lattice is a gr.HTML whose own js_on_load sends a click event with the cell's data-step / data-pos;
+    no script is injected at launch."""
+    from specviz.ui import build_demo
+    from specviz.ui.diffusion import LATTICE_CLICK_JS
+
+    tab = _tab(store)
+    outs, error = _drive(tab, "Name three fruits.", {"gen_length": 8, "steps": 4, "block_size": 8})
+    assert error is None
+    session = outs[-1][STATE]
+    cell, card = tab.pick_cell(session, gr.EventData(None, {"step": 2, "position": 3}))
+    assert cell == "2, 3" and "step 2 · position 3" in card and "rank" in card
+    assert "not recorded" in tab.pick_cell(session, gr.EventData(None, {"step": 9, "position": 0}))[1]
+    for bad in ({}, {"step": "2", "position": 3}, {"step": True, "position": 1}, None, [2, 3]):
+        assert "carried no cell" in tab.pick_cell(session, gr.EventData(None, bad))[1]
+    assert "Run or step first" in tab.pick_cell(None, gr.EventData(None, {"step": 0, "position": 0}))[1]
+    # the lattice cells carry what the click handler reads
+    lattice = session.view.full()["lattice"]
+    assert 'data-step="2"' in lattice and 'data-pos="3"' in lattice
+    assert "trigger('click'" in LATTICE_CLICK_JS and "closest('[data-pos]')" in LATTICE_CLICK_JS
+    demo = build_demo(store)
+    html = next(c for c in demo.config["components"] if c.get("props", {}).get("elem_id") == "sd-lattice")
+    assert html["type"] == "html" and "trigger('click'" in html["props"]["js_on_load"]
+    assert not demo.js or "plotly_click" not in str(demo.js)
+
+
+def test_a_new_run_clears_what_the_last_one_left(store):
+    tab = _tab(store)
+    outs, _ = _drive(tab, "Name three fruits.", {"gen_length": 8, "steps": 4, "block_size": 8})
+    session = outs[-1][STATE]
+    assert session.done
+    # steps of the same run leave the card and the comparison alone
+    assert all(isinstance(o[CARD], type(gr.skip())) for o in outs[1:])
+    # a new schedule: the first thing shown clears the lattice, the card, the comparison and the metrics
+    outs, error = _drive(tab, "Name three fruits.", {"gen_length": 8, "steps": 4, "block_size": 8,
+                                                     "schedule": "threshold"}, session, max_steps=1)
+    assert error is None
+    first = outs[0]
+    assert first[STATE] is None and "Loading" in first[STATUS]
+    assert first[CELL] == "" and "Click a cell" in first[CARD]
+    assert first[COMPARE][3] == "" and first[COMPARE][4] is None and first[METRICS] == "" and first[SUMMARY] is None
+    assert "Step 0" in outs[-1][STATUS] and "threshold" in outs[-1][SUMMARY]["method"]
+
+
+def test_a_failed_run_says_what_failed_in_the_status(store):
+    tab = _tab(store)
+    outs, error = _drive(tab, "Hi", {"model": "no-such-org/no-such-mdm"})
+    assert error is not None and "no-such-org/no-such-mdm" in error.message
+    assert "Loading" in outs[0][STATUS]
+    assert outs[-1][STATUS].startswith("**Failed**") and "no-such-org/no-such-mdm" in outs[-1][STATUS]
+
+
+def test_the_schedules_differ_under_the_tabs_defaults(store):
+    """The tab opens on settings under which the schedules visibly differ on the shipped toy (under the knobs'
+    own defaults low-confidence, threshold and Prophet all took 32 steps to the same text)."""
+    from specviz.runs import prepare_lattice_run
+    from specviz.textio import encode_prompt
+    from specviz.ui.diffusion import PROMPT, TOY_DEFAULTS, collect_settings
+
+    from specviz.config import LATTICE_KNOBS as KNOBS
+
+    values = [TOY_DEFAULTS.get(k.name, k.default) for k in KNOBS]
+    runs = {}
+    for schedule in ("low_confidence", "threshold", "prophet"):
+        values[[k.name for k in KNOBS].index("schedule")] = schedule
+        settings = collect_settings("diffusion", "tiny-mdm", *values, 32, 0.0, 0)
+        run = prepare_lattice_run(store, settings)
+        dec = run.decoder(encode_prompt(run.tokenizer, PROMPT), record=True)
+        for _ in dec.steps():
+            pass
+        tr = dec.trace()
+        runs[schedule] = (len(tr.steps), tr.output_ids.tolist(), any(s.all_in for s in tr.steps))
+    steps = {name: r[0] for name, r in runs.items()}
+    assert len(set(steps.values())) == 3, steps
+    assert runs["threshold"][1] != runs["low_confidence"][1]
+    assert runs["prophet"][2]  # Prophet went all-in
+
+
+def test_jacobi_metrics_carry_the_ar_baseline_and_speedup(client, embedded):
+    """As the CLI's lattice bench: AR on the same model and prompt, timed after the run; the metrics show tokens
+    per forward, the AR time, the speedup and whether greedy Jacobi matched AR."""
+    out = _run(client, method="jacobi", model=EMBEDDED_MODEL_ID, gen_length=8, window=4)
+    metrics, summary = out[-2], out[-1]
+    for words in ("tokens per forward", "speedup vs AR", "AR time", "greedy output = AR"):
+        assert words in metrics
+    speedup = summary["speedup_vs_ar"]
+    assert speedup["matches_ar"] is True and speedup["ratio"] > 0 and speedup["ar_s"] > 0
+    assert f"{speedup['ratio']:.2f}×" in metrics
