@@ -10,6 +10,7 @@ import time
 from .config import MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P, ConfigError
 from .decoding.registry import METHODS, knob_table
 from .kernels.backend import backend_for, set_backend
+from .textio import trace_file_dict
 
 
 def _methods_epilog() -> str:
@@ -177,7 +178,7 @@ def cmd_lattice(args) -> int:
             for _ in dec.steps():
                 pass
             tr = dec.trace()
-            traces.append(tr.to_dict())
+            traces.append(trace_file_dict(tr, run.tokenizer))
             if args.show:
                 print(f"--- {label}: " + run.tokenizer.decode(tr.output_ids.tolist(), skip_special_tokens=True))
         if args.trace_out:
@@ -240,7 +241,7 @@ def cmd_run(args) -> int:
         with open(args.json_out, "w") as f:
             json.dump([{k: r[k] for k in keys} for r in results], f)
     if args.trace_out:
-        traces = [r["trace"].to_dict() for r in results]
+        traces = [trace_file_dict(r["trace"], prepared.target.tokenizer) for r in results]
         with open(args.trace_out, "w") as f:
             json.dump(traces, f)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import tempfile
 import threading
@@ -26,7 +27,10 @@ import torch
 from ..config import ConfigError
 from ..models import ModelLoadError
 from ..policy import ServerPolicy
+from ..trace import MAX_TRACE_CHARS, TraceError
 from .inputs import StepSlider, recorded_index
+from ..textio import TokenText, trace_file_dict
+from .replay import PUBLIC_MAX_CHARS, read_trace_file
 from .sharing import Limits, ServerFull, Sessions, Turns
 
 
@@ -43,6 +47,8 @@ def user_errors(smaller: str, policy: ServerPolicy | None = None):
         yield
     except (ConfigError, ModelLoadError, ServerFull) as err:
         raise gr.Error(scrub(str(err)), print_exception=False) from None
+    except TraceError as err:
+        raise gr.Error(f"This trace cannot be replayed: {scrub(str(err))}", print_exception=False) from None
     except torch.cuda.OutOfMemoryError:
         raise gr.Error(f"Out of GPU memory: {smaller}.", print_exception=False) from None
     except MemoryError:
@@ -133,6 +139,8 @@ class TabSpec:
     smaller: str = "pick a smaller model or fewer new tokens"
     trace_name: str = "specviz"
     settings_type: type = object  # RunSettings or LatticeSettings
+    trace_kind: str = "speculative"  # the kind of trace (`Trace.kind`) the tab replays
+    tab_label: str = "Speculative"
 
     def __init__(self, store, sharing: Sharing | None = None):
         self.store = store
@@ -191,6 +199,21 @@ class TabSpec:
 
     def summary(self, session: Session) -> dict:
         raise NotImplementedError
+
+    def control_updates(self, settings) -> list:
+        """Updates of the tab's settings controls (`TabHandle.collect_inputs`, in order) that give these
+        checked settings: how a lesson or a share link sets the controls to the run it opens."""
+        raise NotImplementedError
+
+    def replay(self, trace, tokenizer) -> Session:
+        """A finished session made of a recorded trace (`replay.ReplayedDecoder`), its views built from the
+        records with `tokenizer` (the file's own token text, or a stand-in), no model loaded."""
+        raise NotImplementedError
+
+    def export_tokenizer(self, session: Session):
+        """The tokenizer whose text goes into an exported trace file, or None (a replayed session keeps the
+        text it was opened with)."""
+        return session.extra.get("tokenizer")
 
 
 class TabController:
@@ -340,7 +363,28 @@ class TabController:
     def export(self, session):
         if session is None or session.n_steps == 0:
             raise gr.Error("Nothing to export yet: run or step first.", print_exception=False)
-        return write_trace(session.decoder.trace(), self.spec.trace_name)
+        return write_trace(trace_file_dict(session.decoder.trace(), self.spec.export_tokenizer(session)),
+                           self.spec.trace_name)
+
+    def open_trace(self, text: str, name: str, view: dict | None) -> tuple:
+        """A trace file's text replayed in this tab: every view and the scrubber, from its records alone.
+        A file that is not a trace of this tab's kind gets a message saying what is wrong with it."""
+        spec = self.spec
+        limit = PUBLIC_MAX_CHARS if spec.policy.public else MAX_TRACE_CHARS
+        with user_errors(spec.smaller, spec.policy):
+            trace, texts = read_trace_file(text, limit)
+            if trace.kind != spec.trace_kind:
+                other = "Diffusion" if trace.kind == "diffusion" else "Speculative"
+                raise ConfigError(f"this is a {trace.kind} trace ({trace.method}): open it in the {other} tab")
+            if not trace.steps:
+                raise ConfigError("the trace holds no steps, so there is nothing to replay")
+            # without the file's own token text, ids show as #id: no tokenizer is loaded for a file
+            session = spec.replay(trace, texts or TokenText({}))
+        session.extra["opened"] = name
+        words = "" if texts else " (the file has no token text, so tokens show as #id)"
+        status = (f"**Replaying {name}**: {trace.method} on {trace.target_id}, {len(trace.steps)} steps, recorded on "
+                  f"{trace.backend}; no model is loaded{words}. Drag the step slider to scrub.")
+        return spec.outputs_full(session, status, 0, view or {})
 
 
 _DONE = object()
@@ -381,17 +425,94 @@ def export_panel(prefix: str):
     return settings, button, file, summary
 
 
-def write_trace(trace, name: str) -> str:
-    """Save a Trace for download, in a folder of its own (never shared between sessions); the file replays
-    in any view without the model."""
+EXAMPLE_TRACES = Path(__file__).resolve().parents[2] / "assets" / "traces"
+
+
+def example_traces(kind: str) -> dict:
+    """{label: file name} of the shipped example traces of one kind (`assets/traces/index.json`)."""
+    try:
+        index = json.loads((EXAMPLE_TRACES / "index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {e["label"]: e["file"] for e in index if e.get("kind") == kind}
+
+
+def trace_panel(prefix: str, kind: str):
+    """The accordion that opens a recorded run: a shipped example, or a file (the app's export, or the CLI's
+    --trace output for one prompt)."""
+    examples = example_traces(kind)
+    with gr.Accordion("Open a recorded run: an example, or a trace file (no model needed)", open=False,
+                      elem_id=f"{prefix}-open-accordion"):
+        with gr.Row():
+            example = gr.Dropdown(list(examples), value=next(iter(examples), None), label="Example traces",
+                                  elem_id=f"{prefix}-example-trace", scale=3,
+                                  info="recorded on the embedded model; every view and the scrubber work")
+            open_example = gr.Button("Open", elem_id=f"{prefix}-open-example", scale=1)
+        upload = gr.File(label="Or open a trace file (.json: the app's export, or the CLI's --trace for one prompt)",
+                         file_types=[".json"], type="filepath", elem_id=f"{prefix}-trace-upload", height=90)
+    return example, open_example, upload
+
+
+def wire_trace_panel(controller: "TabController", panel, view_state, outputs) -> None:
+    """Open the panel's picks in the tab: `open_example` takes a shipped example's label (never a path: the
+    server's files are not a client's to name), `open_trace` an uploaded file."""
+    example, open_button, upload = panel
+    api = controller.spec.api_prefix
+    kind = controller.spec.trace_kind
+
+    def open_example(label, view=None):
+        examples = example_traces(kind)
+        if label not in examples:
+            raise gr.Error(f"No example trace is called {str(label)[:80]!r}; pick one from the list.",
+                           print_exception=False)
+        text = (EXAMPLE_TRACES / examples[label]).read_text()
+        return controller.open_trace(text, label, view)
+
+    def open_file(path, view=None):
+        if not path:
+            return controller._status_only("No file chosen.")
+        limit = PUBLIC_MAX_CHARS if controller.spec.policy.public else MAX_TRACE_CHARS
+        try:
+            if os.path.getsize(path) > limit * 4:
+                raise gr.Error(f"This trace cannot be replayed: the file is over this server's limit of "
+                               f"{limit:,} characters.", print_exception=False)
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise gr.Error("This trace cannot be replayed: the file is not text (a trace is a JSON file).",
+                           print_exception=False) from None
+        except OSError:
+            raise gr.Error("The uploaded file could not be read; upload it again.", print_exception=False) from None
+        return controller.open_trace(text, Path(path).name, view)
+
+    open_button.click(open_example, [example, view_state], outputs, api_name=f"{api}open_example")
+    upload.upload(open_file, [upload, view_state], outputs, api_name=f"{api}open_trace")
+
+
+def write_trace(trace_dict: dict, name: str) -> str:
+    """Save a trace file (`replay.trace_file_dict`) for download, in a folder of its own (never shared between
+    sessions); the file replays in any view without the model."""
     try:
         folder = Path(tempfile.mkdtemp(prefix="specviz-trace-"))
         path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(trace.to_json())
+        path.write_text(json.dumps(trace_dict))
     except OSError as err:
         raise gr.Error(f"Could not write the trace file ({err.strerror or 'write failed'}): the server's "
                        "temporary folder is not writable.", print_exception=False) from None
     return str(path)
+
+
+@dataclass
+class TabHandle:
+    """What other parts of the app (the Learn tab, share links) need of a built tab to open a run in it."""
+
+    controller: TabController
+    collect_inputs: list  # the settings controls, in the order of the tab's `control_values`
+    prompt: object
+    settings_box: object
+    view_state: object
+    state: object
+    outputs: list
+    slider: object
 
 
 def wire(controller: TabController, *, collect, collect_inputs, prompt, settings_box, view_state, state,
@@ -438,4 +559,6 @@ def wire(controller: TabController, *, collect, collect_inputs, prompt, settings
         control.change(set_view, [view_state, *(c for _, c in view_controls)], view_state, queue=False,
                        api_name=False).then(scrub, [slider, view_state, state], outputs[1:], api_name=False,
                                             trigger_mode="always_last")
+    controller.handle = TabHandle(controller, list(collect_inputs), prompt, settings_box, view_state, state,
+                                  list(outputs), slider)
     return run_event

@@ -1,4 +1,5 @@
-"""The `/replay` API endpoint: a trace in, its checked summary out, with no model loaded.
+"""Replaying a trace without its model: the `/replay` API endpoint, and the pieces the tabs use to open a
+trace file in every view with the scrubber.
 
 It takes the trace's JSON *text* (the file the app exports, or one element of the CLI's `--trace` list; a whole
 `--trace` list gives one summary per trace), never a path: an endpoint that opened a path a client named could be
@@ -8,12 +9,74 @@ ranges, the record contract), so a malformed or hostile file gets a message nami
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 
+from ..textio import read_token_text
 from ..trace import MAX_TRACE_CHARS, Trace, TraceError
 
 PUBLIC_MAX_CHARS = 8_000_000  # a public server reads traces up to this size
+@dataclass
+class ReplayedDecoder:
+    """A finished decoder made of a trace: what a tab's views read from a live decoder (records, ids, timing,
+    finish), and nothing that runs a model."""
+
+    recorded: Trace
+
+    @property
+    def records(self) -> list:
+        return self.recorded.steps
+
+    done = True
+
+    def step(self):
+        return None
+
+    def trace(self) -> Trace:
+        return self.recorded
+
+    @property
+    def prompt_ids(self) -> np.ndarray:
+        return self.recorded.prompt_ids
+
+    @property
+    def output_ids(self) -> np.ndarray:
+        return self.recorded.output_ids
+
+    @property
+    def finish_reason(self) -> str:
+        return self.recorded.finish_reason
+
+    @property
+    def wall_s(self) -> float:
+        return self.recorded.wall_s
+
+    @property
+    def backend(self) -> str:
+        return self.recorded.backend
+
+
+def read_trace_file(text: str, max_chars: int = MAX_TRACE_CHARS) -> tuple:
+    """(Trace, TokenText or None) from a trace file's text: the app's export, or a CLI `--trace` list holding
+    exactly one trace. Raises TraceError with a message naming the problem."""
+    if not isinstance(text, str) or not text.strip():
+        raise TraceError("the file is empty: pick a trace exported by the app or written by the CLI's --trace")
+    if len(text) > max_chars:
+        raise TraceError(f"the file has {len(text):,} characters, over this server's limit of {max_chars:,}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError):
+        raise TraceError("the file is not valid JSON: pick a trace exported by the app or the CLI") from None
+    if isinstance(data, list):
+        if len(data) != 1:
+            raise TraceError(f"the file holds a list of {len(data)} traces (the CLI writes one per prompt): open "
+                             "a file with one, e.g. a run exported from the app or the CLI's run with one prompt")
+        data = data[0]
+    if not isinstance(data, dict):
+        raise TraceError("a trace file holds one JSON object")
+    return Trace.from_dict(data), read_token_text(data)
 
 
 def summary_of(trace: Trace) -> dict:
