@@ -382,6 +382,9 @@ class SpeculativeDecoder(RecordingDecoder):
             "token_ids": tokens_h, "draft_probs": np.concatenate([[1.0], draft_probs_h]).astype(np.float32),
             "source": np.asarray(("root", *draft.source), dtype=object), "status": verdict.status,
             "target_probs": node_probs, "accept_probs": accept_probs, "topk_ids": topk_ids, "topk_probs": topk_probs,
+            # K = 0 until a sampled step fills them: the shape a trace read back gives them too
+            "draft_topk_ids": np.zeros((n, 0), np.int64), "draft_topk_probs": np.zeros((n, 0), np.float32),
+            "residual_topk_ids": np.zeros((n, 0), np.int64), "residual_topk_probs": np.zeros((n, 0), np.float32),
         }
         if self.record:
             per_node.update(entropy=entropy, gap=gap)
