@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_LAYERS = 30  # its decoder layers (tested against the converted model): an early exit keeps at most 29
 AUTO = "auto"  # the value of a knob the decoder sizes itself (`Knob.auto`)
 
 

@@ -11,6 +11,7 @@ from ..viz.palette import css
 from .controller import Sharing
 from .diffusion import DiffusionTab
 from .inputs import AppBlocks
+from .learn import LearnTab, wire_links
 from .replay import add_replay_endpoint
 from .space import listen_address
 from .speculative import SpeculativeTab
@@ -22,7 +23,8 @@ INTRO = """# specviz · parallel decoding, step by step
 pass** and keeps the longest prefix it agrees with, plus one token of its own (the **bonus**).
 **Diffusion**: a masked diffusion LM fills a canvas of masked cells over a few steps, revealing the cells a
 **schedule** picks; Jacobi decoding makes an AR model fill the same lattice. Runs offline on the embedded
-SmolLM2-135M-Instruct and a small trained diffusion model."""
+SmolLM2-135M-Instruct and a small trained diffusion model. **New here?** The **Learn** tab walks through the ideas
+in nine short lessons on the live model."""
 
 
 def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) -> gr.Blocks:
@@ -34,10 +36,18 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
         gr.Markdown(INTRO)
         if sharing.policy.public:
             gr.Markdown(sharing.policy.describe(), elem_id="sv-public-note")
-        with gr.Tab("Speculative", elem_id="sv-tab-speculative"):
-            SpeculativeTab(store, sharing).build()
-        with gr.Tab("Diffusion", elem_id="sv-tab-diffusion"):
-            DiffusionTab(store, sharing).build()
+        with gr.Tabs(selected="speculative") as tabs:
+            with gr.Tab("Speculative", id="speculative", elem_id="sv-tab-speculative"):
+                speculative = SpeculativeTab(store, sharing)
+                speculative.build()
+            with gr.Tab("Diffusion", id="diffusion", elem_id="sv-tab-diffusion"):
+                diffusion = DiffusionTab(store, sharing)
+                diffusion.build()
+            handles = {"speculative": speculative.controller.handle, "diffusion": diffusion.controller.handle}
+            with gr.Tab("Learn", id="learn", elem_id="sv-tab-learn"):
+                learn = LearnTab(handles)
+                learn.build(tabs)
+        wire_links(demo, tabs, learn, handles)
         add_replay_endpoint(sharing.policy.public)
     demo.sharing = sharing  # the server's turns and limits, for the load report and tests
     return demo
@@ -63,8 +73,9 @@ def launch(demo: gr.Blocks, **kwargs):
     # every Run / Step streams at once (the model is shared in turns), so the worker threads must cover
     # the runs a server admits plus its quick handlers
     kwargs.setdefault("max_threads", (sharing.limits.max_active or 48) + 16)
-    # the app takes no uploads of its own; Gradio's upload route stays, capped
-    kwargs.setdefault("max_file_size", os.environ.get("SPECVIZ_MAX_UPLOAD", "1mb"))
+    # the only uploads are trace files to replay (`replay.PUBLIC_MAX_CHARS` is 8 M characters); Gradio's upload
+    # route is capped to that
+    kwargs.setdefault("max_file_size", os.environ.get("SPECVIZ_MAX_UPLOAD", "8mb"))
     # a bounded queue: when the server is full a new request is told so instead of waiting without end
     max_size = int(os.environ.get("SPECVIZ_QUEUE_MAX", 64))
     return demo.queue(default_concurrency_limit=4, max_size=max_size).launch(**kwargs)

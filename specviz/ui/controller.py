@@ -185,7 +185,8 @@ class TabSpec:
         piece (one step), so it takes turns with other sessions like the run itself."""
         return iter(())
 
-    def status(self, session: Session | None, note: str = "") -> str:
+    def status(self, session: Session | None, note: str = "", k: int | None = None) -> str:
+        """The status line for recorded step k (default: the latest), which is the step the views show."""
         raise NotImplementedError
 
     def outputs_empty(self, status: str) -> tuple:
@@ -327,6 +328,8 @@ class TabController:
                 break
             taken += 1
             yield spec.outputs_live(session, spec.status(session, note), view)
+        if not session.done and max_steps is not None and taken >= max_steps:
+            session.paused = True  # stepped: it waits for the next Step or Run, and says so
         if session.done and not session.paused:
             work = spec.finish_work(session, view)
             more = True
@@ -357,7 +360,7 @@ class TabController:
             k = recorded_index("step", step, 0 if session is None else session.n_steps)
         if k is None:
             return self.spec.outputs_empty("Nothing recorded yet.")[1:]
-        return self.spec.outputs_full(session, self.spec.status(session, f"showing recorded step {k}"), k,
+        return self.spec.outputs_full(session, self.spec.status(session, f"showing recorded step {k}", k), k,
                                       view or {})[1:]
 
     def export(self, session):
@@ -455,7 +458,7 @@ def trace_panel(prefix: str, kind: str):
 
 def wire_trace_panel(controller: "TabController", panel, view_state, outputs) -> None:
     """Open the panel's picks in the tab: `open_example` takes a shipped example's label (never a path: the
-    server's files are not a client's to name), `open_trace` an uploaded file."""
+    server's files are not a client's to name), `open_trace` an uploaded file. Call after `wire`."""
     example, open_button, upload = panel
     api = controller.spec.api_prefix
     kind = controller.spec.trace_kind
@@ -484,8 +487,19 @@ def wire_trace_panel(controller: "TabController", panel, view_state, outputs) ->
             raise gr.Error("The uploaded file could not be read; upload it again.", print_exception=False) from None
         return controller.open_trace(text, Path(path).name, view)
 
-    open_button.click(open_example, [example, view_state], outputs, api_name=f"{api}open_example")
-    upload.upload(open_file, [upload, view_state], outputs, api_name=f"{api}open_trace")
+    # the controls then show the opened run's prompt and settings: Run reruns it live, a share link shares it
+    handle = controller.handle
+
+    def show_settings(session):
+        if session is None or "opened" not in session.extra:
+            return [gr.skip()] * (2 + len(handle.collect_inputs))
+        return [session.prompt, session.settings.to_dict(), *controller.spec.control_updates(session.settings)]
+
+    settings_outputs = [handle.prompt, handle.settings_box, *handle.collect_inputs]
+    open_button.click(open_example, [example, view_state], outputs, api_name=f"{api}open_example").success(
+        show_settings, outputs[0], settings_outputs, queue=False, api_name=False)
+    upload.upload(open_file, [upload, view_state], outputs, api_name=f"{api}open_trace").success(
+        show_settings, outputs[0], settings_outputs, queue=False, api_name=False)
 
 
 def write_trace(trace_dict: dict, name: str) -> str:

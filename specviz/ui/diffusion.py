@@ -28,8 +28,11 @@ from ..viz.live import LatticeLiveView
 from ..viz.palette import INK_COLOR, LATTICE_CURRENT_COLOR
 from ..viz.tree import empty_figure
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
-                         scrubber_update, session_state, step_scrubber, user_errors, wire)
+                         scrubber_update, session_state, step_scrubber, trace_panel, user_errors, wire,
+                         wire_trace_panel)
 from .inputs import PromptBox, named_choice
+from .links import share_link_box, wire_share_link
+from .replay import ReplayedDecoder
 from .speculative import knob_control
 
 OVERLAYS = {"commit order": "commit_order", "block boundaries": "blocks", "all-in marks": "threshold"}
@@ -99,6 +102,14 @@ def _knob_shown(name: str, method: str, schedule: str, adaptive: bool) -> bool:
     return True
 
 
+def _same_run(settings, method: str, model: str, schedule: str) -> bool:
+    """Whether a session's settings are already these method, model and schedule."""
+    same_model = (settings.model or "").strip() == (model or "").strip()
+    if settings.method != method or not same_model:
+        return False
+    return method == "jacobi" or settings.knobs.get("schedule") == schedule
+
+
 def _knob_visibility(method: str, schedule: str, adaptive: bool = False) -> list:
     return [gr.update(visible=_knob_shown(k.name, method, schedule, adaptive)) for k in LATTICE_KNOBS]
 
@@ -138,6 +149,8 @@ COMPARE_EMPTY = (empty_lattice_html("Schedule A"), empty_lattice_html("Schedule 
 class DiffusionSpec(TabSpec):
     prefix = "sd"
     api_prefix = "lattice_"
+    trace_kind = "diffusion"
+    tab_label = "Diffusion"
     smaller = "pick a smaller model or a shorter canvas"
     trace_name = "specviz-lattice"
     settings_type = LatticeSettings
@@ -161,8 +174,30 @@ class DiffusionSpec(TabSpec):
             gr.Warning(" ".join(run.warnings))
         decoder = run.decoder(ids, record=True)
         session = Session(prompt, settings, run, decoder, LatticeLiveView(run.label, decoder.backend))
-        session.extra["labels"] = {}
+        session.extra.update(labels={}, tokenizer=run.tokenizer, model_id=run.model_id, warnings=list(run.warnings))
         return session
+
+    def replay(self, trace, tokenizer) -> Session:
+        try:
+            settings = LatticeSettings.from_dict(trace.settings)
+        except ConfigError:  # a knob of a newer version: the views need only the records
+            settings = LatticeSettings(method="jacobi" if trace.method == "jacobi" else "diffusion")
+        session = Session(tokenizer.decode(trace.prompt_ids.tolist()), settings, None, ReplayedDecoder(trace),
+                          LatticeLiveView(f"{trace.method} on {trace.target_id}", trace.backend))
+        session.extra.update(labels={}, tokenizer=tokenizer, model_id=trace.target_id, warnings=[])
+        for step in trace.steps:
+            self._add_step(session, step)
+        return session
+
+    def control_updates(self, settings) -> list:
+        k = settings.knobs
+        schedule = k.get("schedule", "low_confidence")
+        adaptive = bool(k.get("adaptive_block", False))
+        shown_now = [_knob_shown(knob.name, settings.method, schedule, adaptive) for knob in LATTICE_KNOBS]
+        knobs = [gr.update(value=k[knob.name], visible=v) if knob.name in k else gr.update(visible=v)
+                 for knob, v in zip(LATTICE_KNOBS, shown_now)]
+        return [gr.update(value=settings.method), gr.update(value=settings.model), *knobs, settings.gen_length,
+                settings.temperature, settings.seed]
 
     @staticmethod
     def label(session, token_id: int) -> str:
@@ -170,13 +205,16 @@ class DiffusionSpec(TabSpec):
             return ""
         labels = session.extra["labels"]
         if token_id not in labels:
-            labels[token_id] = token_label(session.run.tokenizer, token_id)
+            labels[token_id] = token_label(session.extra["tokenizer"], token_id)
         return labels[token_id]
 
     def advance(self, session) -> None:
         s = session.decoder.step()
-        if s is None:
-            return
+        if s is not None:
+            self._add_step(session, s)
+
+    def _add_step(self, session, s) -> None:
+        """One step record into the session's views (a live step, or one read back from a trace)."""
         lab = self.label
         session.view.add(s, [lab(session, int(t)) for t in s.canvas], [lab(session, int(t)) for t in s.proposal])
 
@@ -202,10 +240,10 @@ class DiffusionSpec(TabSpec):
             result["how"] += f" (the AR time is from an earlier run of this prompt, {timed.age()} ago)"
             session.extra["speedup"] = result
 
-    def status(self, session, note: str = "") -> str:
+    def status(self, session, note: str = "", k: int | None = None) -> str:
         if session is None or session.n_steps == 0:
             return note or "Ready."
-        s = session.decoder.records[-1]
+        s = session.decoder.records[-1 if k is None else k]
         state = {"eos": "finished (end of sequence)", "length": "finished (canvas full)"}.get(
             session.decoder.finish_reason, "paused" if session.paused else "running")
         return (f"**Step {s.step}** · block {s.block} [{s.block_start}, {s.block_end}) · {s.rule} · "
@@ -215,7 +253,9 @@ class DiffusionSpec(TabSpec):
         d = session.decoder
         jacobi = session.settings.method == "jacobi"
         speedup = session.extra.get("speedup")
-        return dict(finish=d.finish_reason, wall_s=d.wall_s, speedup=speedup, ar_pending=jacobi and speedup is None)
+        # a replayed run (no model) times no AR: nothing is pending
+        pending = jacobi and speedup is None and session.run is not None
+        return dict(finish=d.finish_reason, wall_s=d.wall_s, speedup=speedup, ar_pending=pending)
 
     # outputs: state, status, text, slider, lattice, schedule, tpf, progress, cell box, cell card, the compare
     # panel's five, metrics, summary. The cell card and the comparison belong to a run: a new run (and a reset)
@@ -245,12 +285,12 @@ class DiffusionSpec(TabSpec):
         tr = session.decoder.trace()
         out = tr.output_ids
         return {
-            "prompt": session.prompt, "method": tr.method, "model": session.run.model_id, "settings": tr.settings,
-            "text": session.run.tokenizer.decode(out.tolist(), skip_special_tokens=True),
+            "prompt": session.prompt, "method": tr.method, "model": session.extra["model_id"], "settings": tr.settings,
+            "text": session.extra["tokenizer"].decode(out.tolist(), skip_special_tokens=True),
             "prompt_ids": tr.prompt_ids.tolist(), "output_ids": out.tolist(),
             "finished": tr.finish_reason or None, "kernels": tr.backend,
             "lossless": bool(tr.lossless and session.settings.method == "jacobi" and session.settings.temperature == 0),
-            "summary": tr.summary(), "speedup_vs_ar": session.extra.get("speedup"), "warnings": session.run.warnings,
+            "summary": tr.summary(), "speedup_vs_ar": session.extra.get("speedup"), "warnings": session.extra["warnings"],
         }
 
 
@@ -399,6 +439,7 @@ class DiffusionTab:
                 gr.Examples([values for _, values in EXAMPLES], [prompt, method, model, schedule_knob],
                             example_labels=[label for label, _ in EXAMPLES],
                             label="Examples: a click fills the settings, then press Run", elem_id="sd-examples")
+                trace_picks = trace_panel("sd", "diffusion")
             with gr.Column(scale=2):
                 gr.Markdown(TOY_NOTE, elem_id="sd-toy-note")
                 status = gr.Markdown("Ready. **Run** streams denoising steps; **Step** advances one.",
@@ -438,6 +479,7 @@ class DiffusionTab:
                     compare_table = gr.HTML("", elem_id="sd-compare-table-box", js_on_load=None)
                     compare_json = gr.JSON(label="Comparison (JSON)", elem_id="sd-compare-json")
                 settings_box, export_btn, export_file, summary = export_panel("sd")
+                share_button, share_box = share_link_box("sd")
         adaptive = knobs[LATTICE_NAMES.index("adaptive_block")]
 
         state = session_state()
@@ -459,12 +501,19 @@ class DiffusionTab:
         # a shown run belongs to its method, model and schedule: changing one clears the tab (and stops a run)
         def settings_changed(method, model, schedule, session=None, request: gr.Request = None):
             what = f"Jacobi on {model}" if method == "jacobi" else f"{schedule} on {model}"
-            cleared = self.controller.reset(session, request_key(request))
+            key = request_key(request)
+            shown = [s for s in (self.controller._running.get(key), session) if s is not None]
+            if any(_same_run(s.settings, method, model, schedule) for s in shown):
+                # a lesson, a share link or an opened trace set these controls to the run on show: keep it
+                return (gr.skip(),) * len(outputs)
+            cleared = self.controller.reset(session, key)
             return (cleared[0], f"Settings changed to {what}: press **Run** or **Step**.", *cleared[2:])
 
         for control in (method, model, schedule_knob):
             control.change(settings_changed, [method, model, schedule_knob, state], outputs, cancels=[run_event],
                           queue=False, api_name=False)
+        wire_trace_panel(self.controller, trace_picks, view_state, outputs)
+        wire_share_link(self.controller.handle, "diffusion", share_button, share_box)
         lattice.click(self.pick_cell, state, [cell, cell_card], api_name=False, queue=False)
         cell.submit(self.inspect, [cell, state], cell_card, api_name="lattice_cell", queue=False)
         compare_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..config import AUTO, EMBEDDED_MODEL_ID, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P
+from ..config import (AUTO, EMBEDDED_LAYERS, EMBEDDED_MODEL_ID, EXIT_LAYER, MAX_NEW_TOKENS, SEED, TEMPERATURE, TOP_P,
+                      ConfigError)
 from ..decoding.costs import run_cost, whatif_speedups
 from ..decoding.registry import METHODS, knob_table
 from ..models import ModelStore
@@ -24,13 +25,17 @@ from ..runs.costs import cost_curve, known_cost_curve
 from ..settings import DEFAULT_METHOD, RunSettings
 from ..textio import PieceDecoder, check_prompt_fits, encode_prompt, token_label
 from ..viz.costs import cost_curve_figure, cost_panel_html
+from ..viz.mask import ancestor_mask_html
 from ..viz.live import SpecLiveView
 from ..viz.node_card import card_token_ids, empty_card_html
 from ..viz.tree import TREE_CLICK_JS, empty_figure
 from ..viz.whatif import whatif_figure, whatif_table_html
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
-                         scrubber_update, session_state, step_scrubber, user_errors, wire)
+                         scrubber_update, session_state, step_scrubber, trace_panel, user_errors, wire,
+                         wire_trace_panel)
 from .inputs import PromptBox
+from .links import share_link_box, wire_share_link
+from .replay import ReplayedDecoder
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 KNOBS = tuple(knob_table().values())  # every method's knobs, each once, in registry order
@@ -48,8 +53,9 @@ def load_examples() -> list:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def knob_control(knob, prefix: str, value=None, **kw):
-    """The control for one knob: a checkbox, a dropdown of its options, or a slider over its range."""
+def knob_control(knob, prefix: str, value=None, high=None, **kw):
+    """The control for one knob: a checkbox, a dropdown of its options, or a slider over its range (up to
+    `high` when the model allows less than the knob's own range)."""
     value = knob.default if value is None else value
     common = dict(label=knob.name, info=knob.help, elem_id=f"{prefix}-{knob.name}", **kw)
     if knob.boolean:
@@ -59,7 +65,15 @@ def knob_control(knob, prefix: str, value=None, **kw):
     if knob.auto:
         # "auto" or a number: a dropdown of typical sizes that also takes any other number typed in
         return gr.Dropdown(auto_choices(knob), value=str(value), allow_custom_value=True, **common)
-    return gr.Slider(knob.low, knob.high, value=value, step=1 if knob.integer else 0.01, **common)
+    return gr.Slider(knob.low, knob.high if high is None else high, value=value, step=1 if knob.integer else 0.01,
+                     **common)
+
+
+def exit_layer_range(target: str):
+    """The early-exit slider's range for a target: below the embedded model's layer count; for another model
+    the knob's own range (its layer count is known once it loads, and the run then names the limit)."""
+    embedded = (target or "").strip() in ("", EMBEDDED_MODEL_ID)
+    return gr.update(maximum=EMBEDDED_LAYERS - 1 if embedded else EXIT_LAYER.high)
 
 
 def auto_choices(knob) -> list:
@@ -140,6 +154,7 @@ class SpeculativeSpec(TabSpec):
         ids = encode_prompt(prepared.target.tokenizer, prompt)
         check_prompt_fits(len(ids), settings.max_new_tokens, prepared.target.max_positions)
         session = Session(prompt, settings, prepared, prepared.decoder(ids, record=True), SpecLiveView())
+        session.extra["tokenizer"] = prepared.target.tokenizer
         session.extra["pieces"] = PieceDecoder(prepared.target.tokenizer)
         # a curve this machine measured before is shown from the first step; else it is measured at the end
         session.extra["cost_curve"] = known_cost_curve(self.store, prepared.target)
@@ -164,9 +179,34 @@ class SpeculativeSpec(TabSpec):
 
     def advance(self, session) -> None:
         step = session.decoder.step()
-        if step is None:
-            return
-        tok = session.run.target.tokenizer
+        if step is not None:
+            self._add_step(session, step)
+
+    def replay(self, trace, tokenizer) -> Session:
+        try:
+            settings = RunSettings.from_dict(trace.settings)
+        except ConfigError:  # e.g. a method or knob of a newer version: the views need only the records
+            settings = RunSettings()
+        session = Session(tokenizer.decode(trace.prompt_ids.tolist()), settings, None, ReplayedDecoder(trace),
+                          SpecLiveView(trace.backend))
+        session.extra.update(tokenizer=tokenizer, pieces=PieceDecoder(tokenizer), cost_curve=None)
+        for step in trace.steps:
+            self._add_step(session, step)
+        return session
+
+    def control_updates(self, settings) -> list:
+        m = METHODS[settings.method]
+        own = {k.name for k in m.knobs}
+        knobs = [gr.update(visible=True, value=str(settings.knobs[k.name]) if k.auto else settings.knobs[k.name])
+                 if k.name in own else gr.update(visible=False) for k in KNOBS]
+        uses_draft = bool(m.uses_draft_model or m.uses_trained)
+        draft = gr.update(value=settings.draft, visible=uses_draft, **(HEAD_FIELD if m.uses_trained else DRAFT_FIELD))
+        return [gr.update(value=settings.method), *knobs, settings.max_new_tokens, settings.temperature,
+                settings.top_p, settings.seed, settings.target, draft]
+
+    def _add_step(self, session, step) -> None:
+        """One step record into the session's views (a live step, or one read back from a trace)."""
+        tok = session.extra["tokenizer"]
         pieces = session.extra["pieces"].extend(step.committed_ids)
         session.view.backend = session.decoder.backend
         session.view.add(step, [token_label(tok, t) for t in step.tree.token_ids],
@@ -202,16 +242,19 @@ class SpeculativeSpec(TabSpec):
             result["how"] += f" (the AR time is from an earlier run of this prompt, {timed.age()} ago)"
             session.extra["speedup"] = result
 
-    def status(self, session, note: str = "") -> str:
+    def status(self, session, note: str = "", k: int | None = None) -> str:
         if session is None or session.n_steps == 0:
             return note or "Ready."
-        s = session.decoder.records[-1]
+        records = session.decoder.records
+        k = len(records) - 1 if k is None else k
+        s = records[k]
         accepted = f"{s.n_accepted} of {s.n_drafted} drafted accepted" if s.n_drafted else "nothing drafted"
         finish = session.decoder.finish_reason
         state = {"eos": "finished (end of sequence)", "length": "finished (token limit)"}.get(
             finish, "paused" if session.paused else "running")
-        added = f" · + {s.bonus_kind} `{session.view.bonus_labels[-1]}`" if s.bonus_token >= 0 else ""
-        return (f"**Step {s.step}** · {accepted}{added} · {len(session.extra['pieces'].ids)} tokens · {state}"
+        added = f" · + {s.bonus_kind} `{session.view.bonus_labels[k]}`" if s.bonus_token >= 0 else ""
+        tokens = sum(int(r.committed_ids.shape[0]) for r in records[: k + 1])
+        return (f"**Step {s.step}** · {accepted}{added} · {tokens} tokens · {state}"
                 + (f" · {note}" if note else ""))
 
     def _metrics_context(self, session) -> dict:
@@ -244,14 +287,14 @@ class SpeculativeSpec(TabSpec):
     def outputs_empty(self, status):
         r = SpecLiveView().live()
         return (None, status, r["text"], scrubber_update(0, 0), r["tree"], empty_card_html(), r["rejection"],
-                r["confidence"], r["strip"], *self.cost_views(None, {}), r["metrics"], r["depth"], None)
+                ancestor_mask_html(None), r["confidence"], r["strip"], *self.cost_views(None, {}), r["metrics"], r["depth"], None)
 
     def outputs_live(self, session, status, view):
         r = session.view.live(tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
         n = session.n_steps
         # the cost panel is priced over every step, so it renders at the end and on scrub, not per streamed step
         return (session, status, r["text"], scrubber_update(n, n - 1), r["tree"], empty_card_html(), r["rejection"],
-                r["confidence"], r["strip"], gr.skip(), gr.skip(), r["metrics"], r["depth"], gr.skip())
+                self._mask(session, n - 1), r["confidence"], r["strip"], gr.skip(), gr.skip(), r["metrics"], r["depth"], gr.skip())
 
     def outputs_full(self, session, status, k, view):
         r = session.view.full(k, tree_depth=view.get("tree_depth", TREE_DEPTH_VIEW), **self._metrics_context(session))
@@ -259,8 +302,13 @@ class SpeculativeSpec(TabSpec):
         k = n - 1 if k is None else k
         # a new step on show closes the card of a node of the step shown before
         return (session, status, r["text"], scrubber_update(n, k), r["tree"], empty_card_html(), r["rejection"],
-                r["confidence"], r["strip"], *self.cost_views(session, view), r["metrics"], r["depth"],
+                self._mask(session, k), r["confidence"], r["strip"], *self.cost_views(session, view), r["metrics"], r["depth"],
                 self.summary(session))
+
+    @staticmethod
+    def _mask(session, k: int) -> str:
+        view = session.view
+        return ancestor_mask_html(view.steps[k], view.node_labels[k]) if view.steps else ancestor_mask_html(None)
 
     def summary(self, session) -> dict | None:
         if session is None or session.n_steps == 0:
@@ -300,6 +348,10 @@ class SpeculativeTab:
         """Replay this prompt's greedy output under other shapes and builders (no target forwards)."""
         if session is None or session.n_steps == 0:
             raise gr.Error("Run (or step) a greedy decode first; the what-if replays its output.", print_exception=False)
+        if session.run is None:
+            raise gr.Error("This run was opened from a trace file: the what-if needs its drafter, so press Run to "
+                           "run it live first.", print_exception=False)
+
         def work():
             replayed = what_if(self.store, session.run, session.decoder.prompt_ids, session.decoder.output_ids)
             return replayed, self.spec.measure_curve(session)
@@ -331,7 +383,8 @@ class SpeculativeTab:
                 method_info = gr.Markdown(_method_info(DEFAULT_METHOD))
                 default_method = METHODS[DEFAULT_METHOD]
                 own = {k.name for k in default_method.knobs}
-                knob_controls = [knob_control(k, "sv-knob", default_method.default(k), visible=k.name in own)
+                knob_controls = [knob_control(k, "sv-knob", default_method.default(k), visible=k.name in own,
+                                              high=EMBEDDED_LAYERS - 1 if k.name == EXIT_LAYER.name else None)
                                  for k in KNOBS]
                 with gr.Accordion("Sampling and length", open=False):
                     max_new = knob_control(MAX_NEW_TOKENS, "sv-knob")
@@ -348,8 +401,8 @@ class SpeculativeTab:
                 compare_ar = gr.Checkbox(True, label="After a run, time plain AR on the same prompt for the speedup",
                                          elem_id="sv-compare-ar",
                                          info="off saves a server's time; a prompt timed before reuses its time")
-                if examples:
-                    gr.Examples([[e["prompt"], e["method"]] for e in examples], [prompt, method], label="Examples")
+                examples_at = gr.Column()
+                trace_picks = trace_panel("sv", "speculative")
             with gr.Column(scale=2):
                 status = gr.Markdown("Ready. Press **Run** to stream steps, or **Step** to advance one.", elem_id="sv-status")
                 text = gr.HTML(empty["text"], label="Generated text", elem_id="sv-text")
@@ -363,6 +416,9 @@ class SpeculativeTab:
                 with gr.Accordion("Why it is lossless: the rejection-sampling test of this step", open=False,
                                   elem_id="sv-rejection-accordion"):
                     rejection = gr.HTML(empty["rejection"], elem_id="sv-rejection")
+                with gr.Accordion("One forward for the whole tree: the ancestor mask of this step", open=False,
+                                  elem_id="sv-mask-accordion"):
+                    mask = gr.HTML(ancestor_mask_html(None), elem_id="sv-mask")
                 # the figures carry their own titles: a component label would sit on top of them
                 confidence = gr.Plot(empty["confidence"], label="Per-position confidence", show_label=False,
                                      elem_id="sv-confidence")
@@ -389,17 +445,29 @@ class SpeculativeTab:
                                           label="Predicted speedup by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
                 settings_box, export_btn, export_file, summary = export_panel("sv")
+                share_button, share_box = share_link_box("sv")
 
         state = session_state()
         view_state = gr.State({"tree_depth": TREE_DEPTH_VIEW, "compare_ar": True})
-        outputs = [state, status, text, slider, tree, node_card, rejection, confidence, strip, cost_plot, cost_html,
-                   metrics, depth, summary]
-        method.change(_knob_visibility, method, [method_info, *knob_controls, draft], queue=False, api_name=False)
+        outputs = [state, status, text, slider, tree, node_card, rejection, mask, confidence, strip, cost_plot,
+                   cost_html, metrics, depth, summary]
+        # a method picked by hand shows its knobs at its defaults; one set by a lesson or a link keeps its values
+        knob_outputs = [method_info, *knob_controls, draft]
+        method.input(_knob_visibility, method, knob_outputs, queue=False, api_name=False)
+        method.change(_method_info, method, method_info, queue=False, api_name=False)
+        if examples:
+            with examples_at:
+                gr.Examples([[e["prompt"], e["method"]] for e in examples], [prompt, method], knob_outputs,
+                            fn=lambda _prompt, name: _knob_visibility(name), run_on_click=True, label="Examples")
         wire(self.controller, collect=collect_settings,
              collect_inputs=[method, *knob_controls, max_new, temperature, top_p, seed, target, draft],
              prompt=prompt, settings_box=settings_box, view_state=view_state, state=state, outputs=outputs,
              buttons=buttons, slider=slider, export_button=export_btn, export_file=export_file,
              view_controls=[("tree_depth", tree_depth), ("compare_ar", compare_ar)])
+        wire_trace_panel(self.controller, trace_picks, view_state, outputs)
+        target.change(exit_layer_range, target, knob_controls[KNOB_NAMES.index(EXIT_LAYER.name)], queue=False,
+                      api_name=False)
+        wire_share_link(self.controller.handle, "speculative", share_button, share_box)
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_limit=None)
         # no model work: a card is read from the recorded step, so it skips the queue
