@@ -86,6 +86,7 @@ class Sharing:
 # seconds of GPU one step may hold on a platform that lends a GPU per call (ZeroGPU): a step, not a run
 STEP_GPU_S = 30
 _call_numbers = itertools.count()
+LOADING = "Loading the model and preparing the run…"
 # how long a session's new request waits for its previous one to stop after its current step
 HANDOVER_S = 15.0
 
@@ -279,21 +280,30 @@ class TabController:
         spec = self.spec
         view = view or {}
         key = key or request_key(None)
-        with user_errors(spec.smaller, spec.policy):
-            checked = spec.parse(settings)
-            spec.check_prompt(prompt)
-            sessions = self.sharing.sessions
-            # e.g. Step pressed while a Run streams: the Run stops after its current step and this request
-            # carries on with its session (Gradio hands a request the state as it was when the Run began)
-            previous = self._running.get(key)
-            if previous is not None:
-                previous.paused = True
-            sessions.enter(key, f"a {'run' if max_steps is None else 'step'} of {checked.method}", wait_s=HANDOVER_S)
-            try:
-                yield from self._drive(prompt, checked, view, previous or session, max_steps, key)
-            finally:
-                self._running.pop(key, None)
-                sessions.leave(key)
+        try:
+            with user_errors(spec.smaller, spec.policy):
+                checked = spec.parse(settings)
+                spec.check_prompt(prompt)
+                sessions = self.sharing.sessions
+                # e.g. Step pressed while a Run streams: the Run stops after its current step and this request
+                # carries on with its session (Gradio hands a request the state as it was when the Run began)
+                previous = self._running.get(key)
+                if previous is not None:
+                    previous.paused = True
+                sessions.enter(key, f"a {'run' if max_steps is None else 'step'} of {checked.method}",
+                               wait_s=HANDOVER_S)
+                try:
+                    yield from self._drive(prompt, checked, view, previous or session, max_steps, key)
+                finally:
+                    self._running.pop(key, None)
+                    sessions.leave(key)
+        except gr.Error as err:
+            # the status line says what failed instead of keeping "Loading…"; the message also pops up
+            yield self._status_only(f"**Failed**: {err.message}")
+            raise
+        except Exception:
+            yield self._status_only("**Failed**: the run stopped on an internal error (the server log has it).")
+            raise
 
     def _drive(self, prompt, checked, view, session, max_steps, key):
         spec, sharing = self.spec, self.sharing
@@ -301,8 +311,8 @@ class TabController:
         fresh = session is None or session.done or session.prompt != prompt or \
             spec.live_changes(session, checked) is None
         if fresh:
-            yield spec.outputs_empty("Loading the model and preparing the run…") if session is None else \
-                spec.outputs_full(session, "Loading the model and preparing the run…", None, view)
+            # a new run clears what the last one left (its tree, cards, metrics) while the model loads
+            yield spec.outputs_empty(LOADING)
             _, (session, note) = yield from self._on_model(
                 key, f"preparing a run of {checked.method}", lambda: self._session_for(session, prompt, checked), None)
         else:

@@ -58,7 +58,6 @@ EXAMPLES = [
     ("Jacobi on SmolLM2: lossless, a repetitive answer converges faster",
      ["Write the word 'hello' ten times.", "jacobi", EMBEDDED_MODEL_ID, "low_confidence"]),
 ]
-LOADING = "Loading the model and preparing the run…"
 
 
 def _remote_code_note(store) -> str:
@@ -294,39 +293,11 @@ class DiffusionSpec(TabSpec):
         }
 
 
-class DiffusionController(TabController):
-    """The shared controller, with two promises of this tab: a new run clears what the last one left (the
-    controller shows the old run while the model loads), and a run that fails says so in the status line
-    instead of leaving "Loading…" there."""
-
-    def _is_new_run(self, prompt, settings, session) -> bool:
-        if session is None:
-            return True
-        try:
-            checked = self.spec.parse(settings)
-        except Exception:  # noqa: BLE001 - drive reports bad settings itself, with its message
-            return False
-        return session.done or session.prompt != prompt or self.spec.live_changes(session, checked) is None
-
-    def drive(self, prompt, settings, view, session, max_steps, key=None):
-        if session is not None and self._is_new_run(prompt, settings, session):
-            yield self.spec.outputs_empty(LOADING)
-            session = None
-        try:
-            yield from super().drive(prompt, settings, view, session, max_steps, key)
-        except gr.Error as err:
-            yield self._status_only(f"**Failed**: {err.message}")
-            raise
-        except Exception:
-            yield self._status_only("**Failed**: the run stopped on an internal error (the server log has it).")
-            raise
-
-
 class DiffusionTab:
     def __init__(self, store: ModelStore, sharing: Sharing | None = None):
         self.store = store
         self.spec = DiffusionSpec(store, sharing)
-        self.controller = DiffusionController(self.spec)
+        self.controller = TabController(self.spec)
 
     def card(self, session, k: int, pos: int) -> str:
         """The top-k card of cell `pos` at recorded step `k`, or what is wrong with them."""

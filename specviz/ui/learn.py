@@ -40,7 +40,7 @@ class LearnTab:
         gr.Markdown(INTRO, elem_id="sv-learn-intro")
         with gr.Walkthrough(selected=0, elem_id="sv-learn") as walkthrough:
             for i, lesson in enumerate(LESSONS):
-                with gr.Step(lesson.title, id=i, elem_id=f"sv-lesson-{i + 1}"):
+                with gr.Step(lesson.short or lesson.title, id=i, elem_id=f"sv-lesson-{i + 1}"):
                     self._lesson(i, lesson, tabs, walkthrough)
         self.walkthrough = walkthrough
         return walkthrough
@@ -64,12 +64,12 @@ class LearnTab:
                     lambda k=i + 1: gr.Walkthrough(selected=k), None, walkthrough, queue=False, api_name=False)
         handle = self.handles[lesson.tab]
         wire_open_run(handle, run, tabs, lesson.tab, lambda lesson=lesson: (lesson.prompt, lesson.settings, lesson.steps),
-                      api_name=f"lesson_{i + 1}")
+                      api_name=f"lesson_{i + 1}", label=f"lesson {lesson.title}")
 
 
-def wire_open_run(handle: TabHandle, trigger, tabs, tab: str, what, api_name=False):
+def wire_open_run(handle: TabHandle, trigger, tabs, tab: str, what, api_name=False, label: str = ""):
     """On `trigger`: switch to `tab`, set its controls to the run `what()` gives (prompt, settings, steps), and
-    drive that run (steps None: to the end; k: k steps) in the tab's views."""
+    drive that run (steps None: to the end; k: k steps) in the tab's views; its status line ends with `label`."""
     spec = handle.controller.spec
 
     def show():
@@ -80,7 +80,10 @@ def wire_open_run(handle: TabHandle, trigger, tabs, tab: str, what, api_name=Fal
 
     def drive(view=None, session=None, request: gr.Request = None):
         prompt, settings, steps = what()
-        yield from handle.controller.drive(prompt, settings, view, session, steps, request_key(request))
+        for out in handle.controller.drive(prompt, settings, view, session, steps, request_key(request)):
+            status = out[1]
+            # the status says which lesson's run this is, so a class sees they are all on the same one
+            yield (out[0], f"{status} · {label}", *out[2:]) if label and isinstance(status, str) else out
 
     trigger.click(show, None, [tabs, handle.prompt, *handle.collect_inputs], queue=False, api_name=False).then(
         drive, [handle.view_state, handle.state], handle.outputs, api_name=api_name, concurrency_limit=None)

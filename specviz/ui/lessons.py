@@ -42,6 +42,7 @@ class Lesson:
     answer: str  # its answer (markdown, 1-3 sentences)
     try_change: str  # markdown: one change to try, naming the control and the value
     steps: int | None = None  # None: the whole run (Run); k: stop after k steps (Step k times)
+    short: str = ""  # the label under its number in the lesson bar (nine must fit on one line)
 
 
 def _spec(method: str, knobs: dict | None = None, max_new_tokens: int = 48, temperature: float = 0.0,
@@ -67,6 +68,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="plain-decoding",
         title="1 · Plain decoding",
+        short="Plain decoding",
         goal="See that an ordinary language model pays one full forward pass of the network for every token it writes.",
         explain=(
             "A language model writes text one token at a time. To choose the next token it runs the whole network "
@@ -97,6 +99,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="draft-and-verify",
         title="2 · Draft and verify",
+        short="Draft & verify",
         goal="Watch a cheap drafter guess a few tokens ahead and the target check all of the guesses in one pass.",
         explain=(
             "Speculative decoding splits each step in two. A cheap **drafter** guesses the next few tokens; here it is "
@@ -130,6 +133,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="lossless-sampling",
         title="3 · Why it is lossless under sampling",
+        short="Lossless sampling",
         goal="See the test that lets a sampled draft through with probability min(1, p/q), and the residual "
              "distribution that repairs a rejection.",
         explain=(
@@ -166,6 +170,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="trees",
         title="4 · Draft trees",
+        short="Trees",
         goal="See why offering the target several alternatives per position raises the accepted length, and how "
              "one forward pass checks them all.",
         explain=(
@@ -200,6 +205,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="draft-sources",
         title="5 · Where drafts come from",
+        short="Draft sources",
         goal="See that a draft does not need a model at all when the answer copies text that is already there.",
         explain=(
             "A draft only has to be a good guess; where it comes from does not matter, since the target checks "
@@ -234,6 +240,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="trained-drafters",
         title="6 · Trained drafters",
+        short="Trained drafters",
         goal="Compare a small drafter trained to imitate the target with an untrained early exit that has the same "
              "tree shape.",
         explain=(
@@ -266,6 +273,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="when-it-pays",
         title="7 · When speculation does not pay",
+        short="When it pays",
         goal="Learn to read accepted length against speedup, and see why a bigger tree can be slower on a CPU and "
              "faster on a GPU.",
         explain=(
@@ -298,6 +306,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="diffusion",
         title="8 · Diffusion",
+        short="Diffusion",
         goal="Watch a diffusion model fill a whole canvas of masked positions in parallel, and see what a confidence "
              "threshold trades.",
         explain=(
@@ -330,6 +339,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         slug="jacobi",
         title="9 · Jacobi decoding",
+        short="Jacobi",
         goal="See an ordinary autoregressive model fill the same kind of lattice by fixed-point iteration, and why "
              "its text stays exactly that of plain decoding.",
         explain=(

@@ -46,6 +46,7 @@ COST_INTRO = ("<p>Speculation pays only if a step commits more tokens than it co
               "the speedup the cost model predicted (from this machine's measured verify cost and the run's own "
               "steps) beside the speedup measured against plain AR.</p>")
 COST_INTRO_PLOT = "This machine's verify-cost curve appears after a run"
+WHATIF_EMPTY = "Run a greedy decode, then press Replay"
 
 
 def load_examples() -> list:
@@ -441,7 +442,7 @@ class SpeculativeTab:
                                 "shape is ranked by the speedup the cost model predicts for it on this machine: its τ "
                                 "against what verifying (and drafting) its nodes costs.")
                     whatif_btn = gr.Button("Replay other shapes", elem_id="sv-whatif-run")
-                    whatif_plot = gr.Plot(empty_figure("Run a greedy decode, then press Replay", height=220),
+                    whatif_plot = gr.Plot(empty_figure(WHATIF_EMPTY, height=220),
                                           label="Predicted speedup by tree shape", elem_id="sv-whatif")
                     whatif_table = gr.HTML("", elem_id="sv-whatif-table")
                 settings_box, export_btn, export_file, summary = export_panel("sv")
@@ -468,6 +469,10 @@ class SpeculativeTab:
         target.change(exit_layer_range, target, knob_controls[KNOB_NAMES.index(EXIT_LAYER.name)], queue=False,
                       api_name=False)
         wire_share_link(self.controller.handle, "speculative", share_button, share_box)
+        # the what-if replays one run: Run, Step or Reset clears it, so it never shows an earlier run's rows
+        for button in (buttons[0], buttons[1], buttons[3]):
+            button.click(lambda: (empty_figure(WHATIF_EMPTY, height=220), ""), None, [whatif_plot, whatif_table],
+                         queue=False, api_name=False, show_progress="hidden")
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_limit=None)
         # no model work: a card is read from the recorded step, so it skips the queue
