@@ -584,7 +584,8 @@ def _step_from_dict(d: dict, k: int = 0):
     if extra["uniforms"].size and np.any((extra["uniforms"] < 0) | (extra["uniforms"] > 1)):
         raise TraceError(f"{where}: uniforms must lie in [0, 1]")
     for prefix in ("draft_topk", "residual_topk"):
-        extra[f"{prefix}_ids"], extra[f"{prefix}_probs"] = _topk(d, prefix, where, n)
+        if d.get(f"{prefix}_ids") or d.get(f"{prefix}_probs"):  # absent or [] (a step built without them): none
+            extra[f"{prefix}_ids"], extra[f"{prefix}_probs"] = _topk(d, prefix, where, n)
     bonus_kind = _field(d, "bonus_kind", str, where)
     return SpecStep(
         step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), root_pos=_integer(d, "root_pos", where, 0, 1 << 24),

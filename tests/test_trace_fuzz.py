@@ -12,6 +12,7 @@ from specviz.decoding.engine import decode
 from specviz.decoding.registry import get_method
 from specviz.trace import Trace, TraceError, check_invariants
 from specviz.viz.live import LatticeLiveView, SpecLiveView
+from specviz.viz.mask import ancestor_mask_html
 
 from .conftest import PROMPTS, tiny_drafter, tiny_settings
 
@@ -98,8 +99,12 @@ def render(trace):
         view = SpecLiveView()
         for s in trace.steps:
             view.add(s, [str(t) for t in s.tree.token_ids], str(s.bonus_token), [str(t) for t in s.committed_ids])
-        for k in range(len(trace.steps)):
+        for k, s in enumerate(trace.steps):
             view.full(k)
+            # what a click and the accordions show: every node's card, the bonus's, the ancestor mask
+            for node in [*range(s.tree.size), "bonus"]:
+                view.node_card(k, node)
+            ancestor_mask_html(s, view.node_labels[k])
     trace.summary()
 
 
@@ -126,6 +131,7 @@ def test_mutated_traces_load_cleanly_or_are_refused_clearly(sources):
             except Exception as err:  # noqa: BLE001
                 escaped.append((label, f"loaded but broke: {err!r}"[:200]))
     assert not escaped, escaped[:10]
+    print(f"trace fuzz: {loaded + refused} mutated traces: {loaded} loaded and rendered, {refused} refused")
     assert loaded + refused >= 200 and refused >= 100 and loaded >= 20, (loaded, refused)
 
 

@@ -311,8 +311,9 @@ class TabController:
         fresh = session is None or session.done or session.prompt != prompt or \
             spec.live_changes(session, checked) is None
         if fresh:
-            # a new run clears what the last one left (its tree, cards, metrics) while the model loads
-            yield spec.outputs_empty(LOADING)
+            # a new run clears what the last one left (its tree, cards, metrics) while the model loads; the
+            # session stays in the state until the new one replaces it, so a run that fails to start loses nothing
+            yield (gr.skip(), *spec.outputs_empty(LOADING)[1:])
             _, (session, note) = yield from self._on_model(
                 key, f"preparing a run of {checked.method}", lambda: self._session_for(session, prompt, checked), None)
         else:

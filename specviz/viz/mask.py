@@ -12,7 +12,7 @@ import html
 import numpy as np
 
 from ..trace import SpecStep, ancestor_matrix
-from .palette import INK_COLOR, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR
+from .palette import INK_COLOR, MASKED_PAIR_COLOR, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR
 
 MAX_MASK_NODES = 64  # a bigger tree shows its first 64 nodes (the accepted path is among the first drafted)
 CELL = 13
@@ -47,7 +47,7 @@ def ancestor_mask_html(step: SpecStep | None, labels: list | None = None) -> str
     on_path = STATUS_COLORS["accepted"]
     # the masked-out pairs are the pale background: only allowed cells are drawn (a 64-node tree has ~300)
     parts.append(f"<rect x='{LABEL_W + CELL}' y='{top}' width='{n * CELL - 1}' height='{n * CELL - 1}' "
-                 f"fill='#f1f5f9'/>")
+                 f"fill='{MASKED_PAIR_COLOR}'/>")
     for i in range(n):
         y = top + i * CELL
         color = on_path if i in accepted else INK_COLOR

@@ -15,6 +15,7 @@ INK_COLOR = "#0f172a"  # text, outlines, reference lines
 SUBTLE_COLOR = "#64748b"  # secondary text, annotations
 MUTED_COLOR = "#94a3b8"  # placeholder text, tried-but-not-taken edges, collapsed markers
 BAR_TRACK_COLOR = "#e2e8f0"  # the empty part of a probability bar
+MASKED_PAIR_COLOR = "#f1f5f9"  # an attention pair the ancestor mask cuts
 TRANSPARENT = "rgba(0,0,0,0)"
 MARK_ON_DARK_COLOR = "white"  # marks drawn on strongly coloured cells (commit order)
 

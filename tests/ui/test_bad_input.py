@@ -12,10 +12,11 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 NAN, INF = float("nan"), float("inf")
@@ -242,6 +243,27 @@ CASES += [
     Case("/replay", ("[" + _trace_text() + "]",), ("tau",), ok=True, why="the CLI's --trace list: one summary each"),
 ]
 
+# opening recorded runs: a shipped example by its label (never a path), or an uploaded trace file
+_EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "traces"
+_FILE = {"meta": {"_type": "gradio.FileData"}}
+CASES += [
+    Case("/open_example", ("nope",), ("not in the list of choices",), session="fresh"),
+    Case("/open_example", ("../../README.md",), ("not in the list of choices",), session="fresh"),
+    Case("/open_example", (None,), ("No example trace",), session="fresh"),
+    Case("/lattice_open_example", ("x",), ("not in the list of choices",), session="fresh"),
+    Case("/lattice_open_example", ("Jacobi decoding of the embedded model (greedy): the AR model fills a lattice",),
+         ("Replaying",), ok=True, session="fresh", why="a shipped example"),
+    Case("/open_trace", (None,), ("No file chosen",), ok=True, session="fresh", why="no file: a hint, no error"),
+    Case("/open_trace", ({"path": "/etc/passwd", **_FILE},), ("Invalid file type",), session="fresh"),
+    Case("/open_trace", ({"path": "/etc/passwd.json", **_FILE},), ("passwd", "allowed", "not", "Invalid"),
+         session="fresh", via="http"),
+    Case("/lattice_open_trace", (handle_file(str(_EXAMPLES / "eagle-sampled.json")),),
+         ("open it in the Speculative tab",), session="fresh"),
+    Case("/lesson_1", (), ("lesson",), ok=True, session="fresh", why="a lesson's run takes no input"),
+]
+# /lesson_2 … /lesson_9 are the same handler as /lesson_1 with another lesson's settings, and take no input
+SAME_AS_COVERED = {f"/lesson_{i}" for i in range(2, 10)}
+
 # raw HTTP shapes no client sends: missing inputs, extra inputs
 CASES += [
     Case("/step", (), _words("prompt"), via="http", session="fresh"),
@@ -391,5 +413,5 @@ def test_server_still_serves_after_the_sweep(app_url, shared):
 def test_the_table_covers_every_endpoint(app_url):
     """A new endpoint joins the sweep: every named API endpoint has cases."""
     info = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]
-    covered = {c.api for c in CASES}
+    covered = {c.api for c in CASES} | SAME_AS_COVERED
     assert set(info) <= covered, sorted(set(info) - covered)

@@ -173,7 +173,8 @@ def test_public_server_caps_the_prompt_and_uploads_and_still_serves(public_url):
     client = Client(public_url, verbose=False)
     with pytest.raises(AppError, match="prompt: 5,000 characters is over"):
         client.predict(prompt="x" * 5000, settings={}, api_name="/step")
-    files = {"files": ("big.txt", b"x" * (2 << 20), "text/plain")}
+    # over the 8 MB a trace file may have (`replay.PUBLIC_MAX_CHARS`)
+    files = {"files": ("big.txt", b"x" * (9 << 20), "text/plain")}
     response = httpx.post(public_url.rstrip("/") + "/gradio_api/upload", files=files, timeout=30)
     assert response.status_code == 413, response.text[:200]
     out = client.predict(prompt="Name a fruit.", settings={"max_new_tokens": 2}, api_name="/step")
