@@ -54,7 +54,7 @@ def record(store, kind: str, prompt: str, settings: dict) -> dict:
         pass
     trace = decoder.trace()
     print(f"  {trace.method}: {len(trace.steps)} steps, {trace.output_ids.shape[0]} tokens, {trace.summary()}")
-    return trace_file_dict(trace, tokenizer)
+    return trace_file_dict(trace, tokenizer, prompt)
 
 
 def main() -> int:

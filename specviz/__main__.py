@@ -178,7 +178,7 @@ def cmd_lattice(args) -> int:
             for _ in dec.steps():
                 pass
             tr = dec.trace()
-            traces.append(trace_file_dict(tr, run.tokenizer))
+            traces.append(trace_file_dict(tr, run.tokenizer, questions[0]["prompt"]))
             if args.show:
                 print(f"--- {label}: " + run.tokenizer.decode(tr.output_ids.tolist(), skip_special_tokens=True))
         if args.trace_out:
@@ -241,7 +241,9 @@ def cmd_run(args) -> int:
         with open(args.json_out, "w") as f:
             json.dump([{k: r[k] for k in keys} for r in results], f)
     if args.trace_out:
-        traces = [trace_file_dict(r["trace"], prepared.target.tokenizer) for r in results]
+        prompts = {q["question_id"]: q["prompt"] for q in questions}
+        traces = [trace_file_dict(r["trace"], prepared.target.tokenizer, prompts.get(r["question_id"]))
+                  for r in results]
         with open(args.trace_out, "w") as f:
             json.dump(traces, f)
     return 0

@@ -118,6 +118,7 @@ def delimiter_ids(tokenizer) -> tuple:
 # every id they hold under this key, so the file replays with its words on a machine without the model (or its
 # tokenizer: a GPU run of a Hub model, opened on a laptop offline).
 TOKEN_TEXT_KEY = "token_text"
+PROMPT_TEXT_KEY = "prompt_text"
 MAX_TOKEN_TEXT = 300_000  # entries
 MAX_PIECE_CHARS = 256
 
@@ -141,12 +142,25 @@ def token_text(tokenizer, trace: Trace) -> dict:
     return {str(i): tokenizer.decode([i], skip_special_tokens=False) for i in sorted(trace_token_ids(trace))}
 
 
-def trace_file_dict(trace: Trace, tokenizer=None) -> dict:
-    """The JSON object of a trace file: the trace, plus its tokens' text when the tokenizer is at hand."""
+def trace_file_dict(trace: Trace, tokenizer=None, prompt: str | None = None) -> dict:
+    """The JSON object of a trace file: the trace, plus its tokens' text when the tokenizer is at hand and the
+    prompt as typed (the ids hold it wrapped in the chat template; a rerun needs it unwrapped)."""
     d = trace.to_dict()
     if tokenizer is not None:
         d[TOKEN_TEXT_KEY] = token_text(tokenizer, trace)
+    if prompt is not None:
+        d[PROMPT_TEXT_KEY] = prompt
     return d
+
+
+def read_prompt_text(d: dict) -> str | None:
+    """The prompt as typed, from a trace file that has it (checked as a prompt is), else None."""
+    prompt = d.get(PROMPT_TEXT_KEY)
+    if prompt is None:
+        return None
+    if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+        raise TraceError(f"{PROMPT_TEXT_KEY} must be text of at most {MAX_PROMPT_CHARS:,} characters")
+    return prompt
 
 
 class TokenText:

@@ -30,8 +30,12 @@ def test_run_writes_the_documented_json(tmp_path, embedded, capsys):
         assert 1 <= len(r["output_ids"]) <= 16
         assert r["mean_accepted"] == pytest.approx(len(r["output_ids"]) / r["target_forwards"])
     from specviz.trace import Trace, check_invariants
-    for t in json.loads(trace.read_text()):
+    traces = json.loads(trace.read_text())
+    for t in traces:
         check_invariants(Trace.from_dict(t))
+    # each carries its prompt as typed and its tokens' text, so the app replays it with words, no model needed
+    assert [t["prompt_text"] for t in traces] == ["Say hello.", "Count to five."]
+    assert all(str(i) in traces[0]["token_text"] for i in traces[0]["prompt_ids"])
 
 
 @pytest.mark.parametrize(

@@ -207,9 +207,10 @@ class TabSpec:
         checked settings: how a lesson or a share link sets the controls to the run it opens."""
         raise NotImplementedError
 
-    def replay(self, trace, tokenizer) -> Session:
+    def replay(self, trace, tokenizer, prompt: str | None = None) -> Session:
         """A finished session made of a recorded trace (`replay.ReplayedDecoder`), its views built from the
-        records with `tokenizer` (the file's own token text, or a stand-in), no model loaded."""
+        records with `tokenizer` (the file's own token text, or a stand-in), no model loaded. `prompt`: as typed,
+        when the file has it (else the prompt ids decoded, chat template and all)."""
         raise NotImplementedError
 
     def export_tokenizer(self, session: Session):
@@ -377,8 +378,8 @@ class TabController:
     def export(self, session):
         if session is None or session.n_steps == 0:
             raise gr.Error("Nothing to export yet: run or step first.", print_exception=False)
-        return write_trace(trace_file_dict(session.decoder.trace(), self.spec.export_tokenizer(session)),
-                           self.spec.trace_name)
+        return write_trace(trace_file_dict(session.decoder.trace(), self.spec.export_tokenizer(session),
+                                           session.prompt), self.spec.trace_name)
 
     def open_trace(self, text: str, name: str, view: dict | None) -> tuple:
         """A trace file's text replayed in this tab: every view and the scrubber, from its records alone.
@@ -386,14 +387,15 @@ class TabController:
         spec = self.spec
         limit = PUBLIC_MAX_CHARS if spec.policy.public else MAX_TRACE_CHARS
         with user_errors(spec.smaller, spec.policy):
-            trace, texts = read_trace_file(text, limit)
+            opened = read_trace_file(text, limit)
+            trace, texts = opened.trace, opened.token_text
             if trace.kind != spec.trace_kind:
                 other = "Diffusion" if trace.kind == "diffusion" else "Speculative"
                 raise ConfigError(f"this is a {trace.kind} trace ({trace.method}): open it in the {other} tab")
             if not trace.steps:
                 raise ConfigError("the trace holds no steps, so there is nothing to replay")
             # without the file's own token text, ids show as #id: no tokenizer is loaded for a file
-            session = spec.replay(trace, texts or TokenText({}))
+            session = spec.replay(trace, texts or TokenText({}), opened.prompt)
         session.extra["opened"] = name
         words = "" if texts else " (the file has no token text, so tokens show as #id)"
         status = (f"**Replaying {name}**: {trace.method} on {trace.target_id}, {len(trace.steps)} steps, recorded on "
@@ -457,13 +459,12 @@ def trace_panel(prefix: str, kind: str):
     examples = example_traces(kind)
     with gr.Accordion("Open a recorded run: an example, or a trace file (no model needed)", open=False,
                       elem_id=f"{prefix}-open-accordion"):
-        with gr.Row():
-            example = gr.Dropdown(list(examples), value=next(iter(examples), None), label="Example traces",
-                                  elem_id=f"{prefix}-example-trace", scale=3,
-                                  info="recorded on the embedded model; every view and the scrubber work")
-            open_example = gr.Button("Open", elem_id=f"{prefix}-open-example", scale=1)
+        example = gr.Dropdown(list(examples), value=next(iter(examples), None), label="Example traces",
+                              elem_id=f"{prefix}-example-trace",
+                              info="recorded on the embedded model; every view and the scrubber work")
+        open_example = gr.Button("Open the example", elem_id=f"{prefix}-open-example", size="sm")
         upload = gr.File(label="Or open a trace file (.json: the app's export, or the CLI's --trace for one prompt)",
-                         file_types=[".json"], type="filepath", elem_id=f"{prefix}-trace-upload", height=90)
+                         file_types=[".json"], type="filepath", elem_id=f"{prefix}-trace-upload")
     return example, open_example, upload
 
 

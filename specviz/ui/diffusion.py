@@ -176,12 +176,13 @@ class DiffusionSpec(TabSpec):
         session.extra.update(labels={}, tokenizer=run.tokenizer, model_id=run.model_id, warnings=list(run.warnings))
         return session
 
-    def replay(self, trace, tokenizer) -> Session:
+    def replay(self, trace, tokenizer, prompt: str | None = None) -> Session:
         try:
             settings = LatticeSettings.from_dict(trace.settings)
         except ConfigError:  # a knob of a newer version: the views need only the records
             settings = LatticeSettings(method="jacobi" if trace.method == "jacobi" else "diffusion")
-        session = Session(tokenizer.decode(trace.prompt_ids.tolist()), settings, None, ReplayedDecoder(trace),
+        prompt = prompt if prompt is not None else tokenizer.decode(trace.prompt_ids.tolist())
+        session = Session(prompt, settings, None, ReplayedDecoder(trace),
                           LatticeLiveView(f"{trace.method} on {trace.target_id}", trace.backend))
         session.extra.update(labels={}, tokenizer=tokenizer, model_id=trace.target_id, warnings=[])
         for step in trace.steps:

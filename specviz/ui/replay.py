@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from ..textio import read_token_text
+from ..textio import TokenText, read_prompt_text, read_token_text
 from ..trace import MAX_TRACE_CHARS, Trace, TraceError
 
 PUBLIC_MAX_CHARS = 8_000_000  # a public server reads traces up to this size
@@ -58,9 +58,19 @@ class ReplayedDecoder:
         return self.recorded.backend
 
 
-def read_trace_file(text: str, max_chars: int = MAX_TRACE_CHARS) -> tuple:
-    """(Trace, TokenText or None) from a trace file's text: the app's export, or a CLI `--trace` list holding
-    exactly one trace. Raises TraceError with a message naming the problem."""
+@dataclass
+class TraceFile:
+    """A trace file read and checked: the trace, its tokens' text (None: the file has none) and the prompt as
+    typed (None: the file has only its ids)."""
+
+    trace: Trace
+    token_text: TokenText | None
+    prompt: str | None
+
+
+def read_trace_file(text: str, max_chars: int = MAX_TRACE_CHARS) -> TraceFile:
+    """A trace file's text read: the app's export, or a CLI `--trace` list holding exactly one trace. Raises
+    TraceError with a message naming the problem."""
     if not isinstance(text, str) or not text.strip():
         raise TraceError("the file is empty: pick a trace exported by the app or written by the CLI's --trace")
     if len(text) > max_chars:
@@ -76,7 +86,7 @@ def read_trace_file(text: str, max_chars: int = MAX_TRACE_CHARS) -> tuple:
         data = data[0]
     if not isinstance(data, dict):
         raise TraceError("a trace file holds one JSON object")
-    return Trace.from_dict(data), read_token_text(data)
+    return TraceFile(Trace.from_dict(data), read_token_text(data), read_prompt_text(data))
 
 
 def summary_of(trace: Trace) -> dict:

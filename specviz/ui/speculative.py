@@ -183,12 +183,13 @@ class SpeculativeSpec(TabSpec):
         if step is not None:
             self._add_step(session, step)
 
-    def replay(self, trace, tokenizer) -> Session:
+    def replay(self, trace, tokenizer, prompt: str | None = None) -> Session:
         try:
             settings = RunSettings.from_dict(trace.settings)
         except ConfigError:  # e.g. a method or knob of a newer version: the views need only the records
             settings = RunSettings()
-        session = Session(tokenizer.decode(trace.prompt_ids.tolist()), settings, None, ReplayedDecoder(trace),
+        prompt = prompt if prompt is not None else tokenizer.decode(trace.prompt_ids.tolist())
+        session = Session(prompt, settings, None, ReplayedDecoder(trace),
                           SpecLiveView(trace.backend))
         session.extra.update(tokenizer=tokenizer, pieces=PieceDecoder(tokenizer), cost_curve=None)
         for step in trace.steps:

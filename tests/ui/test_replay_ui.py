@@ -28,10 +28,10 @@ def test_a_replayed_trace_renders_the_live_runs_views(store, embedded, settings)
     live = spec.start("Write one sentence about rivers.", spec.parse(settings))
     while not live.done:
         spec.advance(live)
-    text = json.dumps(trace_file_dict(live.decoder.trace(), live.extra["tokenizer"]))
-    trace, token_text = read_trace_file(text)
-    replayed = spec.replay(trace, token_text)
-    assert replayed.prompt == "Write one sentence about rivers." or "rivers" in replayed.prompt
+    text = json.dumps(trace_file_dict(live.decoder.trace(), live.extra["tokenizer"], live.prompt))
+    opened = read_trace_file(text)
+    replayed = spec.replay(opened.trace, opened.token_text, opened.prompt)
+    assert replayed.prompt == "Write one sentence about rivers."  # as typed: Run reruns it, a link shares it
     for k in range(live.n_steps):
         a = spec.outputs_full(live, "", k, {})[VIEWS]
         b = spec.outputs_full(replayed, "", k, {})[VIEWS]
@@ -48,12 +48,12 @@ def test_every_shipped_example_opens(store):
     names = {**example_traces("speculative"), **example_traces("diffusion")}
     assert len(names) >= 4
     for label, file in names.items():
-        trace, token_text = read_trace_file((EXAMPLE_TRACES / file).read_text())
-        assert token_text is not None and trace.steps, label
+        opened = read_trace_file((EXAMPLE_TRACES / file).read_text())
+        assert opened.token_text is not None and opened.trace.steps and opened.prompt, label
     kinds = {json.loads((EXAMPLE_TRACES / f).read_text())["method"].split(":")[0] for f in names.values()}
     assert {"eagle", "retrieval", "diffusion", "jacobi"} <= kinds
     eagle = read_trace_file((EXAMPLE_TRACES / example_traces("speculative")[next(
-        k for k in example_traces("speculative") if k.startswith("EAGLE"))]).read_text())[0]
+        k for k in example_traces("speculative") if k.startswith("EAGLE"))]).read_text()).trace
     assert eagle.settings["temperature"] > 0 and any(s.uniforms.size for s in eagle.steps)
 
 
