@@ -306,24 +306,10 @@ def cmd_bench_kernels(args) -> int:
 def method_entries(spec: str) -> list:
     """`--methods` entries: a method name, optionally with knob overrides after colons, so one
     run can compare settings side by side, e.g. `eagle,eagle:budget=16:top_k=4,eagle:draft_vocab=0`.
-    Returns [(label, method, overrides)], AR first."""
-    out, seen = [("ar", "ar", {})], {"ar"}
-    for entry in (e.strip() for e in spec.split(",")):
-        if not entry or entry in seen:
-            continue
-        name, *pairs = entry.split(":")
-        if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-        knobs = {}
-        for pair in pairs:
-            key, eq, value = pair.partition("=")
-            if not eq or key not in {k.name for k in METHODS[name].knobs}:
-                raise ConfigError(f"{entry!r}: write knob overrides as {name}:knob=value with a knob of {name} "
-                                  f"({', '.join(k.name for k in METHODS[name].knobs) or 'none'})")
-            knobs[key] = value
-        out.append((entry, name, knobs))
-        seen.add(entry)
-    return out
+    Returns [(label, method, overrides)], AR first (the app's Benchmark panel parses its box the same way)."""
+    from .runs.benchmark import method_entries as entries
+
+    return entries(spec)
 
 
 def _prepare_entries(args, temperature: float) -> dict:

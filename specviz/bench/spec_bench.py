@@ -6,48 +6,13 @@ that drift in machine load hits all of them alike.
 """
 from __future__ import annotations
 
-import json
 import time
-from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigError
-from ..runs.baseline import against_ar
+from ..runs.benchmark import bench_pieces, last_report, load_questions, run_one  # noqa: F401 (the CLI's names)
 from ..textio import check_prompt_fits, encode_prompt
-
-
-def load_questions(path: str | Path, limit: int | None = None, per_category: int | None = None) -> list:
-    """Spec-Bench jsonl: each line has question_id, category and turns; the first turn is the prompt."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"questions file {str(path)!r} does not exist")
-    out, seen = [], defaultdict(int)
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            q = json.loads(line)
-            prompt = q["turns"][0]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise ConfigError(f"{path.name} line {n} is not a Spec-Bench question (needs a 'turns' list)") from None
-        category = q.get("category", "")
-        if per_category is not None and seen[category] >= per_category:
-            continue
-        seen[category] += 1
-        out.append({"question_id": q.get("question_id", n), "category": category, "prompt": prompt})
-        if limit is not None and len(out) >= limit:
-            break
-    return out
-
-
-def run_one(prepared, prompt_ids: list, record: bool = False):
-    """Decode one prompt to the end; returns its Trace (wall time measured inside the decoder)."""
-    dec = prepared.decoder(prompt_ids, record=record)
-    for _ in dec.steps():
-        pass
-    return dec.trace()
 
 
 def run_questions(prepared, questions: list, record: bool = False) -> list:
@@ -107,63 +72,21 @@ def compare(prepared_runs: dict, questions: list, warmup: bool = True, hf: bool 
     """Run every prepared method on every question, interleaved; AR ('ar') must be among them. `hf` adds
     transformers' generate() with its default and its static cache (rows `hf_generate`, `hf_generate_static`).
 
-    Returns per method: tau (new tokens / target forwards over all prompts),
-    tok/s, total wall, speedup = AR wall / method wall, and whether the greedy
-    output matched AR on every prompt.
+    The app's Benchmark panel runs the same harness (`runs.benchmark.bench_pieces`) step by step. Returns
+    per method: tau (new tokens / target forwards over all prompts), tok/s, total wall, speedup = AR wall /
+    method wall, whether the greedy output matched AR on every prompt, the same by category, the
+    acceptance rate per draft position and the histogram of accepted lengths per step.
     """
     if "ar" not in prepared_runs:
         raise ConfigError("compare needs the 'ar' baseline among the methods")
-    any_run = next(iter(prepared_runs.values()))
-    tok = any_run.target.tokenizer
-    prompts = [encode_prompt(tok, q["prompt"]) for q in questions]
-    hf_rows = HF_ROWS if hf else {}
-    if warmup:
-        for p in prepared_runs.values():
-            run_one(p.limited(4), prompts[0])
-        for cache in hf_rows.values():
-            hf_generate(prepared_runs["ar"].limited(4), prompts[0], cache)
-    # AR first on every prompt, so each method's output can be checked against it
-    order = ["ar"] + [n for n in prepared_runs if n != "ar"]
-    totals = {name: {"tokens": 0, "forwards": 0, "wall": 0.0, "match": True} for name in [*order, *hf_rows]}
-    for q, ids in zip(questions, prompts):
-        hf_out = {}
-        for row, cache in hf_rows.items():
-            out, wall = hf_generate(prepared_runs["ar"], ids, cache)
-            totals[row]["tokens"] += len(out)
-            totals[row]["wall"] += wall
-            hf_out[row] = out
-            if per_prompt is not None:
-                per_prompt.append({"category": q.get("category", ""), "method": row, "wall_s": wall, "trace": None})
-        ar = None
-        for name in order:
-            prepared = prepared_runs[name]
-            tr = run_one(prepared, ids)
-            if per_prompt is not None:  # every run of every prompt, for reports by category
-                per_prompt.append({"category": q.get("category", ""), "method": name, "wall_s": tr.wall_s, "trace": tr})
-            t = totals[name]
-            t["tokens"] += int(tr.output_ids.shape[0])
-            t["forwards"] += sum(s.target_forwards for s in tr.steps)
-            t["wall"] += tr.wall_s
-            if name == "ar":
-                ar = tr
-                for row, out in hf_out.items():
-                    # generate may stop at EOS at a different point only if decoding differed
-                    totals[row]["match"] &= out == ar.output_ids.tolist()
-            elif prepared.settings.greedy:
-                t["match"] &= bool(against_ar(tr, ar, greedy=True)["matches_ar"])
-    ar_wall = totals["ar"]["wall"]
-    report = {}
-    for name, t in totals.items():
-        report[name] = {
-            "tau": t["tokens"] / t["forwards"] if t["forwards"] else 0.0,
-            "tokens": t["tokens"],
-            "target_forwards": t["forwards"],
-            "wall_s": t["wall"],
-            "tok_per_s": t["tokens"] / t["wall"] if t["wall"] else 0.0,
-            "speedup_vs_ar": ar_wall / t["wall"] if t["wall"] else 0.0,
-            "matches_ar": t["match"],
-        }
-    return report
+    ar = prepared_runs["ar"]
+    baselines = {row: (lambda ids, cache=cache: hf_generate(ar, ids, cache))
+                 for row, cache in (HF_ROWS.items() if hf else ())}
+    if warmup and hf and questions:
+        first = encode_prompt(ar.target.tokenizer, questions[0]["prompt"])
+        for cache in HF_ROWS.values():
+            hf_generate(ar.limited(4), first, cache)
+    return last_report(bench_pieces(prepared_runs, questions, warmup, baselines, per_prompt))["report"]
 
 
 def replay_taus(prepared_runs: dict, questions: list, log=None) -> dict:
