@@ -8,6 +8,7 @@ import gradio as gr
 from ..models import ModelStore
 from ..policy import ServerPolicy
 from ..viz.palette import css
+from .compare import CompareTab
 from .controller import Sharing
 from .diffusion import DiffusionTab
 from .inputs import AppBlocks
@@ -43,6 +44,8 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
             with gr.Tab("Diffusion", id="diffusion", elem_id="sv-tab-diffusion"):
                 diffusion = DiffusionTab(store, sharing)
                 diffusion.build()
+            with gr.Tab("Compare", id="compare", elem_id="sv-tab-compare"):
+                CompareTab(store, sharing).build()
             handles = {"speculative": speculative.controller.handle, "diffusion": diffusion.controller.handle}
             with gr.Tab("Learn", id="learn", elem_id="sv-tab-learn"):
                 learn = LearnTab(handles)
