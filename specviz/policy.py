@@ -42,6 +42,9 @@ PUBLIC_CAPS = {
     "draft_len": 8,
     "window": 32,  # Jacobi
     "tree_nodes": 64,  # nodes of a typed static tree shape
+    "bench_questions": 8,  # questions of one benchmark run from the app (every method decodes each)
+    "bench_methods": 4,  # methods of one benchmark, the AR baseline included
+    "bench_new_tokens": 64,  # new tokens per question and method in a benchmark
 }
 _ENV_TRUE = ("1", "true", "yes", "on")
 
