@@ -8,6 +8,7 @@ import gradio as gr
 from ..models import ModelStore
 from ..policy import ServerPolicy
 from ..viz.palette import css
+from .benchmark import BenchmarkPanel
 from .compare import CompareTab
 from .controller import Sharing
 from .diffusion import DiffusionTab
@@ -46,6 +47,9 @@ def build_demo(store: ModelStore | None = None, sharing: Sharing | None = None) 
                 diffusion.build()
             with gr.Tab("Compare", id="compare", elem_id="sv-tab-compare"):
                 CompareTab(store, sharing).build()
+                with gr.Accordion("Benchmark: Spec-Bench questions, every method against AR", open=False,
+                                  elem_id="sb-accordion"):
+                    BenchmarkPanel(store, sharing).build()
             handles = {"speculative": speculative.controller.handle, "diffusion": diffusion.controller.handle}
             with gr.Tab("Learn", id="learn", elem_id="sv-tab-learn"):
                 learn = LearnTab(handles)
