@@ -29,9 +29,9 @@ from ..viz.compare import (ar_diff_html, equals_reference, first_divergence, lan
 from ..viz.lattice import CommitState, lattice_svg
 from ..viz.tree import empty_figure, tree_html
 from .controller import (Session, Sharing, TabController, TabSpec, request_key, run_buttons, scrubber_update,
-                         session_state, step_scrubber, user_errors, write_trace)
+                         session_state, user_errors, write_trace)
 from .diffusion import TOY_DEFAULTS, DiffusionSpec
-from .inputs import PromptBox
+from .inputs import PromptBox, StepSlider
 from .replay import PUBLIC_MAX_CHARS, read_trace_file
 from .speculative import SpeculativeSpec
 
@@ -364,7 +364,7 @@ class CompareSpec(TabSpec):
         for lane, r in zip([ln for ln in session.decoder.lanes if session.decoder.at(ln, k) >= 0], rows):
             tok = lane.session.extra["tokenizer"]
             diff_rows.append({**r, "pieces": [tok.decode([t]) for t in r["output_ids"]], "ar_pieces": ar_pieces,
-                              "equals_ar": r["equals_ar"] if r["greedy"] and ref["greedy"] else None})
+                              "sampled": not (r["greedy"] and ref["greedy"])})
         return ar_diff_html(diff_rows, ref["label"])
 
     def _series(self, session, k: int) -> list:
@@ -559,7 +559,9 @@ class CompareTab:
                 empty = spec.outputs_empty("")
                 status = gr.Markdown("Ready. Pick lanes, then **Run** races them; **Step** plays one round.",
                                      elem_id="cmp-status")
-                slider = step_scrubber("cmp")
+                slider = StepSlider(0, 1, value=0, step=1, label="Round", interactive=False, elem_id="cmp-slider",
+                                    info="re-renders any recorded round (each lane one step per round) from the "
+                                         "stored steps, without calling the model")
                 with gr.Row():
                     race_fw = gr.Plot(empty[2], show_label=False, elem_id="cmp-race-forwards")
                     race_s = gr.Plot(empty[3], show_label=False, elem_id="cmp-race-time")
@@ -567,7 +569,8 @@ class CompareTab:
                 lanes_view = gr.HTML(empty[4], elem_id="cmp-lanes-view")
                 with gr.Accordion("Each lane's output against AR's (greedy runs)", open=True):
                     diff = gr.HTML(empty[5], elem_id="cmp-diff")
-                result = gr.JSON(label="Comparison (JSON, one entry per lane)", elem_id="cmp-result")
+                with gr.Accordion("The comparison as JSON (the API's result: one entry per lane)", open=False):
+                    result = gr.JSON(label="Comparison (JSON, one entry per lane)", elem_id="cmp-result")
         state = session_state()
         view_state = gr.State({})
         outputs = [state, status, race_fw, race_s, lanes_view, diff, table, slider, result]

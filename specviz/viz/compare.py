@@ -48,12 +48,10 @@ def race_figure(lanes: list, x: str = "forwards") -> go.Figure:
     if x == "forwards":
         fig.add_trace(go.Scatter(x=[0, top_x], y=[0, top_x], mode="lines", name="1 token per forward (AR)",
                                  line=dict(color=AR_REFERENCE_COLOR, dash="dash", width=1.5), hoverinfo="skip"))
-        title = ("Tokens committed against model forwards<br><sup>the slope is τ (tokens per forward); above the "
-                 "dashed line = more than one token per forward</sup>")
-        xaxis = "model forwards (target forwards; a lattice lane's own forwards)"
+        title = "Tokens against model forwards<br><sup>slope = τ · above the dashed line: > 1 token per forward</sup>"
+        xaxis = "model forwards"
     else:
-        title = ("Tokens committed against wall-clock time<br><sup>decode seconds as each decoder timed itself on "
-                 "this machine, the lanes taking turns on it</sup>")
+        title = "Tokens against wall-clock time<br><sup>decode seconds, as each decoder timed itself here</sup>"
         xaxis = "decode seconds"
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=340, plot_bgcolor=BACKGROUND,
                       xaxis=dict(title=xaxis, rangemode="tozero"), yaxis=dict(title="tokens committed", rangemode="tozero"),
@@ -101,7 +99,7 @@ def table_html(rows: list, ar_how: str) -> str:
         return ""
     body = []
     for i, r in enumerate(rows):
-        eq = {True: "yes", False: "no", None: "— (sampled)"}.get(r["equals_ar"], "—")
+        eq = {True: "yes", False: "no"}.get(r["equals_ar"], "— (sampled)" if r.get("greedy") is False else "—")
         per = "τ" if r.get("kind") == "speculative" else "tokens / forward"
         body.append(
             f'<tr><td><span class="sv-swatch" style="background:{lane_color(i)}"></span><b>{html.escape(r["label"])}</b>'
@@ -133,7 +131,7 @@ def tokens_html(pieces: list, diverge_at: int | None, reference_piece: str | Non
 
 def ar_diff_html(rows: list, reference_label: str | None) -> str:
     """Each lane's output against AR's. `rows`: dicts of label, kind, method, pieces (the lane's tokens' text),
-    diverge_at, equals_ar (None for sampled), ar_pieces, finished."""
+    diverge_at, equals_ar (None: not known yet, or sampled), sampled, ar_pieces, finished."""
     if not rows:
         return '<div class="sv-note">The outputs are checked against plain AR once the lanes have steps.</div>'
     if reference_label is None:
@@ -143,7 +141,7 @@ def ar_diff_html(rows: list, reference_label: str | None) -> str:
              'AR is marked; speculative decoding keeps the target\'s greedy output, so its lanes must show none.</div>']
     for i, r in enumerate(rows):
         at = r["diverge_at"]
-        if r["equals_ar"] is None:
+        if r.get("sampled"):
             verdict = "sampled run: its output need not equal greedy AR's"
         elif at is None:
             n = len(r["pieces"])

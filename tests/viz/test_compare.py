@@ -48,7 +48,7 @@ def test_race_figures_draw_every_lane_and_mark_the_step_on_show():
 def test_table_and_diff_views():
     ar = {"tokens": 4, "wall_s": 1.0}
     rows = [{**lane_result("1 · AR", 4, 4, 1.0, ar, True), "kind": "speculative", "steps": 4},
-            {**lane_result("2 · <b>x</b>", 4, 2, 0.5, ar, None), "kind": "lattice", "steps": 2}]
+            {**lane_result("2 · <b>x</b>", 4, 2, 0.5, ar, None), "kind": "lattice", "steps": 2, "greedy": False}]
     html = table_html(rows, "AR timed here")
     assert "1.00×" in html and "2.00×" in html and "— (sampled)" in html and "&lt;b&gt;" in html
     diff = ar_diff_html([
@@ -58,6 +58,11 @@ def test_table_and_diff_views():
          "diverge_at": 1, "equals_ar": False, "ar_pieces": ["a", "b"], "finished": True}], "the AR lane")
     assert "equals AR (all 2 tokens)" in diff and "differs from AR at position 1" in diff
     assert 'class="sv-diverge"' in diff and "&lt;z&gt;" in diff and DIFFUSION_DIFFERS in diff
+    running = ar_diff_html([{"label": "2 · auto", "kind": "speculative", "pieces": ["a"], "diverge_at": None,
+                             "equals_ar": None, "sampled": False, "ar_pieces": ["a"], "finished": False}], "AR")
+    assert "equals AR so far (1 tokens)" in running and "sampled" not in running
+    assert "sampled run" in ar_diff_html([{"label": "x", "kind": "speculative", "pieces": ["a"], "diverge_at": None,
+                                           "equals_ar": None, "sampled": True, "ar_pieces": ["b"]}], "AR")
     assert "not known yet" in ar_diff_html([{"label": "x"}], None)
     cards = lanes_html([{"label": "1 · AR", "summary": "step 0", "view": "<svg></svg>", "text": "<hi>"}])
     assert 'data-lane="0"' in cards and "&lt;hi&gt;" in cards and "<svg></svg>" in cards
