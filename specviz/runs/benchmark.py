@@ -18,7 +18,7 @@ from ..config import ConfigError
 from ..decoding.registry import METHODS
 from ..settings import RunSettings
 from ..textio import check_prompt_fits, encode_prompt
-from ..trace import summarize
+from ..trace import ACCEPTED, REJECTED, summarize
 from .baseline import against_ar
 
 # the Spec-Bench dev split shipped with specviz (Apache-2.0, see its LICENSE beside it)
@@ -234,13 +234,24 @@ def _report(totals: dict) -> dict:
 
 
 def step_metrics(steps: list) -> dict:
-    """acceptance_by_depth[d]: accepted ÷ drafted at draft position d+1, over every step of the given
-    records pooled (`trace.summarize`); accepted_lengths[k]: how many steps accepted exactly k drafted
-    tokens (the bonus not counted)."""
-    if not steps:
-        return {"acceptance_by_depth": [], "accepted_lengths": []}
-    return {"acceptance_by_depth": summarize(steps)["acceptance_by_depth"],
-            "accepted_lengths": np.bincount([s.n_accepted for s in steps]).tolist()}
+    """From the step records of one method, pooled over its questions:
+
+    acceptance_by_depth[d]: accepted ÷ verified at draft position d+1 (`trace.summarize`), and
+    verified_by_depth[d]: how many drafted nodes verification reached there (a rate over few is noise);
+    accepted_lengths[k]: how many steps that drafted something accepted exactly k drafted tokens (the bonus
+    not counted); steps / drafted_steps: all steps, and those that drafted (prompt lookup drafts nothing
+    when the context has no match)."""
+    drafted = [s for s in steps if s.n_drafted > 0]
+    out = {"acceptance_by_depth": summarize(steps)["acceptance_by_depth"] if steps else [],
+           "verified_by_depth": [], "accepted_lengths": [], "steps": len(steps), "drafted_steps": len(drafted)}
+    if drafted:
+        out["accepted_lengths"] = np.bincount([s.n_accepted for s in drafted]).tolist()
+        reached = np.zeros(len(out["acceptance_by_depth"]), dtype=np.int64)
+        for s in drafted:
+            tested = np.isin(s.status[1:], (ACCEPTED, REJECTED))
+            np.add.at(reached, s.tree.depth[1:][tested] - 1, 1)
+        out["verified_by_depth"] = reached.tolist()
+    return out
 
 
 def last_report(pieces) -> dict:

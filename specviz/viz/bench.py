@@ -90,32 +90,39 @@ def category_figure(report: dict | None) -> go.Figure:
 
 def acceptance_figure(report: dict | None) -> go.Figure:
     """Acceptance rate at each draft position (accepted ÷ drafted among the nodes verification reached
-    there), one line per method that drafted."""
+    there), one line per method that drafted; a marker's size grows with the nodes verified there, since a
+    rate over a handful of nodes is noise, and hover gives the count."""
     if not report:
         return empty_figure(NO_RESULTS, height=300)
     colors = method_colors(report)
     fig = go.Figure()
     for name, r in report.items():
         rates = r.get("acceptance_by_depth") or []
-        points = [(d + 1, rate) for d, rate in enumerate(rates) if rate is not None]
+        counts = list(r.get("verified_by_depth") or []) + [0] * len(rates)
+        points = [(d + 1, rate, counts[d]) for d, rate in enumerate(rates) if rate is not None]
         if not points:
             continue
         fig.add_trace(go.Scatter(
-            x=[p for p, _ in points], y=[rate for _, rate in points], mode="lines+markers", name=name,
-            line=dict(color=colors[name], width=2), marker=dict(size=7, color=colors[name]),
-            hovertemplate=f"{name}<br>draft position %{{x}}: %{{y:.0%}} accepted<extra></extra>",
+            x=[p for p, _, _ in points], y=[rate for _, rate, _ in points], mode="lines+markers", name=name,
+            line=dict(color=colors[name], width=2),
+            marker=dict(size=[min(6 + 2 * n ** 0.5, 18) for _, _, n in points], color=colors[name]),
+            customdata=[n for _, _, n in points],
+            hovertemplate=f"{name}<br>draft position %{{x}}: %{{y:.0%}} of %{{customdata}} verified nodes "
+                          "accepted<extra></extra>",
         ))
     if not fig.data:
         return empty_figure("No method drafted anything: AR alone has no draft positions", height=300)
-    fig = _layout(fig, "Acceptance rate per draft position", "draft position", "accepted ÷ verified")
-    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig = _layout(fig, "Acceptance rate per draft position (marker size: nodes verified)", "draft position",
+                  "accepted ÷ verified")
+    fig.update_yaxes(range=[0, 1.08], tickformat=".0%")
     fig.update_xaxes(dtick=1)
     return fig
 
 
 def accepted_length_figure(report: dict | None) -> go.Figure:
-    """The histogram of accepted lengths: the share of each method's steps that accepted exactly k drafted
-    tokens (the bonus not counted), grouped by k."""
+    """The histogram of accepted lengths: the share of each method's drafting steps that accepted exactly k
+    drafted tokens (the bonus not counted), grouped by k; steps that drafted nothing are left out (hover
+    counts them)."""
     if not report:
         return empty_figure(NO_RESULTS, height=300)
     colors = method_colors(report)
@@ -128,12 +135,13 @@ def accepted_length_figure(report: dict | None) -> go.Figure:
         fig.add_trace(go.Bar(
             x=list(range(len(counts))), y=[c / total for c in counts], name=name, marker_color=colors[name],
             customdata=counts,
-            hovertemplate=f"{name}<br>%{{customdata}} steps accepted %{{x}} drafts (%{{y:.0%}})<extra></extra>",
+            hovertemplate=f"{name}<br>%{{customdata}} of {total} drafting steps accepted %{{x}} drafts "
+                          f"(%{{y:.0%}}); {r.get('steps', total) - total} more steps drafted nothing<extra></extra>",
         ))
     if not fig.data:
         return empty_figure("No method drafted anything: AR alone accepts no drafts", height=300)
     fig.update_layout(barmode="group")
-    fig = _layout(fig, "Accepted drafted tokens per step (share of steps)", "drafted tokens accepted in a step",
+    fig = _layout(fig, "Accepted length per step (share of steps that drafted)", "drafted tokens accepted in a step",
                   "share of steps")
     fig.update_yaxes(tickformat=".0%")
     fig.update_xaxes(dtick=1)

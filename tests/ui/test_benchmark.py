@@ -67,8 +67,11 @@ def test_benchmark_returns_its_table_through_gradio_client(result):
         assert pl["by_category"][c]["speedup_vs_ar"] == pytest.approx(
             ar["by_category"][c]["wall_s"] / pl["by_category"][c]["wall_s"])
     # the per-step metrics: one accepted length per step, acceptance rates in [0, 1]
-    assert sum(pl["accepted_lengths"]) > 0 and ar["accepted_lengths"] == [ar["target_forwards"]]
+    assert sum(pl["accepted_lengths"]) == pl["drafted_steps"] <= pl["steps"]
+    assert ar["accepted_lengths"] == [] and ar["steps"] == ar["target_forwards"]
     assert all(r is None or 0 <= r <= 1 for r in pl["acceptance_by_depth"])
+    assert len(pl["verified_by_depth"]) == len(pl["acceptance_by_depth"])
+    assert all((n > 0) == (r is not None) for n, r in zip(pl["verified_by_depth"], pl["acceptance_by_depth"]))
     assert results["settings"]["prompt_lookup"]["max_new_tokens"] == 16
     rows = {row[0]: row for row in table["data"]}
     assert table["headers"][:5] == ["method", "τ", "tok/s", "speedup vs AR", "greedy = AR"]
@@ -166,8 +169,8 @@ def test_the_cli_runs_the_same_harness(store, embedded):
     events = list(bench_pieces(prepared, questions, warmup=False))
     again = events[-1]["report"]
     for m in ("ar", "prompt_lookup"):
-        for k in ("tokens", "target_forwards", "matches_ar", "accepted_lengths", "acceptance_by_depth"):
+        for k in ("tokens", "target_forwards", "matches_ar", "accepted_lengths", "acceptance_by_depth", "steps"):
             assert report[m][k] == again[m][k], (m, k)
     # one None per decode step (warm-up off): the app can give each its own turn
-    steps = sum(sum(report[m]["accepted_lengths"]) for m in report)
+    steps = sum(report[m]["steps"] for m in report)
     assert sum(e is None for e in events) == steps

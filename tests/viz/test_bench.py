@@ -7,18 +7,20 @@ from specviz.viz.bench import (CSV_FIELDS, NO_RESULTS, accepted_length_figure, a
 from specviz.viz.palette import AR_REFERENCE_COLOR
 
 
-def _row(tau, wall, tokens=40, match=True, by_depth=(), lengths=(), cats=None):
+def _row(tau, wall, tokens=40, match=True, by_depth=(), lengths=(), cats=None, verified=()):
     forwards = round(tokens / tau) if tau else 0
     rates = {"tau": tau, "tokens": tokens, "target_forwards": forwards, "wall_s": wall,
              "tok_per_s": tokens / wall, "speedup_vs_ar": 4.0 / wall}
     by_category = {c: {**rates, "speedup_vs_ar": s} for c, s in (cats or {}).items()}
     return {**rates, "matches_ar": match, "by_category": by_category, "acceptance_by_depth": list(by_depth),
-            "accepted_lengths": list(lengths)}
+            "accepted_lengths": list(lengths), "verified_by_depth": list(verified),
+            "steps": sum(lengths) + 5, "drafted_steps": sum(lengths)}
 
 
 REPORT = {
-    "ar": _row(1.0, 4.0, lengths=[40], cats={"writing": 1.0, "math": 1.0}),
-    "prompt_lookup": _row(1.6, 2.5, by_depth=[0.6, 0.5, None], lengths=[10, 8, 7], cats={"writing": 1.4, "math": 1.9}),
+    "ar": _row(1.0, 4.0, lengths=[], cats={"writing": 1.0, "math": 1.0}),
+    "prompt_lookup": _row(1.6, 2.5, by_depth=[0.6, 0.5, None], lengths=[10, 8, 7],
+                          verified=[25, 15, 0], cats={"writing": 1.4, "math": 1.9}),
     "sps": _row(2.0, 5.0, match=False, by_depth=[0.8, 0.6, 0.4], lengths=[4, 6, 6, 4], cats={"writing": 0.8, "math": 0.7}),
 }
 
@@ -52,6 +54,9 @@ def test_acceptance_per_position_skips_unreached_positions():
     fig = acceptance_figure(REPORT)
     assert [t.name for t in fig.data] == ["prompt_lookup", "sps"]
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].y) == [0.8, 0.6, 0.4]
+    # markers grow with the nodes verified; a report without counts still draws
+    assert list(fig.data[0].customdata) == [25, 15] and fig.data[0].marker.size[0] > fig.data[0].marker.size[1]
+    assert list(fig.data[1].customdata) == [0, 0, 0]
 
 
 def test_accepted_length_histogram_is_a_share_of_steps():
