@@ -13,7 +13,7 @@ def api_examples() -> list:
 
 def test_the_readme_api_examples_run(app_url, embedded, capsys):
     blocks = api_examples()
-    assert len(blocks) == 3
+    assert len(blocks) >= 4
     scope: dict = {}
     for block in blocks:
         exec(compile(block.replace('"http://127.0.0.1:7860/"', repr(app_url)), str(README), "exec"), scope)
@@ -22,3 +22,5 @@ def test_the_readme_api_examples_run(app_url, embedded, capsys):
     assert scope["jacobi"]["settings"]["method"] == "jacobi" and scope["jacobi"]["lossless"] is True
     assert scope["trace"].settings["method"] == "ngram_tree" and 0 < len(scope["trace"].output_ids) <= 32
     assert [r["schedule"] for r in scope["result"]] == ["low_confidence", "threshold"]
+    ar, tree, diffusion = scope["lanes"]  # the Compare tab's /compare
+    assert tree["equals_ar"] is True and ar["speedup_vs_ar"] == 1.0 and diffusion["label"].startswith("3 · diffusion")
