@@ -575,15 +575,27 @@ class CompareTab:
         view_state = gr.State({})
         outputs = [state, status, race_fw, race_s, lanes_view, diff, table, slider, result]
 
-        def collect(prompt_len, *values):
+        def collect(length_value=None, *values):
+            """The lane rows as the API's `lanes` list (the page's own event; raw junk gets a message)."""
+            try:
+                tokens = int(float(length_value))
+            except (TypeError, ValueError, OverflowError):
+                raise gr.Error(f"tokens per lane must be a whole number, got {shown(length_value, 40)}",
+                               print_exception=False) from None
             chosen, boxes = values[:MAX_LANES], values[MAX_LANES:]
             lanes = []
             for i, (name, box) in enumerate(zip(chosen, boxes)):
                 if not name or name == NONE:
                     continue
-                lane = dict(PRESETS.get(name, {"method": name}))
+                if not isinstance(name, str) or name not in PRESETS:
+                    raise gr.Error(f"lane {i + 1}: pick a preset from the list ({', '.join(PRESETS)}), got "
+                                   f"{shown(name, 40)}", print_exception=False)
+                lane = dict(PRESETS[name])
                 length = "gen_length" if lane_kind(lane) == "lattice" else "max_new_tokens"
-                lane[length] = int(prompt_len)
+                lane[length] = tokens
+                if box is not None and not isinstance(box, str):
+                    raise gr.Error(f"lane {i + 1}: the knobs box holds JSON text, got {shown(box, 40)}",
+                                   print_exception=False)
                 if box and box.strip():
                     try:
                         extra = json.loads(box)

@@ -261,6 +261,56 @@ CASES += [
          ("open it in the Speculative tab",), session="fresh"),
     Case("/lesson_1", (), ("lesson",), ok=True, session="fresh", why="a lesson's run takes no input"),
 ]
+# the Compare tab: /compare takes prompt and lanes (a list of settings objects); a bad lane is named
+_LANES = [{"method": "ar", "max_new_tokens": 2}, {"method": "prompt_lookup", "max_new_tokens": 2}]
+CASES += [
+    Case("/compare", ("Hi", [{"method": "ar"}]), ("2 to 4 lanes",)),
+    Case("/compare", ("Hi", [{"method": "ar"}] * 5), ("2 to 4 lanes",)),
+    Case("/compare", ("Hi", "ar"), ("lanes must be a list",)),
+    Case("/compare", ("Hi", None), ("lanes must be a list",)),
+    Case("/compare", ("Hi", [{"method": "ar"}, {"method": "warp"}]), ("lane 2",)),
+    Case("/compare", ("Hi", [{"method": "ar"}, {"method": "auto", "budget": NAN}]), ("lane 2",), via="http"),
+    Case("/compare", ("Hi", [{"method": "ar"}, 7]), ("lane 2",)),
+    Case("/compare", ("", _LANES), _words("prompt")),
+    Case("/compare", (None, _LANES), _words("prompt"), via="http"),
+    Case("/compare_step", ("Hi", [{"method": "ar"}, {"method": "jacobi", "window": 0}]), ("lane 2",)),
+    Case("/compare_step", ("Hi", [{"method": "ar", "kind": "lattice"}, {"method": "ar"}]), ("lane 1",)),
+    Case("/compare_scrub", ("abc",), _words("step"), session="fresh"),
+    Case("/compare_scrub", (0,), ("Nothing recorded",), ok=True, session="fresh", why="nothing to show yet"),
+    Case("/compare_scrub", (NAN,), _words("step"), via="http"),
+    Case("/compare_export", (), ("run or step",), session="fresh"),
+    Case("/compare_pause", (), ("Nothing is running",), ok=True, session="fresh", why="pausing nothing is a no-op"),
+    Case("/compare_reset", (), ("Reset",), ok=True, session="fresh", why="resetting nothing is a no-op"),
+    Case("/compare_open", (None,), ("No file",), ok=True, session="fresh", why="no file: a hint, no error"),
+    Case("/compare_open", (handle_file(str(_EXAMPLES / "eagle-sampled.json")),), ("not a comparison file",),
+         session="fresh"),
+    Case("/compare_open", ({"path": "/etc/passwd", **_FILE},), ("Invalid file type",), session="fresh"),
+]
+# the Benchmark panel: /benchmark takes methods, categories, per_category and max_new_tokens
+_B = (["prompt_lookup"], ["math"], 1, 2)
+CASES += [
+    Case("/benchmark", (["hydra"], *_B[1:]), ("unknown method 'hydra'",)),
+    Case("/benchmark", (["m" * 200_000], *_B[1:]), ("unknown method",)),
+    Case("/benchmark", ([7], *_B[1:]), ("method name or a settings dict",)),
+    Case("/benchmark", ([{"method": ["sps"]}], *_B[1:]), ("unknown method",)),
+    Case("/benchmark", ([{"method": "sps", "draft_len": 999}], *_B[1:]), ("draft_len",)),
+    Case("/benchmark", (["eagle:budget"], *_B[1:]), ("knob=value",)),
+    Case("/benchmark", (42, *_B[1:]), ("methods must be a list",)),
+    Case("/benchmark", (_B[0], ["poetry"], 1, 2), ("unknown category 'poetry'",)),
+    Case("/benchmark", (_B[0], [{"a": 1}], 1, 2), ("unknown category",)),
+    Case("/benchmark", (_B[0], 42, 1, 2), ("categories must be a list",)),
+    Case("/benchmark", (_B[0], ["math"], 0, 2), ("per_category=0 is out of range",)),
+    Case("/benchmark", (_B[0], ["math"], 10**9, 2), ("per_category=1000000000 is out of range",)),
+    Case("/benchmark", (_B[0], ["math"], "lots", 2), ("per_category must be a whole number",)),
+    Case("/benchmark", (_B[0], ["math"], NAN, 2), ("per_category must be a whole number",), via="http"),
+    Case("/benchmark", (_B[0], ["math"], INF, 2), ("per_category must be a whole number",), via="http"),
+    Case("/benchmark", (_B[0], ["math"], 1, 0), ("max_new_tokens",)),
+    Case("/benchmark", (_B[0], ["math"], 1, 10**9), ("max_new_tokens",)),
+    Case("/benchmark", (_B[0], ["math"], 1, None), ("max_new_tokens",), via="http"),
+    Case("/benchmark", (), ("methods",), via="http", session="fresh"),
+    Case("/benchmark_cancel", (), ("No benchmark is running",), ok=True, session="fresh",
+         why="cancelling nothing is a no-op"),
+]
 # /lesson_2 … /lesson_9 are the same handler as /lesson_1 with another lesson's settings, and take no input
 SAME_AS_COVERED = {f"/lesson_{i}" for i in range(2, 10)}
 
