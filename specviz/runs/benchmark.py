@@ -67,13 +67,13 @@ def parse_entry(entry: str) -> tuple:
     name, *pairs = entry.strip().split(":")
     name = name.strip()
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {name[:40]!r}; choose from {', '.join(METHODS)}")
     knobs = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key = key.strip()
         if not eq or key not in {k.name for k in METHODS[name].knobs}:
-            raise ConfigError(f"{entry.strip()!r}: write knob overrides as {name}:knob=value with a knob of {name} "
+            raise ConfigError(f"{entry.strip()[:80]!r}: write knob overrides as {name}:knob=value with a knob of {name} "
                               f"({', '.join(k.name for k in METHODS[name].knobs) or 'none'})")
         knobs[key] = value.strip()
     return name, knobs
@@ -90,8 +90,8 @@ def method_entries(spec) -> list:
     for item in items:
         if isinstance(item, dict):
             name = item.get("method")
-            if name not in METHODS:
-                raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+            if not isinstance(name, str) or name not in METHODS:
+                raise ConfigError(f"unknown method {str(name)[:40]!r}; choose from {', '.join(METHODS)}")
             defaults = {k.name: k.default for k in METHODS[name].knobs}
             knobs = {k: v for k, v in item.items() if k != "method"}
             label = ":".join([name, *(f"{k}={v}" for k, v in knobs.items() if defaults.get(k, object()) != v)])

@@ -11,6 +11,7 @@ its last output is the results JSON.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import threading
 import time
@@ -35,19 +36,34 @@ _DONE = object()
 
 
 def _int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be a whole number, got {str(value)[:40]!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if number != int(number):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value[:40]!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ConfigError(f"{name} must be a whole number, got {str(value)[:40]!r}")
     return int(number)
+
+
+def _as_list(value, name: str) -> list:
+    """A list input as sent: a list, a comma-separated string, or nothing (empty)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
 
 
 def parse_methods(methods, overrides: str = "") -> list:
     """The methods box (names) and the overrides box (`eagle:budget=16, prompt_lookup:ngram=2` or a JSON
     list of settings dicts) as one list for `/benchmark`; an override replaces the plain entry of its method."""
-    items = list(methods or [])
+    items = _as_list(methods, "methods")
+    if overrides is not None and not isinstance(overrides, str):
+        raise ConfigError("knob overrides must be text: method:knob=value entries or a JSON list of settings dicts")
     text = (overrides or "").strip()
     if text:
         if text.startswith("[") or text.startswith("{"):
@@ -59,8 +75,9 @@ def parse_methods(methods, overrides: str = "") -> list:
             extra = extra if isinstance(extra, list) else [extra]
         else:
             extra = [e.strip() for e in text.split(",") if e.strip()]
-        named = {e.get("method") if isinstance(e, dict) else e.split(":")[0].strip() for e in extra}
-        items = [m for m in items if m not in named] + extra
+        named = {str(e.get("method")) if isinstance(e, dict) else str(e).split(":")[0].strip() for e in extra}
+        items = [m for m in items if not (isinstance(m, str) and m in named)] + extra
+    method_entries(items)  # the same checks as /benchmark's, so a bad entry is named before anything runs
     return items
 
 
@@ -80,16 +97,12 @@ class BenchmarkPanel:
         """The request as (entries, questions, settings by label), or a ConfigError naming what to change."""
         policy = self.sharing.policy
         caps = policy.caps
-        if isinstance(methods, str):
-            methods = [m for m in methods.split(",") if m.strip()]
-        if not isinstance(methods, (list, tuple)):
-            raise ConfigError("methods must be a list of method names or settings dicts")
-        entries = method_entries(list(methods))
-        if categories is None or categories == "":
-            categories = []
-        if isinstance(categories, str):
-            categories = [c.strip() for c in categories.split(",") if c.strip()]
-        unknown = [c for c in categories if c not in self.sizes]
+        if methods is None:
+            raise ConfigError("methods: give a list of method names or settings dicts ([] for AR alone, which "
+                              "runs as the baseline anyway)")
+        entries = method_entries(_as_list(methods, "methods"))
+        categories = _as_list(categories, "categories")
+        unknown = [c for c in categories if not isinstance(c, str) or c not in self.sizes]
         if unknown:
             raise ConfigError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} "
                               f"{', '.join(repr(str(c)[:40]) for c in unknown[:3])}; choose from {', '.join(self.sizes)}")
@@ -122,7 +135,7 @@ class BenchmarkPanel:
         return entries, questions, settings
 
     # the run ----------------------------------------------------------------------------------------
-    def benchmark(self, methods, categories=None, per_category=1, max_new_tokens=32,
+    def benchmark(self, methods=None, categories=None, per_category=1, max_new_tokens=32,
                   request: gr.Request = None):
         """Stream the benchmark: a progress line per question, then the results (last output: its JSON)."""
         key = request_key(request)
@@ -268,13 +281,13 @@ class BenchmarkPanel:
             methods_box = gr.JSON(visible=False)
         outputs = [progress, table, by_category, acceptance, lengths, csv_file, json_file, results]
 
-        def collect(names, text):
+        def collect(names=None, text=None):
             with user_errors("", self.sharing.policy):
                 return parse_methods(names, text)
 
         run.click(collect, [methods, overrides], methods_box, queue=False, api_name=False).then(
             self.benchmark, [methods_box, categories, per_category, max_new], outputs, api_name="benchmark",
-            concurrency_limit=None)
+            concurrency_limit=None, preprocess=False)
         cancel.click(self.cancel, None, progress, api_name="benchmark_cancel", queue=False)
         self.components = dict(zip(("progress", "table", "by_category", "acceptance", "lengths", "csv", "json",
                                     "results"), outputs))
