@@ -171,3 +171,18 @@ def test_a_two_lane_race_runs_to_the_end_in_a_real_browser(app_url, embedded, tm
         out.mkdir(exist_ok=True)
         page.screenshot(path=str(out / "compare_race.png"), full_page=True)
         browser.close()
+
+
+def test_pause_stops_a_race_after_the_lane_step_in_flight(app_url, embedded):
+    import time
+
+    client = Client(app_url, verbose=False)
+    lanes = [{"method": "ar", "max_new_tokens": 40}, {"method": "prompt_lookup", "max_new_tokens": 40}]
+    job = client.submit(prompt="Count from one to forty.", lanes=lanes, api_name="/compare")
+    deadline = time.monotonic() + 120
+    while not any("Round" in str(o[0]) for o in job.outputs() if o) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "pause requested" in client.predict(api_name="/compare_pause")
+    final = job.result(timeout=120)
+    assert "paused" in final[0] and "every lane done" not in final[0]
+    assert all(r["steps"] < 40 for r in final[-1])
