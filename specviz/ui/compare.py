@@ -13,6 +13,7 @@ last output is JSON with one entry per lane.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,7 +328,9 @@ class CompareSpec(TabSpec):
     def _lane_view(self, session, lane: LaneRun, j: int) -> str:
         if lane.lane.kind == "speculative":
             v = lane.session.view
-            return tree_html(v.steps[j], v.node_labels[j], v.bonus_labels[j], title=f"step {j}", max_depth=6)
+            drawn = tree_html(v.steps[j], v.node_labels[j], v.bonus_labels[j], title=f"step {j}", max_depth=6)
+            # nodes here open no card (the Speculative tab's do): drop the hint that says they do
+            return re.sub(r'<div class="sv-tree-hint">.*?</div>', "", drawn, count=1, flags=re.S)
         v = lane.session.view
         first = max(0, j - LATTICE_ROWS + 1)
         start = CommitState(v.steps[0].length)

@@ -165,6 +165,7 @@ def test_a_two_lane_race_runs_to_the_end_in_a_real_browser(app_url, embedded, tm
         assert "1 · AR" in table and "2 · auto" in table and "1.00×" in table
         assert page.locator("#cmp-lanes-view .sv-compare-lane").count() == 2
         assert page.locator("#cmp-lanes-view [data-node]").count() >= 2  # the lanes' trees
+        assert "Click a node" not in page.locator("#cmp-lanes-view").inner_text()  # no card opens here
         assert page.locator("#cmp-diff").inner_text().count("equals AR (all 6 tokens)") == 2
         assert page.locator("#cmp-race-forwards .scatterlayer .trace").count() >= 3
         out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
