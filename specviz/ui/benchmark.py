@@ -166,8 +166,9 @@ class BenchmarkPanel:
     def _run(self, key, entries, questions, settings, stop):
         turns, limit_s = self.sharing.turns, self.sharing.limits.request_s
         started = time.monotonic()
+        sampling = "greedy" if all(s.greedy for s in settings.values()) else "sampled"
         lines = [f"{len(questions)} question(s) × {len(entries)} method(s), max_new_tokens="
-                 f"{next(iter(settings.values())).max_new_tokens}, greedy. Loading the models…"]
+                 f"{next(iter(settings.values())).max_new_tokens}, {sampling}. Loading the models…"]
         yield self._progress_only(lines[0])
         prepared = {}
         for label, s in settings.items():
