@@ -311,31 +311,6 @@ CASES += [
     Case("/benchmark_cancel", (), ("No benchmark is running",), ok=True, session="fresh",
          why="cancelling nothing is a no-op"),
 ]
-# the Benchmark panel: /benchmark takes methods, categories, per_category and max_new_tokens
-_B = (["prompt_lookup"], ["math"], 1, 2)
-CASES += [
-    Case("/benchmark", (["hydra"], *_B[1:]), ("unknown method 'hydra'",)),
-    Case("/benchmark", (["m" * 200_000], *_B[1:]), ("unknown method",)),
-    Case("/benchmark", ([7], *_B[1:]), ("method name or a settings dict",)),
-    Case("/benchmark", ([{"method": ["sps"]}], *_B[1:]), ("unknown method",)),
-    Case("/benchmark", ([{"method": "sps", "draft_len": 999}], *_B[1:]), ("draft_len",)),
-    Case("/benchmark", (["eagle:budget"], *_B[1:]), ("knob=value",)),
-    Case("/benchmark", (42, *_B[1:]), ("methods must be a list",)),
-    Case("/benchmark", (_B[0], ["poetry"], 1, 2), ("unknown category 'poetry'",)),
-    Case("/benchmark", (_B[0], [{"a": 1}], 1, 2), ("unknown category",)),
-    Case("/benchmark", (_B[0], 42, 1, 2), ("categories must be a list",)),
-    Case("/benchmark", (_B[0], ["math"], 0, 2), ("per_category=0 is out of range",)),
-    Case("/benchmark", (_B[0], ["math"], 10**9, 2), ("per_category=1000000000 is out of range",)),
-    Case("/benchmark", (_B[0], ["math"], "lots", 2), ("per_category must be a whole number",)),
-    Case("/benchmark", (_B[0], ["math"], NAN, 2), ("per_category must be a whole number",), via="http"),
-    Case("/benchmark", (_B[0], ["math"], INF, 2), ("per_category must be a whole number",), via="http"),
-    Case("/benchmark", (_B[0], ["math"], 1, 0), ("max_new_tokens",)),
-    Case("/benchmark", (_B[0], ["math"], 1, 10**9), ("max_new_tokens",)),
-    Case("/benchmark", (_B[0], ["math"], 1, None), ("max_new_tokens",), via="http"),
-    Case("/benchmark", (), ("methods",), via="http", session="fresh"),
-    Case("/benchmark_cancel", (), ("No benchmark is running",), ok=True, session="fresh",
-         why="cancelling nothing is a no-op"),
-]
 # /lesson_2 … /lesson_9 are the same handler as /lesson_1 with another lesson's settings, and take no input
 SAME_AS_COVERED = {f"/lesson_{i}" for i in range(2, 10)}
 
