@@ -16,19 +16,26 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 @pytest.fixture(scope="module")
-def page(app_url, tmp_path_factory):
+def browser(tmp_path_factory):
+    """Headless Chromium (Debian's), one per test module; the other browser tests import this fixture."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
-                                    env={**os.environ, "HOME": str(tmp_path_factory.mktemp("home"))})
-        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-        pg.goto(app_url)
-        pg.wait_for_selector("#sv-run", timeout=60_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
+                              env={**os.environ, "HOME": str(tmp_path_factory.mktemp("home"))})
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+    pg.goto(app_url)
+    pg.wait_for_selector("#sv-run", timeout=60_000)
+    yield pg
+    pg.close()
 
 
 def _tree_nodes(page):

@@ -7,23 +7,10 @@ import pytest
 
 from specviz.ui.lessons import LESSONS
 
-from .test_browser import CHROMIUM, FLAGS
+from .test_browser import browser  # noqa: F401 - the shared headless Chromium fixture
 
 pytestmark = pytest.mark.browser
 DONE = "(t => t.includes('finished') || t.includes('paused'))"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
-                              env={**os.environ, "HOME": str(tmp_path_factory.mktemp("home"))})
-        yield b
-        b.close()
 
 
 def _shot(page, name):

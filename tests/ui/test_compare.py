@@ -6,6 +6,8 @@ import threading
 import pytest
 from gradio_client import Client, handle_file
 
+from .test_browser import browser  # noqa: F401 - the shared headless Chromium fixture
+
 PROMPT = "Name three fruits."
 N = 6  # tokens per lane: enough for trees to draft, small for the test's time
 
@@ -135,43 +137,34 @@ def test_two_sessions_race_their_own_comparisons(app_url, embedded):
 
 
 @pytest.mark.browser
-def test_a_two_lane_race_runs_to_the_end_in_a_real_browser(app_url, embedded, tmp_path_factory):
+def test_a_two_lane_race_runs_to_the_end_in_a_real_browser(app_url, embedded, browser):
     import os
     from pathlib import Path
 
-    from tests.ui.test_browser import CHROMIUM, FLAGS
-
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
-                                    env={**os.environ, "HOME": str(tmp_path_factory.mktemp("home"))})
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(app_url)
-        page.wait_for_selector("#sv-tab-compare-button, button:has-text('Compare')", timeout=60_000)
-        page.get_by_role("tab", name="Compare").click()
-        page.wait_for_selector("#cmp-run", state="visible", timeout=30_000)
-        number = page.locator("#cmp-max-new input[type=number]")
-        number.fill("6")
-        number.press("Enter")
-        # the default lanes: AR against auto
-        page.locator("#cmp-run").click()
-        page.wait_for_function("document.querySelector('#cmp-status').innerText.includes('every lane done')",
-                               timeout=240_000)
-        page.wait_for_selector("#cmp-table td", timeout=30_000)
-        table = page.locator("#cmp-table").inner_text()
-        assert "1 · AR" in table and "2 · auto" in table and "1.00×" in table
-        assert page.locator("#cmp-lanes-view .sv-compare-lane").count() == 2
-        assert page.locator("#cmp-lanes-view [data-node]").count() >= 2  # the lanes' trees
-        assert "Click a node" not in page.locator("#cmp-lanes-view").inner_text()  # no card opens here
-        assert page.locator("#cmp-diff").inner_text().count("equals AR (all 6 tokens)") == 2
-        assert page.locator("#cmp-race-forwards .scatterlayer .trace").count() >= 3
-        out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
-        out.mkdir(exist_ok=True)
-        page.screenshot(path=str(out / "compare_race.png"), full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(app_url)
+    page.wait_for_selector("#sv-tab-compare-button, button:has-text('Compare')", timeout=60_000)
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_selector("#cmp-run", state="visible", timeout=30_000)
+    number = page.locator("#cmp-max-new input[type=number]")
+    number.fill("6")
+    number.press("Enter")
+    # the default lanes: AR against auto
+    page.locator("#cmp-run").click()
+    page.wait_for_function("document.querySelector('#cmp-status').innerText.includes('every lane done')",
+                           timeout=240_000)
+    page.wait_for_selector("#cmp-table td", timeout=30_000)
+    table = page.locator("#cmp-table").inner_text()
+    assert "1 · AR" in table and "2 · auto" in table and "1.00×" in table
+    assert page.locator("#cmp-lanes-view .sv-compare-lane").count() == 2
+    assert page.locator("#cmp-lanes-view [data-node]").count() >= 2  # the lanes' trees
+    assert "Click a node" not in page.locator("#cmp-lanes-view").inner_text()  # no card opens here
+    assert page.locator("#cmp-diff").inner_text().count("equals AR (all 6 tokens)") == 2
+    assert page.locator("#cmp-race-forwards .scatterlayer .trace").count() >= 3
+    out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "compare_race.png"), full_page=True)
+    page.close()
 
 
 def test_pause_stops_a_race_after_the_lane_step_in_flight(app_url, embedded):
