@@ -24,6 +24,12 @@ BONUS = "bonus"  # every draft on the path was accepted (or nothing was drafted)
 CORRECTION = "correction"  # drawn after a rejection (residual sample or target argmax)
 NO_BONUS = "none"  # the accepted path ended at end of sequence, so nothing was added after it (bonus_token -1)
 
+# what a user did to a step's draft before the target verified it again (`Intervention.kind`)
+REPLACE = "replace"  # a drafted token was swapped for another
+CUT = "cut"  # a node and everything drafted below it were taken out: the user forced its rejection
+INTERVENTION_KINDS = (REPLACE, CUT)
+USER_SOURCE = "you"  # the drafter name of a node whose token a user put in
+
 
 def ancestor_matrix(parent) -> np.ndarray:
     """[N, N] bool: anc[i, j] is True when j is i or an ancestor of i. Nodes with a negative parent are roots.
@@ -107,6 +113,24 @@ class DraftTree:
 
 
 @dataclass(frozen=True)
+class Intervention:
+    """A user's edit of a recorded step's draft, verified again by the target in a fork of the run.
+
+    The edited step's record holds the tree as verified after the edit, so `node` indexes that tree."""
+
+    kind: str  # REPLACE or CUT
+    node: int  # REPLACE: the edited node; CUT: the node the cut subtree hung from (0: the root)
+    token: int  # REPLACE: the token put in; CUT: the cut node's token
+    was: int = -1  # REPLACE: the drafted token it replaced
+    removed: int = 0  # CUT: the nodes taken out (the node and everything drafted below it)
+    accepted_before: int = -1  # how many drafts the step accepted in the run it was forked from
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "node": self.node, "token": self.token, "was": self.was,
+                "removed": self.removed, "accepted_before": self.accepted_before}
+
+
+@dataclass(frozen=True)
 class SpecStep:
     """One propose → score → select → commit iteration of speculative decoding."""
 
@@ -146,6 +170,8 @@ class SpecStep:
     # was tested against, or what the correction was sampled from when no sibling was left
     residual_topk_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     residual_topk_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # set on the first step of a fork: what the user changed in this step's draft before it was verified again
+    intervention: Intervention | None = None
 
     @property
     def n_drafted(self) -> int:
@@ -438,6 +464,8 @@ def _step_to_dict(s) -> dict:
             }
         elif isinstance(v, np.ndarray):
             v = v.tolist()
+        elif isinstance(v, Intervention):
+            v = v.to_dict()
         out[f.name] = v
     return out
 
@@ -587,6 +615,8 @@ def _step_from_dict(d: dict, k: int = 0):
         if d.get(f"{prefix}_ids") or d.get(f"{prefix}_probs"):  # absent or [] (a step built without them): none
             extra[f"{prefix}_ids"], extra[f"{prefix}_probs"] = _topk(d, prefix, where, n)
     bonus_kind = _field(d, "bonus_kind", str, where)
+    if d.get("intervention") is not None:
+        extra["intervention"] = _intervention(_field(d, "intervention", dict, where), where, n)
     return SpecStep(
         step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), root_pos=_integer(d, "root_pos", where, 0, 1 << 24),
         tree=tree,
@@ -604,6 +634,16 @@ def _step_from_dict(d: dict, k: int = 0):
         lossless=_field(d, "lossless", bool, where) if "lossless" in d else True,
         **extra,
     )
+
+
+def _intervention(d: dict, where: str, n: int) -> Intervention:
+    where = f"{where}: intervention"
+    kind = _field(d, "kind", str, where)
+    if kind not in INTERVENTION_KINDS:
+        raise TraceError(f"{where}: kind must be one of {', '.join(INTERVENTION_KINDS)}, not {kind[:40]!r}")
+    node = _integer(d, "node", where, 1 if kind == REPLACE else 0, n - 1)
+    return Intervention(kind, node, _integer(d, "token", where, 0), _integer(d, "was", where, -1),
+                        _integer(d, "removed", where, 0, MAX_NODES), _integer(d, "accepted_before", where, -1, MAX_NODES))
 
 
 def _diffusion_step(d: dict, where: str) -> DiffusionStep:
@@ -756,6 +796,12 @@ def check_invariants(trace: Trace, eos_ids=(), max_new_tokens: int | None = None
             assert first_eos(c, eos_ids) in (-1, c.shape[0] - 1), f"step {k}: committed tokens after EOS"
             assert first_eos(c, eos_ids) < 0 or k == len(trace.steps) - 1, f"step {k}: a step after EOS"
         assert s.target_forwards == 1
+        if s.intervention is not None:
+            edit = s.intervention
+            assert edit.node < n, f"step {k}: the intervention names node {edit.node} of {n}"
+            if edit.kind == REPLACE:
+                assert t.source[edit.node] == USER_SOURCE and int(t.token_ids[edit.node]) == edit.token, \
+                    f"step {k}: the replaced node does not hold the user's token"
         pos += int(c.shape[0])
     out = trace.output_ids
     if eos_ids and out.shape[0] > 0:

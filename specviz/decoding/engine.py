@@ -44,6 +44,7 @@ from ..models.cache import SlabCache
 from ..trace import NO_BONUS, DraftTree, SpecStep, Trace, first_eos, is_chain
 from . import kv
 from .drafters import Context, Draft, Drafter, FeatureTap
+from .intervene import DraftEdit, edited_draft
 from .sampling import processed_probs
 from .tree import ancestor_matrix, depths, tree_attention_inputs, upload
 from .verify import Verdict, draw_uniforms, read_verdict, residuals_after_rejection, verify_on_device
@@ -166,6 +167,8 @@ class SpeculativeDecoder(RecordingDecoder):
         self.lossless = True
         # trained drafters (Medusa, EAGLE) read the target's final features of the committed tokens
         self.tap = FeatureTap(target) if drafter.reads_target_features else None
+        # a fork's first step: (the edited draft, its Intervention record), verified instead of a proposal
+        self._forced = None
 
     @property
     def backend(self) -> str:
@@ -197,13 +200,14 @@ class SpeculativeDecoder(RecordingDecoder):
 
     @torch.inference_mode()
     def prefill(self) -> None:
-        """Cache every prompt token but the last, which becomes the first root."""
+        """Cache every committed token but the last, which becomes the first root: the prompt, or for a
+        fork the prompt and the text committed before the forked step."""
         t0 = time.perf_counter()
         # room for the whole run plus the widest tree, so the slab never grows mid-run
         self.cache = attention.new_cache(self.target, self.prompt_ids.shape[0] + self.settings.max_new_tokens + 288)
-        self.drafter.reset(self.prompt_ids)
-        if self.prompt_ids.shape[0] > 1:
-            ids = self._ids[: self.prompt_ids.shape[0] - 1].unsqueeze(0)
+        self.drafter.reset(self.ids_host.copy())
+        if self.n_ids > 1:
+            ids = self._ids[: self.n_ids - 1].unsqueeze(0)
             with self._tapped():
                 self.target(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
             if self.tap is not None:
@@ -223,7 +227,10 @@ class SpeculativeDecoder(RecordingDecoder):
 
         t0 = time.perf_counter()
         ctx = Context(self._ids[: self.n_ids], self.ids_host)
-        draft = self.drafter.propose(ctx, max_depth, self.generator)
+        forced, self._forced = self._forced, None
+        # a fork's first step verifies the user's edited tree; the drafter proposes from the next step on
+        draft, intervention = forced if forced is not None else (self.drafter.propose(ctx, max_depth, self.generator),
+                                                                 None)
         t1 = time.perf_counter()
 
         tokens = torch.cat([ctx.ids[-1:], draft.token_ids])
@@ -268,7 +275,7 @@ class SpeculativeDecoder(RecordingDecoder):
         t2 = time.perf_counter()
 
         record = self._record(root_pos, tokens_h, parent, draft, draft_probs_h, recorded, verdict, committed,
-                              t1 - t0, t2 - t1)
+                              t1 - t0, t2 - t1, intervention)
         self.n_steps += 1
         return record
 
@@ -366,7 +373,7 @@ class SpeculativeDecoder(RecordingDecoder):
         return below if below.any() else None
 
     def _record(self, root_pos, tokens_h, parent, draft, draft_probs_h, recorded, verdict: Verdict, committed,
-                draft_s, verify_s) -> SpecStep:
+                draft_s, verify_s, intervention=None) -> SpecStep:
         n = tokens_h.shape[0]
         if self.record:
             (node_probs, accept_probs, topk_ids, topk_probs, entropy, gap, bonus_prob, uniforms,
@@ -402,6 +409,8 @@ class SpeculativeDecoder(RecordingDecoder):
             per_node = {k: v[keep] for k, v in per_node.items()}
             parent = np.where(parent[keep] < 0, -1, index[np.maximum(parent[keep], 0)])
             path = index[path]
+            if intervention is not None:  # the edited node is never below an EOS the edit did not put in
+                intervention = replace(intervention, node=int(index[intervention.node]))
         tree = DraftTree(
             token_ids=per_node["token_ids"].astype(np.int64),
             parent=parent.astype(np.int64),
@@ -430,7 +439,36 @@ class SpeculativeDecoder(RecordingDecoder):
             target_entropy=per_node.get("entropy", entropy).astype(np.float32),
             target_top2_gap=per_node.get("gap", gap).astype(np.float32),
             **{name: per_node[name] for name in _SAMPLED_RECORD if name in per_node},
+            intervention=intervention,
         )
+
+    def fork(self, edit: DraftEdit, drafter: Drafter) -> "SpeculativeDecoder":
+        """A new branch of this run at recorded step `edit.step`, with `drafter` (a fresh one of the same
+        method): it keeps the records and the committed text before that step, and its first step verifies
+        that step's recorded tree with the user's edit (`intervene.edited_draft`); the drafter proposes from
+        the step after. This run is left as it is, so the two can be compared.
+
+        The fork's decode time starts at this run's time up to the forked step (prefill plus the steps'
+        recorded drafting and verifying), so its tok/s reads like one run's; re-reading the committed text
+        into the fork's cache is the cost of forking, not of decoding, and is not counted."""
+        if not 0 <= edit.step < len(self.records):
+            raise ConfigError(f"step {edit.step} is not a recorded step of this run (it has {len(self.records)})")
+        step = self.records[edit.step]
+        vocab = int(getattr(self.target.config, "vocab_size", 0) or self.target.get_output_embeddings().weight.shape[0])
+        forced = edited_draft(step, edit, vocab, self.device)
+        fork = SpeculativeDecoder(self.target, drafter, self.prompt_ids, self.settings, self.eos_ids, self.record,
+                                  self.max_positions, self.target_id, self.draft_id)
+        kept = self.records[: edit.step]
+        n = self.prompt_ids.shape[0] + sum(int(r.committed_ids.shape[0]) for r in kept)
+        fork._ids_host[:n] = self._ids_host[:n]
+        fork._ids[:n] = self._ids[:n]
+        fork.n_ids, fork.n_new, fork.n_steps = n, n - self.prompt_ids.shape[0], edit.step
+        fork.records = list(kept)
+        fork.prefill()
+        fork.prefill_ms = self.prefill_ms
+        fork.wall_s = (self.prefill_ms + sum(r.draft_ms + r.verify_ms for r in kept)) / 1000
+        fork._forced = forced
+        return fork
 
     def trace(self) -> Trace:
         """The run so far: its settings (live knob changes included), every record, and its decode time."""
