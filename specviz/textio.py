@@ -33,6 +33,30 @@ def encode_prompt(tokenizer, text: str, chat: bool = True) -> list:
     return [int(i) for i in ids]
 
 
+MAX_TOKEN_CHARS = 100
+
+
+def single_token(tokenizer, text: str) -> int:
+    """The id of the one token `text` is (as typed: a leading space is part of the token, so ' the' and 'the'
+    differ), or of `#<id>`. Anything that is not exactly one token gets a message saying what it is."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError("type a token (or #id), or pick one of the candidates")
+    if len(text) > MAX_TOKEN_CHARS:
+        raise ConfigError(f"that is {len(text):,} characters; one token is a word or a piece of one")
+    vocab = len(tokenizer)
+    if text.startswith("#") and text[1:].isdigit():
+        token = int(text[1:])
+        if not 0 <= token < vocab:
+            raise ConfigError(f"token id {token} is outside the vocabulary of {vocab:,}")
+        return token
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = " | ".join(token_label(tokenizer, t) for t in ids[:8]) + (" | …" if len(ids) > 8 else "")
+        raise ConfigError(f"{text!r} is {len(ids)} tokens for this model ({pieces}), not one: type a single token, "
+                          "e.g. a common word with its leading space")
+    return int(ids[0])
+
+
 def check_prompt_fits(n_prompt: int, max_new_tokens: int, max_positions: int) -> None:
     if n_prompt + max_new_tokens > max_positions:
         raise ConfigError(

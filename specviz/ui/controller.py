@@ -539,6 +539,8 @@ class TabHandle:
     state: object
     outputs: list
     slider: object
+    run_event: object = None  # the Run and Step events, for what a tab chains after a run's last output
+    step_event: object = None
 
 
 def wire(controller: TabController, *, collect, collect_inputs, prompt, settings_box, view_state, state,
@@ -558,7 +560,7 @@ def wire(controller: TabController, *, collect, collect_inputs, prompt, settings
     # turns, one step at a time (`Sharing.turns`), so no session waits for another's whole run
     run_event = run_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
         run, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}run", concurrency_limit=None)
-    step_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
+    step_event = step_btn.click(collect, collect_inputs, settings_box, queue=False, api_name=False).then(
         step, [prompt, settings_box, view_state, state], outputs, api_name=f"{api}step", concurrency_limit=None)
     def pause(session=None, request: gr.Request = None):
         return controller.pause(session, request_key(request))
@@ -586,5 +588,5 @@ def wire(controller: TabController, *, collect, collect_inputs, prompt, settings
                        api_name=False).then(scrub, [slider, view_state, state], outputs[1:], api_name=False,
                                             trigger_mode="always_last")
     controller.handle = TabHandle(controller, list(collect_inputs), prompt, settings_box, view_state, state,
-                                  list(outputs), slider)
+                                  list(outputs), slider, run_event, step_event)
     return run_event

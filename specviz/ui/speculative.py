@@ -34,6 +34,7 @@ from .controller import (Session, Sharing, TabController, TabSpec, export_panel,
                          scrubber_update, session_state, step_scrubber, trace_panel, user_errors, wire,
                          wire_trace_panel)
 from .inputs import PromptBox
+from .intervene import InterventionPanel
 from .links import share_link_box, wire_share_link
 from .replay import ReplayedDecoder
 
@@ -130,15 +131,6 @@ def collect_settings(method, *values) -> dict:
             "seed": seed, "target": target, "draft": draft if uses_draft else ""}
 
 
-def open_node_card(session, evt: gr.EventData):
-    """The card of the tree node clicked. The page's listener (`viz.tree.TREE_CLICK_JS`) sends the node's index
-    (or "bonus") and the step it belongs to; both are checked by the view, since any client can send anything."""
-    data = evt._data if isinstance(getattr(evt, "_data", None), dict) else {}
-    if session is None or session.n_steps == 0:
-        return empty_card_html("Nothing recorded yet: press Run or Step, then click a node of the tree.")
-    return session.view.node_card(data.get("step"), data.get("node"))
-
-
 class SpeculativeSpec(TabSpec):
     prefix = "sv"
     api_prefix = ""
@@ -195,6 +187,19 @@ class SpeculativeSpec(TabSpec):
         for step in trace.steps:
             self._add_step(session, step)
         return session
+
+    def branch(self, session, decoder) -> Session:
+        """A fork of `session`'s run (`decoder`, from `SpeculativeDecoder.fork`) as a session of its own, paused,
+        with its views built from its records; it joins the original's list of branches."""
+        fork = Session(session.prompt, session.settings, session.run, decoder, SpecLiveView(), paused=True)
+        tok = session.extra["tokenizer"]
+        fork.extra.update(tokenizer=tok, pieces=PieceDecoder(tok), cost_curve=session.extra.get("cost_curve"))
+        family = session.extra.setdefault("branches", [session])
+        family.append(fork)
+        fork.extra["branches"] = family
+        for step in decoder.records:
+            self._add_step(fork, step)
+        return fork
 
     def control_updates(self, settings) -> list:
         m = METHODS[settings.method]
@@ -415,6 +420,7 @@ class SpeculativeTab:
                                             "click a node for its card, hover it for its probabilities")
                 tree = gr.HTML(empty["tree"], label="Draft tree", elem_id="sv-tree", js_on_load=TREE_CLICK_JS)
                 node_card = gr.HTML(empty_card_html(), label="Node card", elem_id="sv-node-card")
+                intervention = InterventionPanel(self.spec, self.controller).build()
                 with gr.Accordion("Why it is lossless: the rejection-sampling test of this step", open=False,
                                   elem_id="sv-rejection-accordion"):
                     rejection = gr.HTML(empty["rejection"], elem_id="sv-rejection")
@@ -476,5 +482,6 @@ class SpeculativeTab:
                          queue=False, api_name=False, show_progress="hidden")
         whatif_btn.click(self.what_if, state, [whatif_plot, whatif_table], api_name="what_if",
                          concurrency_limit=None)
-        # no model work: a card is read from the recorded step, so it skips the queue
-        tree.click(open_node_card, state, node_card, queue=False, api_name=False, show_progress="hidden")
+        # a click on a tree node opens its card and picks it for an edit
+        example_pick, open_button, upload = trace_picks
+        intervention.wire(self.controller.handle, tree, node_card, buttons, (open_button.click, upload.upload))

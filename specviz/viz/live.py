@@ -171,6 +171,7 @@ class SpecLiveView:
         self.outlined: list = []  # per step: its tokens' spans, outlined (the current step)
         self.token_start: list = []  # per step: index of its first token
         self.lossless = True
+        self.edited = False  # a step of this run was edited by its user (a fork: trace.Intervention)
         self._summary = SpecSummary()
 
     def __len__(self) -> int:
@@ -189,8 +190,10 @@ class SpecLiveView:
         self.token_labels.append(dict(token_labels or {}))
         self.tokens += tokens
         self.pieces += pieces
-        self.spans += [token_span(p, t) for p, t in zip(pieces, tokens)]
-        self.outlined.append([token_span(p, t, outlined=True) for p, t in zip(pieces, tokens)])
+        edited = step.intervention is not None
+        self.edited = self.edited or edited
+        self.spans += [token_span(p, t, edited=edited) for p, t in zip(pieces, tokens)]
+        self.outlined.append([token_span(p, t, outlined=True, edited=edited) for p, t in zip(pieces, tokens)])
         self.lossless = self.lossless and bool(step.lossless)
         self._summary.add(step)
 
@@ -207,14 +210,15 @@ class SpecLiveView:
         k = self._k(k)
         a = self.token_start[k]
         b = a + len(self.outlined[k])
-        return text_html(self.spans[:a] + self.outlined[k] + self.spans[b:])
+        return text_html(self.spans[:a] + self.outlined[k] + self.spans[b:], self.edited)
 
     def _step_views(self, k: int, tree_depth, speedup, finish: str, wall_s: float) -> dict:
         step, labels = self.steps[k], self.node_labels[k]
         summary = self.summary(wall_s)
         return {
             "text": self.text_html(k),
-            "tree": tree_html(step, labels, self.bonus_labels[k], max_depth=tree_depth),
+            "tree": tree_html(step, labels, self.bonus_labels[k], max_depth=tree_depth,
+                              token_labels=self.token_labels[k]),
             "rejection": rejection_html(step, labels, self.bonus_labels[k], self.token_labels[k]),
             "confidence": step_confidence_figure(step, labels),
             "metrics": metrics_html(summary, speedup, self.backend, self.lossless, finish),

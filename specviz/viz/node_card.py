@@ -11,7 +11,7 @@ import html
 
 import numpy as np
 
-from ..trace import ACCEPTED, CORRECTION, REJECTED, STATUS_NAMES, SpecStep
+from ..trace import ACCEPTED, CORRECTION, REJECTED, REPLACE, STATUS_NAMES, SpecStep
 from .palette import DRAFT_COLOR, KIND_COLORS, STATUS_COLORS, TARGET_COLOR, status_text_color
 from .tree import BONUS_NODE, accept_text, fmt_prob, has_bonus, tested
 
@@ -27,8 +27,11 @@ LOSSLESS_RULE = (
 
 
 def card_token_ids(step: SpecStep) -> list:
-    """The token ids, beyond the tree's nodes and the bonus token, whose text the cards of this step show."""
+    """The token ids, beyond the tree's nodes and the bonus token, whose text the cards of this step show
+    (and the tree's note on a user's edit: the token replaced or cut)."""
     ids = set()
+    if step.intervention is not None:
+        ids.update(t for t in (step.intervention.token, step.intervention.was) if t >= 0)
     for name in ("target_topk_ids", "draft_topk_ids", "residual_topk_ids"):
         table = getattr(step, name)
         if table.ndim == 2 and table.shape[1]:
@@ -188,6 +191,10 @@ def node_card_html(step: SpecStep, node, labels: list, bonus_label: str, token_l
         sibling = _previous_sibling(step, node)
         against = ("the target's distribution after its parent" if sibling < 0 or kind == "greedy" else
                    "the residual left after its earlier sibling(s) were rejected")
+        edit = step.intervention
+        if edit is not None and edit.kind == REPLACE and edit.node == node:
+            rows.append(("your edit", f"you put this token in place of the drafted {names(edit.was)}; the target "
+                                      "verified the tree again with it"))
         rows += [
             ("drafted by", html.escape(step.tree.source[node])),
             ("draft probability q", fmt_prob(step.tree.draft_probs[node])),

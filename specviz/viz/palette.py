@@ -64,7 +64,12 @@ SOURCE_COLORS = {
     # trained drafters
     "eagle": INK_COLOR,  # near black
     "medusa": "#d946ef",  # fuchsia
+    # a token a user put in (trace.USER_SOURCE), its ring also dashed (`EDIT_DASH`)
+    "you": "#0000aa",  # navy
 }
+EDIT_DASH = "4 3"  # the stroke dash of an edited node's ring and of the text's edited tokens
+EDIT_MARK = "✎"  # the glyph of a token a user put in
+CUT_MARK = "✂"  # the glyph of a node a user cut
 OTHER_SOURCE_COLOR = "#a8a29e"  # stone: any other drafter (tests' scripted drafters, future ones)
 
 DRAFT_COLOR = "#60a5fa"
@@ -96,6 +101,8 @@ def css() -> str:
         # the draft tree (viz/tree.py): a legend row above a scroll box, so neither overlaps the other
         ".sv-tree-title{font-weight:600;font-size:14px;margin:2px 0 4px}",
         ".sv-tree-legend{display:flex;flex-wrap:wrap;gap:2px 14px;font-size:12px;margin-bottom:4px}",
+        ".sv-tree-edit{font-size:13px;margin:2px 0 6px;padding:4px 8px;border-left:3px dashed " + INK_COLOR + ";background:#f8fafc}",
+        ".sv-branch-table th{text-align:left;font-weight:600;padding:2px 10px 2px 0;font-size:12px}.sv-branch-table td{font-size:13px}",
         f".sv-ring{{background:{BACKGROUND};border:3px solid;border-radius:50%;box-sizing:border-box}}",
         f".sv-tree-scroll{{overflow:auto;border:1px solid {BAR_TRACK_COLOR};border-radius:6px;background:{BACKGROUND}}}",
         ".sv-tree-scroll svg{display:block}",

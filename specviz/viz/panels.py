@@ -5,32 +5,40 @@ import html
 
 import plotly.graph_objects as go
 
-from .palette import ACCEPT_RATE_COLOR, BACKGROUND, INK_COLOR, KIND_COLORS, KIND_LABELS, MUTED_COLOR, STATUS_COLORS
+from .palette import (ACCEPT_RATE_COLOR, BACKGROUND, EDIT_MARK, INK_COLOR, KIND_COLORS, KIND_LABELS, MUTED_COLOR,
+                      STATUS_COLORS)
 from .tree import empty_figure
 
 
-def legend_html() -> str:
+def legend_html(edited: bool = False) -> str:
     items = "".join(
         f'<span><i class="sv-swatch" style="background:{c}"></i>{html.escape(KIND_LABELS[k])}</span>'
         for k, c in KIND_COLORS.items()
     )
+    if edited:
+        items += (f'<span style="border-bottom:2px dashed {INK_COLOR}">{EDIT_MARK} committed at the step you '
+                  f'edited</span>')
     return f'<div class="sv-legend">{items}</div>'
 
 
-def token_span(piece: str, t, outlined: bool = False) -> str:
-    """The span of one generated token (`t` its `CommittedToken`); the current step's tokens are outlined."""
+def token_span(piece: str, t, outlined: bool = False, edited: bool = False) -> str:
+    """The span of one generated token (`t` its `CommittedToken`); the current step's tokens are outlined, and
+    those committed by a step a user edited (`trace.Intervention`) underlined dashed."""
     title = (f"step {t.step} · {KIND_LABELS.get(t.kind, t.kind)} · depth {t.depth} · target p {t.target_prob:.3f}"
-             f" · id {t.token_id}")
-    style = f' style="outline:1px solid {INK_COLOR}"' if outlined else ""
-    return (f'<span class="sv-tok sv-{t.kind}" data-step="{t.step}" title="{html.escape(title)}"{style}>'
+             f" · id {t.token_id}" + (f" · {EDIT_MARK} committed after your edit" if edited else ""))
+    styles = ([f"outline:1px solid {INK_COLOR}"] if outlined else []) + \
+        ([f"border-bottom:2px dashed {INK_COLOR}"] if edited else [])
+    style = f' style="{";".join(styles)}"' if styles else ""
+    cls = " sv-edited" if edited else ""
+    return (f'<span class="sv-tok sv-{t.kind}{cls}" data-step="{t.step}" title="{html.escape(title)}"{style}>'
             f"{html.escape(piece)}</span>")
 
 
-def text_html(spans: list) -> str:
-    """The generated-text panel around already built token spans."""
+def text_html(spans: list, edited: bool = False) -> str:
+    """The generated-text panel around already built token spans (`edited`: some came after a user's edit)."""
     if not spans:
         return legend_html() + f'<div class="sv-text" style="color:{MUTED_COLOR}">The generated text appears here.</div>'
-    return legend_html() + '<div class="sv-text">' + "".join(spans) + "</div>"
+    return legend_html(edited) + '<div class="sv-text">' + "".join(spans) + "</div>"
 
 
 def generated_text_html(pieces: list, tokens: list, current_step: int | None = None) -> str:

@@ -20,9 +20,9 @@ import networkx as nx
 import numpy as np
 import plotly.graph_objects as go  # empty_figure only
 
-from ..trace import ACCEPTED, REJECTED, ROOT, STATUS_NAMES, UNREACHED, SpecStep
-from .palette import (BACKGROUND, KIND_COLORS, MUTED_COLOR, STATUS_COLORS, SUBTLE_COLOR, source_color,
-                      status_text_color)
+from ..trace import ACCEPTED, CUT, REJECTED, ROOT, STATUS_NAMES, UNREACHED, USER_SOURCE, SpecStep
+from .palette import (BACKGROUND, CUT_MARK, EDIT_DASH, EDIT_MARK, KIND_COLORS, MUTED_COLOR, STATUS_COLORS,
+                      SUBTLE_COLOR, source_color, status_text_color)
 
 BONUS_NODE = "bonus"
 
@@ -164,15 +164,42 @@ def _legend(step: SpecStep, shown: list, collapsed: bool) -> str:
         color = KIND_COLORS[step.bonus_kind]
         items.append(f'<span><i class="sv-swatch" style="background:{color}"></i>★ {step.bonus_kind} '
                      f'(the target\'s own token)</span>')
-    for src in sorted(set(step.tree.source[i] for i in shown) - {"root"}):
+    for src in sorted(set(step.tree.source[i] for i in shown) - {"root", USER_SOURCE}):
         items.append(f'<span><i class="sv-swatch sv-ring" style="border-color:{source_color(src)}"></i>'
                      f'ring: from {html.escape(src)}</span>')
+    if USER_SOURCE in (step.tree.source[i] for i in shown):
+        items.append(f'<span><i class="sv-swatch sv-ring" style="border-color:{source_color(USER_SOURCE)};'
+                     f'border-style:dashed"></i>{EDIT_MARK} dashed ring: your edit</span>')
     if collapsed:
         items.append("<span>+n: deeper nodes hidden</span>")
     return f'<div class="sv-tree-legend">{"".join(items)}</div>'
 
 
-def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", max_depth: int | None = None) -> str:
+def intervention_note(step: SpecStep, labels: list, token_labels: dict | None = None) -> str:
+    """One line saying what the user changed in this step's draft before the target verified it again, and
+    what that did to the accepted length ("" for a step nobody edited)."""
+    edit = step.intervention
+    if edit is None:
+        return ""
+    names = token_labels or {}
+
+    def name(t):
+        return html.escape(repr(str(names.get(int(t), f"#{int(t)}"))))
+
+    if edit.kind == CUT:
+        below = edit.removed - 1
+        what = (f"{CUT_MARK} You cut the draft {name(edit.token)}" + (f" and the {below} drafted below it" if below else "")
+                + f" from under {html.escape(repr(str(labels[edit.node])))}: a forced rejection, so the target "
+                  "chose that position itself.")
+    else:
+        what = f"{EDIT_MARK} You replaced the draft {name(edit.was)} at node {edit.node} with {name(edit.token)}."
+    before = (f" The original run accepted {edit.accepted_before} here; this branch accepted {step.n_accepted}."
+              if edit.accepted_before >= 0 else "")
+    return f'<div class="sv-tree-edit">{what}{before} The output is the target\'s either way.</div>'
+
+
+def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", max_depth: int | None = None,
+              token_labels: dict | None = None) -> str:
     """The draft tree as HTML: a title, a legend and an SVG drawn here, in a scroll box.
 
     `labels[i]` is the display text of node i, `bonus_label` that of the bonus token. Depth runs left to right,
@@ -188,7 +215,7 @@ def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", m
     on_path = {0, *map(int, step.accepted_path)}
     bonus = has_bonus(step)
 
-    text = {i: _short(labels[i]) for i in shown}
+    text = {i: (EDIT_MARK + " " if step.tree.source[i] == USER_SOURCE else "") + _short(labels[i]) for i in shown}
     if bonus:
         text[BONUS_NODE] = "★ " + _short(str(bonus_label))
     width = {n: _pill_width(t) for n, t in text.items()}
@@ -228,12 +255,17 @@ def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", m
             name = STATUS_NAMES[int(step.status[n])]
             fill, ring = STATUS_COLORS[name], source_color(step.tree.source[n])
             hover = _node_hover(step, n, labels[n], int(hidden_below[n]))
+            if step.tree.source[n] == USER_SOURCE:
+                hover = f"{EDIT_MARK} your edit\n{hover}"
         on_path_cls = " sv-on-path" if n in on_path else ""
+        edited = n != BONUS_NODE and step.tree.source[n] == USER_SOURCE
+        dash = f' stroke-dasharray="{EDIT_DASH}"' if edited else ""
+        on_path_cls += " sv-edited" if edited else ""
         parts.append(
             f'<g class="sv-node sv-{name}{on_path_cls}" data-node="{n}" data-step="{step.step}" tabindex="0" '
             f'role="button"><title>{html.escape(hover)}</title>'
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{width[n]:.1f}" height="{PILL_HEIGHT}" rx="{PILL_HEIGHT / 2}" '
-            f'fill="{fill}" stroke="{ring}" stroke-width="3"/>'
+            f'fill="{fill}" stroke="{ring}" stroke-width="3"{dash}/>'
             f'<text x="{x + PILL_PAD:.1f}" y="{mid_y(n) + 4:.1f}" fill="{status_text_color(name)}">'
             f'{html.escape(text[n])}</text></g>')
         if n != BONUS_NODE and hidden_below[n]:
@@ -243,7 +275,8 @@ def tree_html(step: SpecStep, labels: list, bonus_label: str, title: str = "", m
     svg_h = MARGIN * 2 + n_rows * ROW_HEIGHT
     heading = html.escape(title or tree_title(step, len(shown), max_depth))
     collapsed = bool(hidden_below.any())
-    return (f'<div class="sv-tree"><div class="sv-tree-title">{heading}</div>{_legend(step, shown, collapsed)}'
+    return (f'<div class="sv-tree"><div class="sv-tree-title">{heading}</div>'
+            f'{intervention_note(step, labels, token_labels)}{_legend(step, shown, collapsed)}'
             f'<div class="sv-tree-scroll" style="max-height:{SCROLL_HEIGHT}px">'
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{svg_w:.0f}" height="{svg_h:.0f}" '
             f'font-family="{FONT}" font-size="12">{"".join(parts)}</svg></div>'

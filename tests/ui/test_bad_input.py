@@ -311,6 +311,22 @@ CASES += [
     Case("/benchmark_cancel", (), ("No benchmark is running",), ok=True, session="fresh",
          why="cancelling nothing is a no-op"),
 ]
+# Intervene: /intervene takes edit, step, node, candidate, token; /branch a branch's name. The shared session's
+# run is a 2-token default run, whose step 0 may or may not have drafted
+_EDIT = ("node 0 is the root", "drafted nothing")
+CASES += [
+    Case("/intervene", ("cut", 0, 1, None, ""), ("nothing is recorded",), session="fresh"),
+    Case("/intervene", ("replace", 0, 0, None, "#5"), _EDIT),
+    Case("/intervene", ("replace", 99, 1, None, "#5"), ("step 99 is not recorded",)),
+    Case("/intervene", ("replace", NAN, 1, None, "#5"), ("whole number",), via="http"),
+    Case("/intervene", ("replace", 0, "one", None, "#5"), ("whole number",), via="http"),
+    Case("/intervene", ("replace", 0, 10**12, None, "#5"), ("no drafted node", "drafted nothing")),
+    Case("/intervene", ("replace", 0, 1, None, MB[:5000]), ("one token is a word", "drafted nothing")),
+    # the candidate dropdown only takes the ids it offers (Gradio checks it against the session's choices)
+    Case("/intervene", ("replace", 0, 1, "../../etc/passwd", ""), ("not in the list of choices",)),
+    Case("/intervene", ("swap", 0, 1, None, "#5"), ("not in the list of choices",), via="http"),
+    Case("/branch", ("nope",), ("not in the list of choices", "no branch called")),
+]
 # /lesson_2 … /lesson_9 are the same handler as /lesson_1 with another lesson's settings, and take no input
 SAME_AS_COVERED = {f"/lesson_{i}" for i in range(2, 10)}
 

@@ -160,7 +160,7 @@ def test_live_view_cards_survive_anything_a_client_sends():
 
 
 def test_the_click_handler_opens_the_card_of_the_clicked_node():
-    from specviz.ui.speculative import open_node_card
+    from specviz.ui.intervene import open_node_card
 
     view = SpecLiveView()
     view.add(sampled_step(), LABELS, "seventy-seven", ["<script>", "seventy-seven"], TOKEN_LABELS)
