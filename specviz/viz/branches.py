@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from .palette import CUT_MARK, EDIT_MARK, MUTED_COLOR
+from .palette import CUT_MARK, EDIT_MARK, MUTED_COLOR, SHOWN_ROW_COLOR
 
 
 def branches_html(rows: list, current: int, greedy: bool) -> str:
@@ -26,7 +26,7 @@ def branches_html(rows: list, current: int, greedy: bool) -> str:
         else:
             same = ("differs after the edit (sampled: each branch draws its own tokens, each from the target's law)"
                     if not greedy else "<b>differs from the original</b>")
-        style = ' style="font-weight:600;background:#f1f5f9"' if i == current else ""
+        style = f' style="font-weight:600;background:{SHOWN_ROW_COLOR}"' if i == current else ""
         state = "" if r["finished"] else f' <span style="color:{MUTED_COLOR}">(running)</span>'
         body.append(f"<tr{style}><td>{html.escape(r['name'])}{' ◂ on show' if i == current else ''}</td>"
                     f"<td>{html.escape(r['edit']) or '—'}</td><td>{r['accepted']}</td><td>{r['steps']}{state}</td>"

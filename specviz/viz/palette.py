@@ -16,6 +16,7 @@ SUBTLE_COLOR = "#64748b"  # secondary text, annotations
 MUTED_COLOR = "#94a3b8"  # placeholder text, tried-but-not-taken edges, collapsed markers
 BAR_TRACK_COLOR = "#e2e8f0"  # the empty part of a probability bar
 MASKED_PAIR_COLOR = "#f1f5f9"  # an attention pair the ancestor mask cuts
+SHOWN_ROW_COLOR = "#f1f5f9"  # the row of the branch on show (viz/branches.py)
 TRANSPARENT = "rgba(0,0,0,0)"
 MARK_ON_DARK_COLOR = "white"  # marks drawn on strongly coloured cells (commit order)
 
