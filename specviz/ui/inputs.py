@@ -45,9 +45,8 @@ class StepSlider(gr.Slider):
         return payload
 
 
-def recorded_index(name: str, value, n: int) -> int | None:
-    """A recorded step's index from an API value: a finite whole number (or such a number as text) in
-    [0, n). None when nothing is recorded yet (n == 0) and the value is a valid number."""
+def whole_number(name: str, value) -> int:
+    """A finite whole number from an API value (or such a number as text), or a ConfigError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"{name} must be a whole number, got {shown(value)}")
     try:
@@ -56,7 +55,13 @@ def recorded_index(name: str, value, n: int) -> int | None:
         raise ConfigError(f"{name} must be a whole number, got {shown(value)}") from None
     if not math.isfinite(v) or v != int(v):
         raise ConfigError(f"{name} must be a finite whole number, got {shown(value)}")
-    k = int(v)
+    return int(v)
+
+
+def recorded_index(name: str, value, n: int) -> int | None:
+    """A recorded step's index from an API value: a finite whole number (or such a number as text) in
+    [0, n). None when nothing is recorded yet (n == 0) and the value is a valid number."""
+    k = whole_number(name, value)
     if n == 0:
         return None
     if not 0 <= k < n:
