@@ -22,5 +22,6 @@ def test_the_readme_api_examples_run(app_url, embedded, capsys):
     assert scope["jacobi"]["settings"]["method"] == "jacobi" and scope["jacobi"]["lossless"] is True
     assert scope["trace"].settings["method"] == "ngram_tree" and 0 < len(scope["trace"].output_ids) <= 32
     assert [r["schedule"] for r in scope["result"]] == ["low_confidence", "threshold"]
+    assert scope["pinned"]["summary"]["pinned"] == 1 and scope["pinned"]["summary"]["sent_back"] == 1
     ar, tree, diffusion = scope["lanes"]  # the Compare tab's /compare
     assert tree["equals_ar"] is True and ar["speedup_vs_ar"] == 1.0 and diffusion["label"].startswith("3 · diffusion")
