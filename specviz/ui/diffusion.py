@@ -18,10 +18,9 @@ import gradio as gr
 import numpy as np
 
 from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, ConfigError, shown
-from ..decoding.engine import Intervenable
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
 from ..models import ModelStore
-from ..runs import ARTiming, against_ar, ar_decoder, prepare_lattice_run
+from ..runs import ARTiming, Intervenable, against_ar, ar_decoder, prepare_lattice_run
 from ..settings import GEN_LENGTH, TINY_MDM_ID, LatticeSettings
 from ..textio import check_prompt_fits, encode_prompt, shown_text, single_token, token_label
 from ..trace import CELL_STATE_NAMES, summarize_diffusion
@@ -382,7 +381,7 @@ class DiffusionTab:
             if fresh:
                 session = spec.sharing.run_in_turn(key, "preparing a run to pin", lambda: spec.start(prompt, checked))
             decoder = self._intervenable(session, "pin")
-            token_id = single_token(session.extra["tokenizer"], token, session.run.diffusion.knows)
+            token_id = single_token(session.extra["tokenizer"], token, session.run.can_pin)
             with session.lock:
                 decoder.pin(pos, token_id)
         label = shown_text(self.spec.label(session, token_id))
