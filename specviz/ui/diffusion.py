@@ -388,10 +388,10 @@ class DiffusionTab:
         if session.n_steps == 0:
             pins = ", ".join(f"{j} = {shown_text(self.spec.label(session, int(decoder.canvas[j])))}"
                              for j in np.flatnonzero(decoder.pinned))
-            note = (f"📌 pinned {label} at position {pos} for a new run{why}: press **Run** or "
+            note = (f"Pinned {label} at position {pos} for a new run{why}: press **Run** or "
                     f"**Step**, and the pins hold from step 0. Pins: {pins}.")
         else:
-            note = f"📌 pinned {label} at position {pos}: it holds from step {session.n_steps} (the next)"
+            note = f"pinned {label} at position {pos}: it holds from step {session.n_steps} (the next)"
         return spec.outputs_full(session, spec.status(session, note), None, view or {})
 
     def remask(self, position=None, view=None, session=None, request: gr.Request = None):
@@ -516,7 +516,7 @@ class DiffusionTab:
                                              elem_id="sd-position")
                         pin_token = gr.Textbox(label="Token to pin (exactly one token)", placeholder="e.g. ' water'",
                                                elem_id="sd-pin-token")
-                        pin_btn = gr.Button("📌 Pin this token at the position", elem_id="sd-pin")
+                        pin_btn = gr.Button("Pin this token at the position", elem_id="sd-pin")
                         remask_btn = gr.Button("Send the cell back to the mask", elem_id="sd-remask")
                 slider = step_scrubber("sd")
                 with gr.Row():

@@ -264,7 +264,8 @@ def _user_marks(steps: list, top: float, row: float, left: float, cell: float, g
     a pin took effect and a dashed one where a cell was sent back to the mask."""
     out = []
     flag = max(min(cell, row) * 0.45, 2.0)
-    w, h = max(cell - gap - 1.5, 0.5), max(row - gap - 1.5, 0.5)
+    # the outline sits inside the cell, so neighbours' marks and the scrubber's row outline never cover it
+    w, h = max(cell - gap - 2.0, 0.5), max(row - gap - 2.0, 0.5)
     for i, s in enumerate(steps):
         y = top + i * row
         for j in np.flatnonzero(s.pinned):
@@ -274,9 +275,9 @@ def _user_marks(steps: list, top: float, row: float, left: float, cell: float, g
         for j in np.flatnonzero(s.intervention):
             pin = s.intervention[j] == PINNED_BY_USER
             out.append(f'<rect class="sv-user-{"pin" if pin else "sent-back"}" data-step="{s.step}" data-pos="{j}" '
-                       f'x="{left + j * cell + 0.75:.1f}" y="{y + 0.75:.1f}" width="{w:.1f}" height="{h:.1f}" '
-                       f'fill="none" stroke="{LATTICE_USER_COLOR}" stroke-width="1.5"'
-                       + ("/>" if pin else ' stroke-dasharray="3 2"/>'))
+                       f'x="{left + j * cell + 1:.1f}" y="{y + 1:.1f}" width="{w:.1f}" height="{h:.1f}" '
+                       f'fill="none" stroke="{LATTICE_USER_COLOR}" stroke-width="2"'
+                       + ("/>" if pin else ' stroke-dasharray="4 2"/>'))
     return out
 
 
@@ -459,7 +460,7 @@ def user_note(steps: list, k: int, position: int) -> str:
         return ""
     last = done[-1]
     if steps[k].pinned[position]:
-        return f"📌 pinned by you: in place from step {last.step}"
+        return f"pinned by you: in place from step {last.step}"
     note = f"sent back to the mask by you at step {last.step} (before its forward)"
     return note + ("; the model has filled it again since" if last.step < k and steps[k].canvas[position] >= 0 else "")
 

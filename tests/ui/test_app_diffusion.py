@@ -284,7 +284,7 @@ def test_a_pinned_token_stays_in_place(app_url, embedded):
     c = Client(app_url, verbose=False)
     water, the = _token_id(embedded, " water"), _token_id(embedded, " the")
     first = c.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=5, token=" water", api_name="/lattice_pin")
-    assert "pinned ' water' at position 5 for a new run" in first[0] and "step 0" in first[0]
+    assert "Pinned ' water' at position 5 for a new run" in first[0] and "step 0" in first[0]
     second = c.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=12, token=" the", api_name="/lattice_pin")
     assert "Pins: 5 = ' water', 12 = ' the'" in second[0]
     out = _run(c, PIN_PROMPT, **PIN_SETTINGS)

@@ -229,7 +229,7 @@ CASES += [
     Case("/lattice_pin", ("Hi", "sps", 1, " the"), _words("settings")),
     Case("/lattice_pin", ("Hi", {"method": "jacobi", "gen_length": 8}, 1, " the"), _words("diffusion method")),
     Case("/lattice_pin", ("Hi", L), _words("position"), via="http"),
-    Case("/lattice_pin", (*PIN, 1, " the"), ("pinned ' the' at position 1",), ok=True, why="a pin in the run"),
+    Case("/lattice_pin", (*PIN, 1, " the"), ("Pinned ' the' at position 1", "pinned ' the' at position 1"), ok=True, why="a pin in the run"),
     Case("/lattice_remask", (1,), ("sent position 1",), ok=True, why="the pinned cell goes back to the mask"),
     Case("/lattice_remask", (99,), _words("off the canvas")),
     Case("/lattice_remask", (-1,), _words("off the canvas")),

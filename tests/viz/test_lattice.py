@@ -416,7 +416,7 @@ def test_the_lattice_marks_what_the_user_did():
 
 def test_the_cell_card_and_the_text_say_what_the_user_did():
     steps = touched_trace()
-    assert lattice.user_note(steps, 2, 5) == "📌 pinned by you: in place from step 0"
+    assert lattice.user_note(steps, 2, 5) == "pinned by you: in place from step 0"
     assert lattice.user_note(steps, 1, 0) == "sent back to the mask by you at step 1 (before its forward)"
     assert lattice.user_note(steps, 2, 0).endswith("the model has filled it again since")
     assert lattice.user_note(steps, 0, 0) == lattice.user_note(steps, 2, 3) == ""
