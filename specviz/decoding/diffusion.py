@@ -340,8 +340,9 @@ class DiffusionDecoder(RecordingDecoder):
         after[pos] = token
         # the active block as it will be: the finished block holding the cell reopens
         if not self._work_left(after, *(self._span_of(pos) or (self.start, self.end))):
-            raise ConfigError(f"a pin at {pos} would leave no masked cell for the model to fill, so the run would end "
-                              "without a step to record it: send a cell back to the mask first, or pin fewer cells")
+            raise ConfigError(f"a pin at {pos} would leave the model nothing to fill (the text up to its end would be "
+                              "complete), so the run would end without a step to record it: send a cell back to the "
+                              "mask first, or pin fewer cells")
         self._reopen(pos)
         self.canvas[pos], self.commit_conf[pos] = token, np.nan
         self.pinned[pos] = True

@@ -472,13 +472,20 @@ def test_bad_interventions_are_refused_clearly():
     for j in range(7):
         dec.pin(j, 3)
     # the last masked cell: nothing would be left for the model, so no step would record the pin
-    with pytest.raises(ConfigError, match="no masked cell for the model to fill"):
+    with pytest.raises(ConfigError, match="would leave the model nothing to fill"):
         dec.pin(7, 3)
     assert dec.canvas[7] == -1 and not dec.pinned[7] and not dec.done  # a refused pin changes nothing
     check_invariants(Trace("d", {}, "t", None, PROMPT, _run(dec), finish_reason=dec.finish_reason))
     # a finished run: a pin has nothing left to change; a send-back reopens it
-    with pytest.raises(ConfigError, match="no masked cell"):
+    with pytest.raises(ConfigError, match="nothing to fill"):
         dec.pin(0, 4)
+    # an end-of-sequence token pinned where the text before it is complete ends the run just the same
+    eos = DiffusionDecoder(tiny_family_model("tiny", eos_ids=(7,)), PROMPT,
+                           DiffusionConfig("low_confidence", gen_length=8, block_size=1, steps=8))
+    with pytest.raises(ConfigError, match="nothing to fill"):
+        eos.pin(0, 7)
+    eos.pin(1, 7)  # cell 0 is still to fill, so the model has work
+    assert [s.canvas[1] for s in _run(eos)] == [7] and eos.finish_reason == "eos"
 
 
 def test_interventions_round_trip_through_the_trace_file_and_old_traces_still_load():
