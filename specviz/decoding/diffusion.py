@@ -259,7 +259,8 @@ class DiffusionDecoder(RecordingDecoder):
         scored = proposal_c >= 0
         view = CellView(
             masked=masked, eligible=masked & in_block & scored, proposal=proposal_c, confidence=conf,
-            top2_gap=gap, entropy=ent, commit_conf=self.commit_conf.copy(), revisable=~masked & in_block & ~self.pinned,
+            top2_gap=gap, entropy=ent, commit_conf=self.commit_conf.copy(),
+            revisable=~masked & in_block & ~self.pinned,
             steps_left=max(1, self._budget() - self.block_steps), progress=float(np.mean(~masked)),
         )
         sel = select(cfg.schedule, view, cfg.params, self.rng)

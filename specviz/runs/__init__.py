@@ -6,5 +6,6 @@ from .lattice import Intervenable, LatticeRun, prepare_lattice_run
 from .prepare import PreparedRun, prepare_run
 from .whatif import what_if
 
-__all__ = ["ARTiming", "Intervenable", "LatticeRun", "ar_decoder", "PreparedRun", "against_ar", "ar_trace", "compare_with_ar", "prepare_lattice_run",
+__all__ = ["ARTiming", "Intervenable", "LatticeRun", "ar_decoder", "PreparedRun", "against_ar", "ar_trace",
+           "compare_with_ar", "prepare_lattice_run",
            "prepare_run", "what_if"]

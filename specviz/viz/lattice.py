@@ -479,7 +479,8 @@ def cell_topk_html(step, position: int, topk_labels: list, state_name: str | Non
         f" · entropy {_num(step.entropy[position])} nats</div>"
     )
     if note:
-        header += f'<div class="sv-user-note" style="color:{LATTICE_USER_COLOR};margin-bottom:4px">{html.escape(note)}</div>'
+        header += (f'<div class="sv-user-note" style="color:{LATTICE_USER_COLOR};margin-bottom:4px">'
+                   f"{html.escape(note)}</div>")
     proposal = int(step.proposal[position])
     if proposal < 0:
         return (f'<div class="sv-topk">{header}<div style="color:{MUTED_COLOR}">This cell was not scored at step '
@@ -676,7 +677,8 @@ def canvas_cell_span(position: int, token_id: int, piece: str, commit_step: int,
     """The span of one committed canvas cell: `piece` is its text; `now`: committed at the step shown (blue),
     else earlier (green); `pinned`: a pin of the user's holds it (the user's colour, whatever the step)."""
     if pinned:
-        color, title = LATTICE_USER_COLOR, f"position {position} · pinned by you at step {commit_step} · id {token_id}"
+        color = LATTICE_USER_COLOR
+        title = f"position {position} · pinned by you at step {commit_step} · id {token_id}"
     else:
         color = LATTICE_STATE_COLORS["revealed-now" if now else "kept"][1]
         title = f"position {position} · committed at step {commit_step} · id {token_id}"

@@ -508,9 +508,9 @@ def test_interventions_round_trip_through_the_trace_file_and_old_traces_still_lo
     # only steps with something to say carry the fields
     assert "pinned" in doc["steps"][0] and "intervention" in doc["steps"][0] and "intervention" not in doc["steps"][1]
     # a step from before interventions: no fields, nothing pinned
-    old = Trace.from_json(json.dumps({**doc, "steps": [{k: v for k, v in s.items() if k not in ("pinned", "intervention")}
-                                                       for s in json.loads(diffuse(lm, PROMPT, dec.config).to_json())
-                                                       ["steps"]]}))
+    untouched = json.loads(diffuse(lm, PROMPT, dec.config).to_json())["steps"]
+    before = [{k: v for k, v in s.items() if k not in ("pinned", "intervention")} for s in untouched]
+    old = Trace.from_json(json.dumps({**doc, "steps": before}))
     assert not any(s.pinned.any() or s.intervention.any() for s in old.steps)
     shipped = Path(__file__).resolve().parents[2] / "assets" / "traces"
     for path in shipped.glob("*.json"):
