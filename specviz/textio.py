@@ -119,6 +119,42 @@ def token_label(tokenizer, token_id: int) -> str:
     return text
 
 
+MAX_PIN_CHARS = 100  # no single token is longer
+
+
+def single_token(tokenizer, text, knows=lambda token_id: True) -> int:
+    """The id of `text` when it is exactly one token (no special tokens added), e.g. a token to pin on a diffusion
+    canvas; otherwise a ConfigError that says how many tokens it is. `knows(id)`: whether the model has that token
+    (a sub-vocabulary model does not have them all)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"the token to pin is text, not {type(text).__name__}")
+    if text == "":
+        raise ConfigError("type the token to pin (exactly one token, e.g. ' water': a leading space is part of a word "
+                          "inside a sentence)")
+    if len(text) > MAX_PIN_CHARS:
+        raise ConfigError(f"the token to pin is {len(text):,} characters: one token is far shorter")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("the token to pin contains characters that are not valid text (an unpaired surrogate)") \
+            from None
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # a word inside a sentence starts with a space: say so when the spaced form is the one token
+    spaced = [] if text.startswith(" ") else tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    hint = f"; did you mean {' ' + text!r}, with a leading space?" if len(spaced) == 1 and knows(spaced[0]) else ""
+    if len(ids) != 1:
+        pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids[:8]) + (" + …" if len(ids) > 8 else "")
+        raise ConfigError(f"{shown_text(text)} is {len(ids)} tokens ({pieces}), not one: a pin holds exactly one "
+                          f"token{hint}")
+    if not knows(int(ids[0])):
+        raise ConfigError(f"{shown_text(text)} (token {ids[0]}) is not in the model's vocabulary{hint}")
+    return int(ids[0])
+
+
+def shown_text(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def encode_documents(tokenizer, documents: list) -> list:
     """Token ids of plain documents (no chat template, no special tokens), e.g. a retrieval corpus."""
     return [tokenizer(d, add_special_tokens=False)["input_ids"] for d in documents]

@@ -207,6 +207,10 @@ _ARRAY_DTYPES = {
 MASKED, REVEALED, KEPT, REMASKED = 0, 1, 2, 3
 CELL_STATE_NAMES = ("masked", "revealed-now", "kept", "remasked")
 
+# what the user did to a cell between two diffusion steps (`DiffusionStep.intervention`)
+NO_INTERVENTION, PINNED_BY_USER, SENT_BACK_BY_USER = 0, 1, 2
+INTERVENTION_NAMES = ("none", "pinned by you", "sent back to the mask by you")
+
 
 @dataclass(frozen=True)
 class DiffusionStep:
@@ -241,10 +245,33 @@ class DiffusionStep:
     select_ms: float
     lossless: bool = False  # True only for greedy Jacobi decoding (tested against plain greedy)
     all_in: bool = False  # the schedule revealed every scored cell at once (Prophet's early commit)
+    # [L] bool: cells a user's pin holds after this step. A pinned cell keeps its token in every later step until
+    # the user sends it back to the mask; no schedule reveals or remasks it.
+    pinned: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # [L] int8: what the user did to each cell after the previous step, see INTERVENTION_NAMES. It took effect
+    # before this step's forward, so `cell_state` compares this step's canvas with the canvas as the user left
+    # it: a cell pinned now is KEPT, a cell sent back now is MASKED (or REVEALED, when the schedule refilled it).
+    intervention: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+    def __post_init__(self):
+        # records without interventions (Jacobi's, traces from before pins) hold none: [L] arrays all the same,
+        # so that readers index them without asking
+        for name, dtype in (("pinned", bool), ("intervention", np.int8)):
+            if getattr(self, name).shape[0] == 0:
+                object.__setattr__(self, name, np.zeros(self.length, dtype))
 
     @property
     def length(self) -> int:
         return int(self.canvas.shape[0])
+
+    @property
+    def n_pinned(self) -> int:
+        return int(np.sum(self.pinned))
+
+    @property
+    def n_sent_back(self) -> int:
+        """Cells the user sent back to the mask just before this step."""
+        return int(np.sum(self.intervention == SENT_BACK_BY_USER))
 
     @property
     def n_revealed(self) -> int:
@@ -268,7 +295,11 @@ _DIFFUSION_DTYPES = {
     "entropy": np.float32,
     "topk_ids": np.int64,
     "topk_probs": np.float32,
+    "pinned": bool,
+    "intervention": np.int8,
 }
+# written to a trace file only by steps that have them (as 0/1 and codes): a run nobody touched reads as before
+_USER_FIELDS = ("pinned", "intervention")
 
 
 def is_diffusion(steps: list) -> bool:
@@ -289,6 +320,9 @@ def commit_steps(steps: list, upto: int | None = None) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     order = np.full(steps[0].length, -1, dtype=np.int64)
     for s in steps[: None if upto is None else upto + 1]:
+        # the user's pins and send-backs come first (they precede the step's forward); a pin commits its cell
+        order[s.intervention == SENT_BACK_BY_USER] = -1
+        order[s.intervention == PINNED_BY_USER] = s.step
         order[s.cell_state == REVEALED] = s.step
         order[s.cell_state == REMASKED] = -1
     return order
@@ -309,9 +343,32 @@ def commit_numbers(steps: list, start: int = 0) -> np.ndarray:
     return order
 
 
+@dataclass(frozen=True)
+class UserAction:
+    """One thing the user did to the canvas, as the records show it."""
+
+    step: int  # the first step that saw it (it took effect before that step's forward)
+    kind: int  # PINNED_BY_USER or SENT_BACK_BY_USER
+    position: int
+    token_id: int  # the pinned token (-1: sent back to the mask)
+
+
+def user_actions(steps: list, position: int | None = None, upto: int | None = None) -> list:
+    """The user's pins and send-backs in step order (of one cell when `position` is given, up to step `upto`)."""
+    out = []
+    for s in steps[: None if upto is None else upto + 1]:
+        cells = np.flatnonzero(s.intervention) if position is None else \
+            [position] if 0 <= position < s.length and s.intervention[position] else []
+        for j in cells:
+            kind = int(s.intervention[j])
+            out.append(UserAction(s.step, kind, int(j), int(s.canvas[j]) if kind == PINNED_BY_USER else -1))
+    return out
+
+
 def summarize_diffusion(steps: list, wall_s: float = 0.0) -> dict:
     """tokens_per_forward: generated tokens (to the first EOS) per model forward, the diffusion analogue of τ;
-    cells_per_forward counts every canvas cell filled, EOS padding included."""
+    cells_per_forward counts every canvas cell filled, EOS padding included; pinned and sent_back count the
+    user's interventions (cells a pin holds at the end, and cells sent back to the mask over the run)."""
     forwards = int(sum(s.forwards for s in steps))
     out = diffusion_output(steps)
     cells = int(sum(s.n_revealed for s in steps))
@@ -327,6 +384,8 @@ def summarize_diffusion(steps: list, wall_s: float = 0.0) -> dict:
         "cells_per_forward": cells / forwards if forwards else 0.0,
         "cells_revealed": cells,
         "remasked": remasked,
+        "pinned": steps[-1].n_pinned if steps else 0,
+        "sent_back": int(sum(s.n_sent_back for s in steps)),
         "blocks": blocks,
         "canvas_length": steps[0].length if steps else 0,
         "forward_ms": float(sum(s.forward_ms for s in steps)),
@@ -450,6 +509,10 @@ def _step_to_dict(s) -> dict:
         out = {"kind": "diffusion"}
         for f in fields(s):
             v = getattr(s, f.name)
+            if f.name in _USER_FIELDS:
+                if v.any():
+                    out[f.name] = v.astype(np.int64).tolist()
+                continue
             out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
     out = {}
@@ -658,6 +721,14 @@ def _diffusion_step(d: dict, where: str) -> DiffusionStep:
               for name in ("confidence", "top2_gap", "entropy")}
     topk_ids, topk_probs = _topk(d, "topk", where, n)
     rule = _field(d, "rule", str, where)
+    user = {}
+    for name, top in zip(_USER_FIELDS, (1, len(INTERVENTION_NAMES) - 1)):
+        a = _array(d.get(name, []), name, where, np.int8)  # absent or []: nobody intervened
+        if a.shape[0] not in (0, n):
+            raise TraceError(f"{where}: {name} has {a.shape[0]} entries where the step has {n}")
+        if np.any((a < 0) | (a > top)):
+            raise TraceError(f"{where}: {name} holds a value outside 0-{top}")
+        user[name] = a.astype(_DIFFUSION_DTYPES[name])
     return DiffusionStep(
         step=_integer(d, "step", where, 0, MAX_TRACE_STEPS), block=_integer(d, "block", where, 0, n),
         block_start=_integer(d, "block_start", where, 0, n), block_end=_integer(d, "block_end", where, 0, n),
@@ -669,7 +740,7 @@ def _diffusion_step(d: dict, where: str) -> DiffusionStep:
         eos_at=_integer(d, "eos_at", where, -1, n - 1),
         forward_ms=_number(d, "forward_ms", where, 0.0, nan=True), select_ms=_number(d, "select_ms", where, 0.0, nan=True),
         lossless=_field(d, "lossless", bool, where) if "lossless" in d else False,
-        all_in=_field(d, "all_in", bool, where) if "all_in" in d else False,
+        all_in=_field(d, "all_in", bool, where) if "all_in" in d else False, **user,
     )
 
 
@@ -843,17 +914,33 @@ def check_diffusion_invariants(steps: list, eos_ids=(), finished: bool = True) -
 
     Every step reveals at least one cell; a revealed cell takes the proposal it was scored with;
     kept cells never change; the number of masked cells falls by revealed - remasked and never
-    grows (a schedule may remask, but always reveals more than it remasks, so runs terminate)."""
+    grows (a schedule may remask, but always reveals more than it remasks, so runs terminate).
+
+    The user's interventions apply before a step: a cell sent back was committed, a pinned cell holds its token
+    and stays KEPT until the user sends it back, and the rules above compare with the canvas as the user left it."""
     assert steps, "no steps"
     length = steps[0].length
     prev = np.full(length, -1, dtype=np.int64)
+    held = np.full(length, -1, dtype=np.int64)  # the token each pin holds (-1: not pinned)
     for k, s in enumerate(steps):
         assert s.step == k, f"step {k} numbered {s.step}"
         assert s.length == length, f"step {k}: the canvas changed length"
-        for name in ("cell_state", "proposal", "confidence", "top2_gap", "entropy"):
+        for name in ("cell_state", "proposal", "confidence", "top2_gap", "entropy", "pinned", "intervention"):
             assert getattr(s, name).shape[0] == length, f"step {k}: {name} has the wrong length"
         assert 0 <= s.block_start < s.block_end <= length, f"step {k}: block [{s.block_start}, {s.block_end})"
         st, c = s.cell_state, s.canvas
+        pinned_now, sent_back = s.intervention == PINNED_BY_USER, s.intervention == SENT_BACK_BY_USER
+        assert np.all(prev[sent_back] >= 0), f"step {k}: the user sent back a cell that was masked"
+        assert np.all(s.pinned[pinned_now]), f"step {k}: a pin that holds nothing"
+        was_pinned = held >= 0
+        assert not np.any(was_pinned & ~s.pinned & ~sent_back), f"step {k}: a pin let go, yet nobody sent it back"
+        assert not np.any(s.pinned & ~was_pinned & ~pinned_now), f"step {k}: a cell pinned, yet nobody pinned it"
+        assert np.all(c[s.pinned] >= 0) and np.all(st[s.pinned] == KEPT), f"step {k}: a pinned cell was not kept"
+        still = was_pinned & s.pinned & ~pinned_now
+        assert np.all(c[still] == held[still]), f"step {k}: a pinned cell changed its token"
+        held = np.where(s.pinned, c, -1)
+        prev = prev.copy()
+        prev[pinned_now], prev[sent_back] = c[pinned_now], -1
         revealed, kept, masked, remasked = (st == REVEALED), (st == KEPT), (st == MASKED), (st == REMASKED)
         assert np.all(revealed | kept | masked | remasked), f"step {k}: unknown cell state"
         assert revealed.any(), f"step {k}: nothing revealed"

@@ -24,5 +24,6 @@ def test_the_readme_api_examples_run(app_url, embedded, capsys):
     assert [r["schedule"] for r in scope["result"]] == ["low_confidence", "threshold"]
     assert scope["branch_summary"]["speedup_vs_ar"]["matches_ar"] is True  # /intervene's branch equals AR
     assert scope["branch_summary"]["output_ids"] == scope["original"]["output_ids"]
+    assert scope["pinned"]["summary"]["pinned"] == 1 and scope["pinned"]["summary"]["sent_back"] == 1
     ar, tree, diffusion = scope["lanes"]  # the Compare tab's /compare
     assert tree["equals_ar"] is True and ar["speedup_vs_ar"] == 1.0 and diffusion["label"].startswith("3 · diffusion")

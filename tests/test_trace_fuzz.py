@@ -31,7 +31,18 @@ def sources(tiny):
     lm = tiny_family_model("llada", eos_ids=(7,))
     diffusion = diffuse(lm, PROMPT, DiffusionConfig(schedule="threshold", gen_length=12, block_size=4, steps=6,
                                                     params=ScheduleParams(threshold=0.05)))
-    return [json.loads(t.to_json()) for t in (spec, greedy, diffusion)]
+    # a run the user pinned and sent a cell back in: the fields of interventions get fuzzed too
+    from specviz.decoding.diffusion import DiffusionDecoder
+
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig(schedule="low_confidence", gen_length=12, block_size=4, steps=6))
+    dec.pin(5, 40)
+    dec.step()
+    dec.remask(int(np.flatnonzero((dec.canvas >= 0) & ~dec.pinned)[0]))
+    for _ in dec.steps():
+        pass
+    touched = dec.trace()
+    assert touched.steps[1].intervention.any()
+    return [json.loads(t.to_json()) for t in (spec, greedy, diffusion, touched)]
 
 
 def _paths(node, prefix=()):

@@ -26,6 +26,13 @@ after the most confident delimiter token (newline, period, …) proposed in that
 window, if it passes the delimiter threshold; otherwise the block keeps its
 default size.
 
+Interventions (`pin`, `remask`): between steps the user may pin a token at a cell (a constraint, as in LLaDA's
+demo: the cell holds it from then on and counts as committed) or send a committed cell back to the mask (the
+schedule fills it again). They change the canvas at once and the next record carries them (`intervention`,
+`pinned`). A cell of a finished block reopens that block: it becomes the active block again, the cache drops
+everything from its start (so it never holds KV of a token that is no longer there), and the blocks after it
+are passed again with the extents they had.
+
 `DiffusionDecoder` is a decoder like the speculative engine: `step()` / `steps()` produce one
 `DiffusionStep` record each (kept in `records`), `done` says it finished, and `trace()` is the
 `Trace` of the steps so far, with the decoder's own wall time (prefill included).
@@ -42,7 +49,8 @@ from ..config import ConfigError
 from ..kernels.backend import backend_for
 from ..kernels.logit_stats import logit_stats
 from ..models.diffusion import BLOCK_CAUSAL, DiffusionLM
-from ..trace import KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, Trace, canvas_output, first_eos
+from ..trace import (KEPT, MASKED, NO_INTERVENTION, PINNED_BY_USER, REMASKED, REVEALED, SENT_BACK_BY_USER,
+                     DiffusionStep, Trace, canvas_output, first_eos)
 from .engine import RecordingDecoder
 from .kv import truncate
 from .schedules import SCHEDULES, CellView, ScheduleParams, select
@@ -105,10 +113,15 @@ class DiffusionDecoder(RecordingDecoder):
         self.block_started = True  # the active block has not been scored yet
         self.block_steps = 0
         self.spans = []  # finished blocks' [start, end)
+        self.upcoming = []  # blocks laid out before a reopen, [start, end): the run passes them again as they were
         self.cached = config.use_cache and lm.can_cache
         self.cache = None
         self.cache_len = 0  # sequence positions held in the cache
-        self.boundary_logits = None  # shifted models: the logits at the last cached position
+        # shifted models read cell i from position i - 1: the logits at the last position of every cached length
+        # that ends a block (a reopen cuts the cache back to one of them)
+        self.boundary_logits: dict = {}
+        self.pinned = np.zeros(L, dtype=bool)  # cells a user's pin holds
+        self.intervened = np.zeros(L, dtype=np.int8)  # what the user did since the last step; the next record has it
         self.n_steps = 0
         self.finish_reason = ""
         self.prefill_ms = 0.0
@@ -139,7 +152,7 @@ class DiffusionDecoder(RecordingDecoder):
             causal = torch.ones(P, P, dtype=torch.bool, device=self.device).tril()
             logits = self.lm.forward(ids, torch.arange(P, device=self.device), causal, self.cache)
             self.cache_len = P
-            self.boundary_logits = logits[-1:]
+            self.boundary_logits = {P: logits[-1:]}
         self.prefill_ms = (time.perf_counter() - t0) * 1000
         self._prefilled = True
 
@@ -152,11 +165,10 @@ class DiffusionDecoder(RecordingDecoder):
         """Block index of every canvas cell: finished spans, the active block, then default-size blocks."""
         L, B = self.config.gen_length, self.config.block_size
         ids = np.empty(L, dtype=np.int64)
-        for b, (lo, hi) in enumerate(self.spans):
+        for b, (lo, hi) in enumerate([*self.spans, (self.start, self.end), *self.upcoming]):
             ids[lo:hi] = b
-        ids[self.start:self.end] = len(self.spans)
-        rest = np.arange(L - self.end)
-        ids[self.end:] = len(self.spans) + 1 + rest // B
+        rest = np.arange(L - hi)
+        ids[hi:] = b + 1 + rest // B
         return ids
 
     def _score_recompute(self, window_end: int):
@@ -182,16 +194,22 @@ class DiffusionDecoder(RecordingDecoder):
         positions = torch.arange(self.cache_len, P + window_end, device=self.device)
         S = n_pend + n_win
         allowed = torch.ones(S, self.cache_len + S, dtype=torch.bool, device=self.device)
-        allowed[:n_pend, self.cache_len + n_pend:] = False  # the finished block never sees the new one
+        # finished cells see their own and earlier blocks (after a reopen or an all-in, several blocks may wait
+        # to be cached), never the window
+        pend_blocks = torch.from_numpy(self._block_ids()[pend_lo:self.start]).to(self.device)
+        allowed[:n_pend, self.cache_len:self.cache_len + n_pend] = pend_blocks[None, :] <= pend_blocks[:, None]
+        allowed[:n_pend, self.cache_len + n_pend:] = False
         logits = self.lm.forward(ids, positions, allowed, self.cache)
-        # keep the finished block's KV, drop the window's (it changes every step)
+        # keep the finished blocks' KV, drop the window's (it changes every step)
         truncate(self.cache, self.cache_len + n_pend)
+        if self.lm.shift:
+            for lo, hi in self.spans:
+                if pend_lo < hi <= self.start:
+                    self.boundary_logits[P + hi] = logits[hi - pend_lo - 1 : hi - pend_lo]
         self.cache_len += n_pend
-        if n_pend:
-            self.boundary_logits = logits[n_pend - 1 : n_pend]
         win = logits[n_pend:]
         if self.lm.shift:
-            win = torch.cat([self.boundary_logits, win[:-1]])
+            win = torch.cat([self.boundary_logits[self.cache_len], win[:-1]])
         return np.arange(self.start, window_end), win
 
     # one step (`step()` times it and keeps the record, see RecordingDecoder) ---------
@@ -241,7 +259,8 @@ class DiffusionDecoder(RecordingDecoder):
         scored = proposal_c >= 0
         view = CellView(
             masked=masked, eligible=masked & in_block & scored, proposal=proposal_c, confidence=conf,
-            top2_gap=gap, entropy=ent, commit_conf=self.commit_conf.copy(), revisable=~masked & in_block,
+            top2_gap=gap, entropy=ent, commit_conf=self.commit_conf.copy(),
+            revisable=~masked & in_block & ~self.pinned,
             steps_left=max(1, self._budget() - self.block_steps), progress=float(np.mean(~masked)),
         )
         sel = select(cfg.schedule, view, cfg.params, self.rng)
@@ -262,8 +281,10 @@ class DiffusionDecoder(RecordingDecoder):
             topk_probs=self._topk(top.values, cells, np.float32) if self.record else np.zeros((L, 0), np.float32),
             rule=rule_prefix + sel.rule, threshold=float(sel.threshold), signal=float(sel.signal), forwards=1,
             cached=cached_cells, eos_at=eos_at, forward_ms=(t1 - t0) * 1000,
-            select_ms=(time.perf_counter() - t1) * 1000, all_in=sel.all_in,
+            select_ms=(time.perf_counter() - t1) * 1000, all_in=sel.all_in, pinned=self.pinned.copy(),
+            intervention=self.intervened.copy(),
         )
+        self.intervened[:] = NO_INTERVENTION
         self.n_steps += 1
         self._advance_blocks(eos_at)
         return record
@@ -302,8 +323,101 @@ class DiffusionDecoder(RecordingDecoder):
                 self.finish_reason = "length"
                 return
             self.block += 1
-            self.start, self.end = self.end, min(L, self.end + B)
-            self.block_started, self.block_steps = True, 0
+            if self.upcoming:  # a block laid out before a reopen: its extent is decided already
+                (self.start, self.end), self.block_started = self.upcoming.pop(0), False
+            else:
+                self.start, self.end, self.block_started = self.end, min(L, self.end + B), True
+            self.block_steps = 0
+
+    # interventions ---------------------------------------------------------------------
+    def pin(self, position: int, token_id: int) -> None:
+        """Hold `token_id` at canvas cell `position` from the next step on (before the first step: from step 0).
+
+        The cell counts as committed: no schedule reveals or remasks it, and every later record marks it
+        `pinned` until `remask` sends it back. Pinning a pinned cell replaces its token. A pin that would leave
+        the model nothing to fill is refused: the run would end with no step to record it."""
+        pos, token = self._cell(position), self._pin_token(token_id)
+        after = self.canvas.copy()
+        after[pos] = token
+        # the active block as it will be: the finished block holding the cell reopens
+        if not self._work_left(after, *(self._span_of(pos) or (self.start, self.end))):
+            raise ConfigError(f"a pin at {pos} would leave the model nothing to fill (the text up to its end would be "
+                              "complete), so the run would end without a step to record it: send a cell back to the "
+                              "mask first, or pin fewer cells")
+        self._reopen(pos)
+        self.canvas[pos], self.commit_conf[pos] = token, np.nan
+        self.pinned[pos] = True
+        self.intervened[pos] = PINNED_BY_USER
+        self._advance_blocks(self._eos_at())  # a pin may fill the active block: move on as a step would
+
+    def remask(self, position: int) -> None:
+        """Send committed cell `position` back to the mask from the next step on; the schedule fills it again.
+
+        Sending a pinned cell back also takes its pin off (that is how a pin is removed). A finished run carries
+        on until the cell is filled again."""
+        pos = self._cell(position)
+        if self.canvas[pos] < 0:
+            raise ConfigError(f"cell {pos} is masked already: only a committed cell can be sent back to the mask")
+        last_recorded = int(self.records[-1].canvas[pos]) if self.records else -1
+        self._reopen(pos)
+        self.canvas[pos], self.commit_conf[pos] = -1, np.nan
+        self.pinned[pos] = False
+        # a cell pinned and sent back between the same two steps: the records saw neither
+        self.intervened[pos] = SENT_BACK_BY_USER if last_recorded >= 0 else NO_INTERVENTION
+
+    def _cell(self, position) -> int:
+        L = self.config.gen_length
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+            raise ConfigError(f"a cell position is a whole number, not {type(position).__name__}")
+        if not 0 <= position < L:
+            raise ConfigError(f"position {position} is off the canvas: its cells are 0 to {L - 1}")
+        return int(position)
+
+    def _pin_token(self, token_id) -> int:
+        if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+            raise ConfigError(f"a token id is a whole number, not {type(token_id).__name__}")
+        if not 0 <= token_id < self.lm.vocab_size:
+            raise ConfigError(f"token id {token_id} is outside the model's vocabulary (0 to {self.lm.vocab_size - 1})")
+        if token_id == self.lm.mask_id:
+            raise ConfigError("the mask token cannot be pinned: send the cell back to the mask instead")
+        if not self.lm.knows(int(token_id)):
+            raise ConfigError(f"token id {token_id} is not one {self.lm.model_id} knows (it was trained on a smaller "
+                              "vocabulary and would read it as unknown): pin another token")
+        return int(token_id)
+
+    def _span_of(self, position: int) -> tuple | None:
+        """The finished block holding `position`, or None (the active block, or one not yet reached)."""
+        return next(((lo, hi) for lo, hi in self.spans if lo <= position < hi), None)
+
+    def _work_left(self, canvas: np.ndarray, start: int, end: int) -> bool:
+        """Whether a run with this canvas and active block [start, end) still needs the model: it walks past full
+        blocks (`_advance_blocks`) and stops at the first masked cell, unless the text up to an EOS is complete
+        first. Every cell before `start` is committed."""
+        masked = np.flatnonzero(canvas[start:] < 0)
+        if masked.size == 0:
+            return False
+        first_masked = start + int(masked[0])
+        eos = first_eos(canvas, self.eos_ids)
+        return first_masked < end or not 0 <= eos < first_masked
+
+    def _reopen(self, position: int) -> None:
+        """Make the finished block holding `position` the active block again; nothing to do for a cell of the
+        active block or a later one. The blocks after it keep their extents (`upcoming`), the cache keeps only
+        what comes before it, and a finished run is running again."""
+        span = self._span_of(position)
+        if span is None:
+            return
+        b = self.spans.index(span)
+        scored_active = [] if self.done or self.block_started else [(self.start, self.end)]
+        self.upcoming = self.spans[b + 1:] + scored_active + self.upcoming
+        self.spans = self.spans[:b]
+        (self.start, self.end), self.block = span, b
+        self.block_started, self.block_steps, self.finish_reason = False, 0, ""
+        keep = self.prompt_ids.shape[0] + self.start
+        if self.cache is not None and self.cache_len > keep:
+            truncate(self.cache, keep)
+            self.cache_len = keep
+            self.boundary_logits = {n: v for n, v in self.boundary_logits.items() if n <= keep}
 
     @property
     def output_ids(self) -> np.ndarray:

@@ -68,6 +68,16 @@ class Decoder(Protocol):
     def trace(self) -> Trace: ...
 
 
+@runtime_checkable
+class Intervenable(Protocol):
+    """A decoder the user may change between steps (the diffusion decoder): pin a token at a canvas cell, or send
+    a committed cell back to the mask. Both take effect from the next step, whose record carries them."""
+
+    def pin(self, position: int, token_id: int) -> None: ...
+
+    def remask(self, position: int) -> None: ...
+
+
 class RecordingDecoder(ABC):
     """What every decoder's `step()` shares: time `_step()`, keep its record, stop once finished.
 

@@ -273,6 +273,13 @@ class DiffusionLM:
             return self.full_vocab + 1
         return int(self.model.get_output_embeddings().weight.shape[0])
 
+    def knows(self, token_id: int) -> bool:
+        """Whether the model has its own embedding for a tokenizer id (a sub-vocabulary model reads the others as
+        unknown)."""
+        if self.token_map is None:
+            return 0 <= token_id < self.vocab_size
+        return 0 <= token_id < self.vocab_size and int(self._to_local[token_id]) != self.unk_local
+
     @property
     def max_positions(self) -> int:
         cfg = self.model.config

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError
 from ..decoding.diffusion import DiffusionConfig, DiffusionDecoder
+# re-exported: the app asks whether a run's decoder takes pins through here, never importing the engine itself
+from ..decoding.engine import Intervenable  # noqa: F401
 from ..decoding.jacobi import JacobiLattice
 from ..decoding.schedules import ScheduleParams
 from ..models import ModelStore
@@ -40,6 +42,10 @@ class LatticeRun:
             adaptive_block=k["adaptive_block"], delimiter_threshold=k["delimiter_threshold"],
             use_cache=k["cache"] == "auto", temperature=s.temperature, seed=s.seed,
         )
+
+    def can_pin(self, token_id: int) -> bool:
+        """Whether the model has `token_id` of its own, so a pin of it means something (Jacobi: no pins at all)."""
+        return self.diffusion is not None and self.diffusion.knows(token_id)
 
     def decoder(self, prompt_ids, record: bool = True):
         """A fresh `Decoder` whose records are `DiffusionStep`s."""

@@ -15,22 +15,23 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+import numpy as np
 
 from ..config import EMBEDDED_MODEL_ID, LATTICE_KNOBS, SEED, TEMPERATURE, ConfigError, shown
 from ..decoding.schedules import SCHEDULE_HELP, SCHEDULES
 from ..models import ModelStore
-from ..runs import ARTiming, against_ar, ar_decoder, prepare_lattice_run
+from ..runs import ARTiming, Intervenable, against_ar, ar_decoder, prepare_lattice_run
 from ..settings import GEN_LENGTH, TINY_MDM_ID, LatticeSettings
-from ..textio import check_prompt_fits, encode_prompt, token_label
+from ..textio import check_prompt_fits, encode_prompt, shown_text, single_token, token_label
 from ..trace import CELL_STATE_NAMES, summarize_diffusion
-from ..viz.lattice import SIGNALS, cell_topk_html, empty_lattice_html, lattice_svg, progress_figure
+from ..viz.lattice import SIGNALS, cell_topk_html, empty_lattice_html, lattice_svg, progress_figure, user_note
 from ..viz.live import LatticeLiveView
 from ..viz.palette import INK_COLOR, LATTICE_CURRENT_COLOR
 from ..viz.tree import empty_figure
 from .controller import (Session, Sharing, TabController, TabSpec, export_panel, request_key, run_buttons,
                          scrubber_update, session_state, step_scrubber, trace_panel, user_errors, wire,
                          wire_trace_panel)
-from .inputs import PromptBox, named_choice
+from .inputs import PromptBox, named_choice, whole_number
 from .links import share_link_box, wire_share_link
 from .replay import ReplayedDecoder
 from .speculative import knob_control
@@ -141,6 +142,18 @@ def _view_keys(view: dict) -> tuple:
 
 
 CELL_HINT = "Click a cell of the lattice to see its top candidates at that step."
+INTERVENE_HINT = ("**Pin** holds a token at a canvas position: before a run (pin several, then Run: they are in place "
+                  "from step 0) or between steps of a paused run. **Send back** returns a committed cell to the mask, "
+                  "so the schedule fills it again (a pinned cell loses its pin; a finished block or run reopens). "
+                  "Both act from the next step, and the lattice marks them in violet.")
+
+
+def _position_of(cell) -> object:
+    """The position of a cell typed or clicked as 'step, position' (nothing when it is not one)."""
+    try:
+        return int(str(cell).replace(";", ",").split(",")[1])
+    except (IndexError, ValueError):
+        return gr.skip()
 COMPARE_EMPTY = (empty_lattice_html("Schedule A"), empty_lattice_html("Schedule B"),
                  empty_figure("Steps against generated length", height=220), "", None)
 
@@ -311,7 +324,8 @@ class DiffusionTab:
         if not (0 <= pos < step.length):
             return f"Position {shown(pos, 24)} is off the canvas (0 to {step.length - 1})."
         labels = [self.spec.label(session, int(t)) for t in step.topk_ids[pos]]
-        return cell_topk_html(step, pos, labels, CELL_STATE_NAMES[int(step.cell_state[pos])])
+        return cell_topk_html(step, pos, labels, CELL_STATE_NAMES[int(step.cell_state[pos])],
+                              user_note(records, k, pos))
 
     def inspect(self, cell, session):
         """The top-k candidates of one cell at one step, typed as 'step, position'."""
@@ -332,6 +346,75 @@ class DiffusionTab:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (step, pos)):
             return gr.skip(), "Click a cell of the lattice (this click carried no cell)."
         return f"{step}, {pos}", self.card(session, step, pos)
+
+    # interventions: pin a token, send a cell back to the mask -------------------------------------------
+    def _intervenable(self, session, what: str):
+        """The session's decoder if the user may change it, else a ConfigError that says why not."""
+        if isinstance(session.decoder, ReplayedDecoder):
+            raise ConfigError(f"this run is replayed from a trace: a recorded run cannot be changed. Press Run to run "
+                              f"its settings live, then {what}")
+        if not isinstance(session.decoder, Intervenable):
+            raise ConfigError("Jacobi decoding cannot be pinned or sent back (its guesses must match greedy AR): "
+                              "pick Masked / block diffusion")
+        return session.decoder
+
+    def pin(self, prompt, settings=None, position=None, token=None, view=None, session=None,
+            request: gr.Request = None):
+        """Pin `token` (text that is exactly one token) at canvas cell `position`. In the run on show (paused,
+        stepped or streaming) it holds from the next step; with no live run of these settings (none yet, a
+        finished or a replayed one) a new run is prepared with the pin, and Run or Step starts it with the pin in
+        place from step 0 (pin several cells before running: constraints, as in LLaDA's demo)."""
+        spec, key = self.spec, request_key(request)
+        with user_errors(spec.smaller, spec.policy):
+            pos = whole_number("position", position)
+            checked = spec.parse(settings)
+            spec.check_prompt(prompt)
+            if checked.method != "diffusion":
+                raise ConfigError("pins need the diffusion method: Jacobi's guesses must match greedy AR")
+            session = self.controller._running.get(key) or session
+            fresh = session is None or session.done or session.prompt != prompt or \
+                spec.live_changes(session, checked) is None
+            why = ""
+            if fresh and session is not None:
+                why = (" (a replayed run cannot be changed)" if isinstance(session.decoder, ReplayedDecoder) else
+                       " (the last run had finished)" if session.done else " (the prompt or the settings changed)")
+            if fresh:
+                session = spec.sharing.run_in_turn(key, "preparing a run to pin", lambda: spec.start(prompt, checked))
+            decoder = self._intervenable(session, "pin")
+            token_id = single_token(session.extra["tokenizer"], token, session.run.can_pin)
+            with session.lock:
+                decoder.pin(pos, token_id)
+        label = shown_text(self.spec.label(session, token_id))
+        if session.n_steps == 0:
+            pins = ", ".join(f"{j} = {shown_text(self.spec.label(session, int(decoder.canvas[j])))}"
+                             for j in np.flatnonzero(decoder.pinned))
+            note = (f"Pinned {label} at position {pos} for a new run{why}: press **Run** or "
+                    f"**Step**, and the pins hold from step 0. Pins: {pins}.")
+        else:
+            note = f"pinned {label} at position {pos}: it holds from step {session.n_steps} (the next)"
+        return spec.outputs_full(session, spec.status(session, note), None, view or {})
+
+    def remask(self, position=None, view=None, session=None, request: gr.Request = None):
+        """Send the committed cell at `position` back to the mask: the schedule fills it again from the next step.
+        A pinned cell loses its pin; a cell of a finished block reopens that block; a finished run carries on
+        (press Run or Step)."""
+        spec, key = self.spec, request_key(request)
+        with user_errors(spec.smaller, spec.policy):
+            pos = whole_number("position", position)
+            session = self.controller._running.get(key) or session
+            if session is None:
+                raise ConfigError("nothing to send back yet: run or step first, then pick a committed cell")
+            decoder = self._intervenable(session, "send cells back to the mask")
+            was_pinned = 0 <= pos < len(decoder.pinned) and bool(decoder.pinned[pos])
+            token = int(decoder.canvas[pos]) if 0 <= pos < len(decoder.canvas) else -1
+            finished = session.done
+            with session.lock:
+                decoder.remask(pos)
+        note = (f"sent position {pos} ({shown_text(self.spec.label(session, token))}) back to the mask"
+                + (", and took its pin off" if was_pinned else "")
+                + (f": the schedule fills it again from step {session.n_steps}" if session.n_steps else "")
+                + ("; the run had finished and carries on: press **Run** or **Step**" if finished else ""))
+        return spec.outputs_full(session, spec.status(session, note), None, view or {})
 
     def compare(self, prompt, settings=None, schedule_a="low_confidence", schedule_b="threshold", signal="confidence",
                 request: gr.Request = None):
@@ -425,6 +508,16 @@ class DiffusionTab:
                     with gr.Column(scale=1, min_width=160):
                         cell = gr.Textbox(label="Go to cell (step, position)", placeholder="e.g. 3, 12 then Enter",
                                           elem_id="sd-cell")
+                with gr.Accordion("Intervene: pin a token, or send a cell back to the mask", open=True,
+                                  elem_id="sd-intervene"):
+                    gr.Markdown(INTERVENE_HINT, elem_id="sd-intervene-hint")
+                    with gr.Row(equal_height=True):
+                        position = gr.Number(None, precision=0, label="Cell position (a click on a cell picks it)",
+                                             elem_id="sd-position")
+                        pin_token = gr.Textbox(label="Token to pin (exactly one token)", placeholder="e.g. ' water'",
+                                               elem_id="sd-pin-token")
+                        pin_btn = gr.Button("Pin this token at the position", elem_id="sd-pin")
+                        remask_btn = gr.Button("Send the cell back to the mask", elem_id="sd-remask")
                 slider = step_scrubber("sd")
                 with gr.Row():
                     signal = gr.Radio([(v, k) for k, v in SIGNALS.items()], value="confidence", label="Colour by",
@@ -487,6 +580,13 @@ class DiffusionTab:
         wire_trace_panel(self.controller, trace_picks, view_state, outputs)
         wire_share_link(self.controller.handle, "diffusion", share_button, share_box)
         lattice.click(self.pick_cell, state, [cell, cell_card], api_name=False, queue=False)
+        # the picked cell (clicked, or typed as 'step, position') is the one Pin and Send back act on
+        cell.change(_position_of, cell, position, api_name=False, queue=False)
+        pin_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(
+            self.pin, [prompt, settings_box, position, pin_token, view_state, state], outputs, api_name="lattice_pin",
+            preprocess=False, concurrency_limit=None)
+        remask_btn.click(self.remask, [position, view_state, state], outputs, api_name="lattice_remask",
+                         preprocess=False, concurrency_limit=None)
         cell.submit(self.inspect, [cell, state], cell_card, api_name="lattice_cell", queue=False)
         compare_btn.click(collect_settings, collect_inputs, settings_box, queue=False, api_name=False).then(
             self.compare, [prompt, settings_box, schedule_a, schedule_b, signal], compare_outputs,

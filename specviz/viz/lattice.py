@@ -9,7 +9,9 @@ click without a script injected at launch: each cell is a `<rect data-pos="j">` 
 `<g data-step="k">`, and the Diffusion tab's `gr.HTML` turns a click into an event with those two numbers.
 
 Colour: each cell state owns a band of the colour scale (see `LATTICE_STATE_COLORS`), and the
-shade inside the band is the chosen signal in [0, 1]: light = unsure, strong = confident.
+shade inside the band is the chosen signal in [0, 1]: light = unsure, strong = confident. What the user did
+is drawn on top in one colour of its own (`LATTICE_USER_COLOR`): a corner flag on every row a pin holds its
+cell, a solid outline where the pin took effect, a dashed one where a cell was sent back to the mask.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from ..trace import CELL_STATE_NAMES, KEPT, MASKED, REMASKED, REVEALED, commit_numbers, summarize_diffusion
+from ..trace import (CELL_STATE_NAMES, KEPT, MASKED, PINNED_BY_USER, REMASKED, REVEALED, SENT_BACK_BY_USER,
+                     commit_numbers, summarize_diffusion, user_actions)
 from .palette import (
     AR_REFERENCE_COLOR,
     BACKGROUND,
@@ -28,6 +31,7 @@ from .palette import (
     LATTICE_BLOCK_COLOR,
     LATTICE_CURRENT_COLOR,
     LATTICE_STATE_COLORS,
+    LATTICE_USER_COLOR,
     MARK_ON_DARK_COLOR,
     MUTED_COLOR,
     RUN_COLORS,
@@ -110,9 +114,14 @@ class CommitState:
     def advance(self, step) -> None:
         revealed = np.flatnonzero(step.cell_state == REVEALED)
         remasked = step.cell_state == REMASKED
+        # the user's pins and send-backs came before the step; a pin is committed by nobody's confidence
+        touched = step.intervention != 0
         for signal, value in self.value.items():
+            value[touched] = np.nan
             value[revealed] = signal_shade(step, signal)[revealed]
             value[remasked] = np.nan
+        self.at[touched] = np.where(step.intervention[touched] == PINNED_BY_USER, step.step, -1)
+        self.no[touched] = 0
         self.at[revealed], self.at[remasked] = step.step, -1
         self.no[revealed] = self.n + 1 + np.arange(revealed.shape[0])
         self.no[remasked] = 0
@@ -129,6 +138,7 @@ def lattice_row(step, state: CommitState, canvas_labels, proposal_labels, signal
     kept = st == KEPT
     value = shade.copy()
     value[kept] = state.value[signal][kept]
+    value[step.intervention == PINNED_BY_USER] = np.nan
     z = st + _LO + _SPAN * np.nan_to_num(value, nan=0.0)
     data = np.empty((length, 9), dtype=object)
     committed_value = state.value[signal]
@@ -139,12 +149,17 @@ def lattice_row(step, state: CommitState, canvas_labels, proposal_labels, signal
         if s_j == REVEALED:
             n += 1
             note = f"<br>commit #{n} · rule: {rule}"
+        elif step.pinned[j]:
+            at = step.step if step.intervention[j] == PINNED_BY_USER else state.at[j]
+            note = f"<br>pinned by you (in place from step {at})"
         elif s_j == KEPT:
             note = f"<br>committed at step {state.at[j]} (#{state.no[j]}) with {_num(committed_value[j])}"
         elif s_j == REMASKED:
             note = f"<br>taken back (committed at step {state.at[j]}, #{state.no[j]})"
         else:
             note = "" if step.proposal[j] >= 0 else "<br>not scored"
+        if step.intervention[j] == SENT_BACK_BY_USER:
+            note = "<br>sent back to the mask by you before this step" + note
         canvas = _label(canvas_labels, j) if step.canvas[j] >= 0 else "[mask]"
         proposal = _label(proposal_labels, j) if step.proposal[j] >= 0 else "–"
         data[j] = (row, j, CELL_STATE_NAMES[s_j], canvas, proposal, _num(step.confidence[j]), _num(step.top2_gap[j]),
@@ -244,7 +259,30 @@ def _edge_path(xs: list, top: float, row: float, left: float, cell: float, lengt
     return "".join(parts)
 
 
-def _legend_html(present: set, signal: str, overlays, small: bool, any_all_in: bool, windows: bool) -> str:
+def _user_marks(steps: list, top: float, row: float, left: float, cell: float, gap: float) -> list:
+    """SVG marks of what the user did: a corner flag on every cell a pin holds, a solid outline on the row where
+    a pin took effect and a dashed one where a cell was sent back to the mask."""
+    out = []
+    flag = max(min(cell, row) * 0.45, 2.0)
+    # the outline sits inside the cell, so neighbours' marks and the scrubber's row outline never cover it
+    w, h = max(cell - gap - 2.0, 0.5), max(row - gap - 2.0, 0.5)
+    for i, s in enumerate(steps):
+        y = top + i * row
+        for j in np.flatnonzero(s.pinned):
+            x = left + j * cell
+            out.append(f'<path class="sv-pinned" data-step="{s.step}" data-pos="{j}" d="M{x:.1f} {y:.1f}h{flag:.1f}'
+                       f'L{x:.1f} {y + flag:.1f}Z" fill="{LATTICE_USER_COLOR}"/>')
+        for j in np.flatnonzero(s.intervention):
+            pin = s.intervention[j] == PINNED_BY_USER
+            out.append(f'<rect class="sv-user-{"pin" if pin else "sent-back"}" data-step="{s.step}" data-pos="{j}" '
+                       f'x="{left + j * cell + 1:.1f}" y="{y + 1:.1f}" width="{w:.1f}" height="{h:.1f}" '
+                       f'fill="none" stroke="{LATTICE_USER_COLOR}" stroke-width="2"'
+                       + ("/>" if pin else ' stroke-dasharray="4 2"/>'))
+    return out
+
+
+def _legend_html(present: set, signal: str, overlays, small: bool, any_all_in: bool, windows: bool,
+                 user: set = frozenset()) -> str:
     names = {
         MASKED: f"masked (shade: the proposal's {signal})",
         REVEALED: "revealed this step",
@@ -256,6 +294,13 @@ def _legend_html(present: set, signal: str, overlays, small: bool, any_all_in: b
         if state in present:
             color = LATTICE_STATE_COLORS[CELL_STATE_NAMES[state]][1]
             items.append(f'<span><i class="sv-swatch" style="background:{color}"></i>{text}</span>')
+    if PINNED_BY_USER in user:
+        items.append(f'<span><i class="sv-swatch" style="border:2px solid {LATTICE_USER_COLOR};background:linear-'
+                     f'gradient(135deg,{LATTICE_USER_COLOR} 40%,{TRANSPARENT} 40%)"></i>pinned by you (corner flag: '
+                     "the pin holds the cell; outline: the step it took effect)</span>")
+    if SENT_BACK_BY_USER in user:
+        items.append(f'<span><i class="sv-swatch" style="border:2px dashed {LATTICE_USER_COLOR};background:none">'
+                     "</i>sent back to the mask by you</span>")
     if "commit_order" in overlays:
         items.append("<span>#n: commit order over the run</span>" if small else
                      "<span>dots: commits (hover or click a cell for its number)</span>")
@@ -356,6 +401,7 @@ def lattice_svg(
             else:
                 marks.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{max(min(cell, row) * 0.2, 0.8):.1f}" '
                              f'fill="{MARK_ON_DARK_COLOR}"/>')
+    marks.extend(_user_marks(steps, top, row, left, cell, gap))
     windows = _sliding_windows(steps)
     if "blocks" in overlays:
         for edge in ([s.block_start for s in steps], [s.block_end for s in steps]):
@@ -378,12 +424,15 @@ def lattice_svg(
                      f'stroke="{LATTICE_CURRENT_COLOR}" stroke-width="3"/>')
     marks.append("</g>")
     present = set(np.unique(np.concatenate([s.cell_state for s in steps])).tolist())
+    user = set(np.unique(np.concatenate([s.intervention for s in steps])).tolist())
+    if any(s.pinned.any() for s in steps):
+        user.add(PINNED_BY_USER)
     heading = html.escape(title or f"Denoising lattice: {n_steps} steps × {length} cells")
     hint = "click a cell for its top candidates" + (", hover for its numbers" if tips else "")
     return (f'<div class="sv-lattice" data-steps="{n_steps}" data-cells="{length}">'
             f'<div style="font-weight:600;font-size:14px">{heading}</div>'
             f'<div style="font-size:12px;color:{SUBTLE_COLOR}">shade = {html.escape(SIGNALS[signal])} · {hint}</div>'
-            + _legend_html(present, signal, overlays, small, bool(all_in), windows)
+            + _legend_html(present, signal, overlays, small, bool(all_in), windows, user)
             + f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
             f'width="{width:.0f}" height="{height:.0f}" preserveAspectRatio="xMinYMin meet" '
             f'style="width:100%;max-width:{width:.0f}px;height:auto;display:block;font-family:ui-sans-serif,'
@@ -404,10 +453,23 @@ def empty_lattice_html(message: str) -> str:
             f"{html.escape(message)}</div>")
 
 
-def cell_topk_html(step, position: int, topk_labels: list, state_name: str | None = None) -> str:
+def user_note(steps: list, k: int, position: int) -> str:
+    """What the user had done to cell `position` by recorded step k, in words ("" when nothing)."""
+    done = user_actions(steps, position, k)
+    if not done:
+        return ""
+    last = done[-1]
+    if steps[k].pinned[position]:
+        return f"pinned by you: in place from step {last.step}"
+    note = f"sent back to the mask by you at step {last.step} (before its forward)"
+    return note + ("; the model has filled it again since" if last.step < k and steps[k].canvas[position] >= 0 else "")
+
+
+def cell_topk_html(step, position: int, topk_labels: list, state_name: str | None = None, note: str = "") -> str:
     """The top-k candidates of one cell at one step: rank, token, probability and a bar.
 
-    `topk_labels[r]` is the display text of `step.topk_ids[position, r]`."""
+    `topk_labels[r]` is the display text of `step.topk_ids[position, r]`; `note` (e.g. `user_note`) goes under the
+    heading."""
     if not 0 <= position < step.length:
         return f'<div class="sv-topk" style="color:{MUTED_COLOR}">Position {int(position)} is off the canvas (0–{step.length - 1}).</div>'
     state = state_name or CELL_STATE_NAMES[int(step.cell_state[position])]
@@ -416,6 +478,9 @@ def cell_topk_html(step, position: int, topk_labels: list, state_name: str | Non
         f" · confidence {_num(step.confidence[position])} · top-2 gap {_num(step.top2_gap[position])}"
         f" · entropy {_num(step.entropy[position])} nats</div>"
     )
+    if note:
+        header += (f'<div class="sv-user-note" style="color:{LATTICE_USER_COLOR};margin-bottom:4px">'
+                   f"{html.escape(note)}</div>")
     proposal = int(step.proposal[position])
     if proposal < 0:
         return (f'<div class="sv-topk">{header}<div style="color:{MUTED_COLOR}">This cell was not scored at step '
@@ -607,11 +672,16 @@ def schedule_figure(steps: list) -> go.Figure:
 MASKED_CELL_SPAN = f'<span class="sv-tok" style="color:{MUTED_COLOR}" title="masked">▢</span>'
 
 
-def canvas_cell_span(position: int, token_id: int, piece: str, commit_step: int, now: bool) -> str:
+def canvas_cell_span(position: int, token_id: int, piece: str, commit_step: int, now: bool,
+                     pinned: bool = False) -> str:
     """The span of one committed canvas cell: `piece` is its text; `now`: committed at the step shown (blue),
-    else earlier (green)."""
-    color = LATTICE_STATE_COLORS["revealed-now" if now else "kept"][1]
-    title = f"position {position} · committed at step {commit_step} · id {token_id}"
+    else earlier (green); `pinned`: a pin of the user's holds it (the user's colour, whatever the step)."""
+    if pinned:
+        color = LATTICE_USER_COLOR
+        title = f"position {position} · pinned by you at step {commit_step} · id {token_id}"
+    else:
+        color = LATTICE_STATE_COLORS["revealed-now" if now else "kept"][1]
+        title = f"position {position} · committed at step {commit_step} · id {token_id}"
     return f'<span class="sv-tok" style="border-bottom:2px solid {color}" title="{title}">{html.escape(piece)}</span>'
 
 
@@ -636,7 +706,8 @@ def canvas_text_html(step, commit_step: np.ndarray, pieces: list) -> str:
         if tok < 0:
             spans.append(MASKED_CELL_SPAN)
         else:
-            spans.append(canvas_cell_span(j, tok, str(pieces[j]), int(commit_step[j]), commit_step[j] == step.step))
+            spans.append(canvas_cell_span(j, tok, str(pieces[j]), int(commit_step[j]), commit_step[j] == step.step,
+                                          bool(step.pinned[j])))
     return canvas_spans_html(spans)
 
 
@@ -655,6 +726,10 @@ def diffusion_metrics_html(summary: dict, finish: str, backend: str, speedup: di
         _row("steps", str(summary["steps"])),
         _row("forwards", str(summary["forwards"])),
         _row("remasked", str(summary["remasked"]), "cells committed and then taken back"),
+        *([_row("your pins", str(summary["pinned"]), "cells your pins hold at this point")] if summary.get("pinned")
+          else []),
+        *([_row("sent back by you", str(summary["sent_back"]), "cells you sent back to the mask")]
+          if summary.get("sent_back") else []),
         _row("blocks", str(summary["blocks"])),
         _row("tok/s", f"{summary['tok_per_s']:.1f}",
              f"forward {summary.get('forward_ms', 0.0):.0f} ms + select {summary.get('select_ms', 0.0):.0f} ms"),

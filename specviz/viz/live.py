@@ -21,7 +21,8 @@ import collections
 
 import numpy as np
 
-from ..trace import ACCEPTED, REJECTED, REMASKED, REVEALED, canvas_output, commit_steps, step_committed_tokens
+from ..trace import (ACCEPTED, PINNED_BY_USER, REJECTED, REMASKED, REVEALED, SENT_BACK_BY_USER, canvas_output,
+                     commit_steps, step_committed_tokens)
 from .confidence import running_strip_figure, step_confidence_figure
 from .lattice import (
     MASKED_CELL_SPAN,
@@ -271,7 +272,7 @@ class SpecLiveView:
 class DiffusionSummary(_RunningSums):
     """`trace.summarize_diffusion` kept up to date one step at a time (O(canvas) a step)."""
 
-    SUMS = ("forwards", "n_revealed", "n_remasked", "forward_ms", "select_ms")
+    SUMS = ("forwards", "n_revealed", "n_remasked", "n_sent_back", "forward_ms", "select_ms")
     TIMES = ("forward_ms", "select_ms")
 
     def __init__(self):
@@ -279,9 +280,11 @@ class DiffusionSummary(_RunningSums):
         self.blocks: set = set()
         self.length = 0
         self.new_tokens = 0
+        self.pinned = 0
 
     def add(self, s) -> None:
         super().add(s)
+        self.pinned = s.n_pinned
         self.blocks.add(s.block)
         self.length = self.length or s.length
         self.new_tokens = int(canvas_output(s.canvas, s.eos_at).shape[0])
@@ -299,6 +302,8 @@ class DiffusionSummary(_RunningSums):
             "cells_per_forward": cells / fw if fw else 0.0,
             "cells_revealed": cells,
             "remasked": int(sums["n_remasked"]),
+            "pinned": self.pinned,
+            "sent_back": int(sums["n_sent_back"]),
             "blocks": len(self.blocks),
             "canvas_length": self.length,
             "forward_ms": float(sums["forward_ms"]),
@@ -377,14 +382,21 @@ class LatticeLiveView:
         # the text: cells committed by the previous step turn from "now" to "earlier"; this step's are "now"
         revealed = np.flatnonzero(step.cell_state == REVEALED)
         remasked = np.flatnonzero(step.cell_state == REMASKED)
+        # the user's pins and send-backs came before the step's own commits
+        pinned_now = np.flatnonzero(step.intervention == PINNED_BY_USER)
+        sent_back = np.flatnonzero(step.intervention == SENT_BACK_BY_USER)
+        self._commit[sent_back] = -1
+        self._commit[pinned_now] = step.step
         self._commit[revealed] = step.step
         self._commit[remasked] = -1
         for j in self._now:
             if self._commit[j] >= 0 and self._commit[j] != step.step:
                 self._spans[j] = canvas_cell_span(int(j), int(step.canvas[j]), str(pieces[j]), int(self._commit[j]),
-                                                  False)
-        for j in remasked:
+                                                  False, bool(step.pinned[j]))
+        for j in (*remasked, *sent_back):
             self._spans[j] = MASKED_CELL_SPAN
+        for j in pinned_now:
+            self._spans[j] = canvas_cell_span(int(j), int(step.canvas[j]), str(pieces[j]), step.step, True, True)
         for j in revealed:
             self._spans[j] = canvas_cell_span(int(j), int(step.canvas[j]), str(pieces[j]), step.step, True)
         self._now = revealed

@@ -142,6 +142,8 @@ LATTICE_STATE_COLORS = {
     "kept": ("#dcfce7", "#15803d"),  # green: committed earlier, tone = signal when it was committed
     "remasked": ("#fdba74", "#b91c1c"),  # orange to red: committed earlier, taken back this step
 }
+# what the user did (pinned a token, sent a cell back to the mask): one colour that no cell state or overlay uses
+LATTICE_USER_COLOR = "#6d28d9"
 LATTICE_BLOCK_COLOR = "#0f172a"  # block boundaries
 LATTICE_CURRENT_COLOR = "#f59e0b"  # the scrubber's row
 LATTICE_ALL_IN_COLOR = "#db2777"  # steps where the schedule committed everything left (early commit)

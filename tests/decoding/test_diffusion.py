@@ -1,18 +1,22 @@
 """Diffusion decoding: schedule invariants on hand-made views, end-to-end runs on tiny random models of each
 backbone, the block cache against full recomputation, adaptive blocks, early commit, and the loaders."""
+import copy
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from specviz.config import ConfigError
 from specviz.decoding.diffusion import DiffusionConfig, DiffusionDecoder, diffuse
 from specviz.decoding.schedules import (SCHEDULE_HELP, SCHEDULES, CellView, Schedule, ScheduleParams, logit_gap,
                                         per_step_count, prophet_threshold, register_schedule, select)
 from specviz.models.diffusion import BLOCK_CAUSAL, DIFFUSION_FAMILIES, HF, SIGMA, family_for, load_diffusion_model, \
     tiny_family_model
 from specviz.models.loading import ModelLoadError
-from specviz.trace import KEPT, REMASKED, REVEALED, Trace, check_invariants
+from specviz.trace import (KEPT, MASKED, PINNED_BY_USER, REMASKED, REVEALED, SENT_BACK_BY_USER, Trace, TraceError,
+                           check_invariants, user_actions)
 
 PROMPT = np.array([1, 5, 7, 9, 3, 11])
 NATIVE = [n for n, f in DIFFUSION_FAMILIES.items() if f.backbone is not None]
@@ -319,3 +323,242 @@ def test_invariants_catch_a_broken_canvas():
     nothing = replace(s1, cell_state=np.where(s1.cell_state == REVEALED, KEPT, s1.cell_state).astype(np.int8))
     with pytest.raises(AssertionError):
         check_invariants(Trace("d", {}, "t", None, PROMPT, [tr.steps[0], nothing, *tr.steps[2:]]))
+
+
+# interventions: pins and send-backs ---------------------------------------------------------
+def _run(dec, upto=None):
+    """Step `dec` to the end (or `upto` records in all); its records so far."""
+    while not dec.done and (upto is None or len(dec.records) < upto):
+        dec.step()
+    return dec.records
+
+
+def _other_token(lm, *avoid):
+    return next(t for t in range(lm.vocab_size) if t not in avoid and t != lm.mask_id)
+
+
+@pytest.mark.parametrize("family", ["tiny", "sdar", "fast_dllm_v2"])  # recompute, block cache, shifted cache
+def test_a_pin_set_before_the_run_holds_from_step_0_to_the_end(family):
+    lm = tiny_family_model(family, seed=2)
+    cfg = DiffusionConfig("low_confidence", gen_length=20, block_size=6, steps=10)
+    free = diffuse(lm, PROMPT, cfg).steps[-1].canvas
+    # tokens the model would not have put there: the pins really change the canvas
+    near, far = _other_token(lm, free[3]), _other_token(lm, free[17])
+    dec = DiffusionDecoder(lm, PROMPT, cfg)
+    assert dec.mode == ("recompute" if family == "tiny" else "block cache")
+    dec.pin(3, near)
+    dec.pin(17, far)  # a block the run reaches later
+    steps = _run(dec)
+    check_invariants(dec.trace())
+    assert dec.finish_reason and dec.output_ids[3] == near
+    assert [s.canvas[3] for s in steps] == [near] * len(steps) and [s.canvas[17] for s in steps] == [far] * len(steps)
+    assert all(s.pinned[[3, 17]].all() and s.pinned.sum() == 2 for s in steps)
+    assert all((s.cell_state[[3, 17]] == KEPT).all() for s in steps)  # never revealed nor remasked by a schedule
+    assert np.flatnonzero(steps[0].intervention).tolist() == [3, 17]
+    assert steps[0].intervention[3] == PINNED_BY_USER and not any(s.intervention.any() for s in steps[1:])
+    assert [a.position for a in user_actions(steps)] == [3, 17] and user_actions(steps)[0].token_id == near
+    # the pinned cells count as committed: the model fills only the 18 others
+    assert sum(s.n_revealed for s in steps) == 18 and dec.trace().summary()["pinned"] == 2
+
+
+def test_a_cell_sent_back_goes_to_the_mask_and_the_schedule_fills_it_again():
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=16))
+    first = _run(dec, 3)[-1]
+    cell = int(np.flatnonzero((first.canvas >= 0) & (np.arange(16) < first.block_end))[0])
+    dec.remask(cell)
+    assert dec.canvas[cell] == -1
+    nxt = dec.step()
+    assert nxt.intervention[cell] == SENT_BACK_BY_USER and nxt.n_sent_back == 1
+    assert nxt.cell_state[cell] in (MASKED, REVEALED)  # the canvas as the user left it: masked before the forward
+    steps = _run(dec)
+    check_invariants(dec.trace())
+    assert steps[-1].canvas[cell] >= 0 and dec.trace().summary()["sent_back"] == 1
+    refill = next(s for s in steps[3:] if s.cell_state[cell] == REVEALED)
+    assert refill.canvas[cell] == refill.proposal[cell]
+    # a pinned cell sent back loses its pin and is filled by the model again
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=16))
+    dec.pin(2, 40)
+    _run(dec, 2)
+    dec.remask(2)
+    s = dec.step()
+    assert not s.pinned[2] and s.intervention[2] == SENT_BACK_BY_USER
+    _run(dec)
+    check_invariants(dec.trace())
+    assert not dec.records[-1].pinned.any() and dec.records[-1].canvas[2] >= 0
+
+
+def test_a_pin_and_a_send_back_between_the_same_steps_leave_no_record():
+    """Pinning a masked cell and sending it back before the next step changes nothing the records saw."""
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=16))
+    _run(dec, 1)
+    masked = int(np.flatnonzero(dec.canvas < 0)[0])
+    dec.pin(masked, 40)
+    dec.remask(masked)
+    assert not dec.step().intervention.any()
+    _run(dec)
+    check_invariants(dec.trace())
+
+
+@pytest.mark.parametrize("family", ["sdar", "fast_dllm_v2"])
+def test_interventions_in_finished_blocks_keep_the_block_cache_exact(family):
+    """A pin or a send-back in a finished block reopens it and cuts the cache back to its start, so the cached run
+    still takes the same steps as recomputing the whole canvas, also after the run had finished."""
+    lm = tiny_family_model(family, seed=2)
+    runs = {}
+    for cache in (True, False):
+        dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=20, block_size=6, steps=10,
+                                                           use_cache=cache))
+        dec.pin(4, 42)
+        _run(dec, 7)
+        assert dec.block == 2 and dec.spans == [(0, 6), (6, 12)] and not dec.block_started
+        dec.remask(1)  # block 0 is finished: it reopens
+        dec.pin(2, 40)  # a committed cell of the reopened block takes another token
+        assert dec.block == 0 and (dec.start, dec.end) == (0, 6) and dec.upcoming == [(6, 12), (12, 18)]
+        _run(dec, 8)
+        _run(dec)
+        dec.remask(10)  # after the end: the run carries on
+        assert not dec.done
+        _run(dec)
+        runs[cache] = dec.records
+        check_invariants(dec.trace())
+        blocks = [s.block for s in dec.records]
+        assert any(b < a for a, b in zip(blocks, blocks[1:]))  # the run went back to an earlier block
+    a, b = runs[True], runs[False]
+    assert len(a) == len(b) and any(s.cached > 0 for s in a)
+    for x, y in zip(a, b):
+        assert np.array_equal(x.canvas, y.canvas) and x.block == y.block
+        blk = slice(x.block_start, x.block_end)
+        np.testing.assert_allclose(x.confidence[blk], y.confidence[blk], atol=1e-5)
+    assert a[-1].canvas[4] == 42 and a[-1].canvas[2] == 40 and a[-1].pinned[[2, 4]].all()
+
+
+def test_a_reopened_block_is_followed_by_the_blocks_as_they_were():
+    """Adaptive blocks: after a reopened block is full the run passes the later blocks with their own extents."""
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", 32, 4, 16, adaptive_block=True,
+                                                       delimiter_threshold=0.0), tuple(range(95)))
+    _run(dec, 8)
+    laid, active = list(dec.spans), (dec.start, dec.end)
+    assert laid == [(0, 7), (7, 13)] and active == (13, 19) and not dec.block_started  # none of them 4 long
+    dec.remask(0)
+    reopened = dec.step()
+    assert (reopened.block, reopened.block_start, reopened.block_end) == (0, 0, 7) and reopened.canvas[0] >= 0
+    # its one masked cell filled, the run passed block 1 (full) and is back in block 2, all as they were laid
+    assert dec.spans == laid and (dec.block, dec.start, dec.end) == (2, *active) and not dec.upcoming
+    _run(dec)
+    check_invariants(dec.trace())
+
+
+def test_bad_interventions_are_refused_clearly():
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=8, block_size=8, steps=8))
+    for bad in (-1, 8, 10**12):
+        with pytest.raises(ConfigError, match="off the canvas: its cells are 0 to 7"):
+            dec.pin(bad, 3)
+    for bad in (2.5, True, "3", None):
+        with pytest.raises(ConfigError, match="position is a whole number"):
+            dec.remask(bad)
+    for bad in (-1, lm.vocab_size, 10**12):
+        with pytest.raises(ConfigError, match="outside the model's vocabulary"):
+            dec.pin(0, bad)
+    with pytest.raises(ConfigError, match="token id is a whole number"):
+        dec.pin(0, 3.0)
+    with pytest.raises(ConfigError, match="mask token cannot be pinned"):
+        dec.pin(0, lm.mask_id)
+    with pytest.raises(ConfigError, match="cell 0 is masked already"):
+        dec.remask(0)
+    for j in range(7):
+        dec.pin(j, 3)
+    # the last masked cell: nothing would be left for the model, so no step would record the pin
+    with pytest.raises(ConfigError, match="would leave the model nothing to fill"):
+        dec.pin(7, 3)
+    assert dec.canvas[7] == -1 and not dec.pinned[7] and not dec.done  # a refused pin changes nothing
+    check_invariants(Trace("d", {}, "t", None, PROMPT, _run(dec), finish_reason=dec.finish_reason))
+    # a finished run: a pin has nothing left to change; a send-back reopens it
+    with pytest.raises(ConfigError, match="nothing to fill"):
+        dec.pin(0, 4)
+    # an end-of-sequence token pinned where the text before it is complete ends the run just the same
+    eos = DiffusionDecoder(tiny_family_model("tiny", eos_ids=(7,)), PROMPT,
+                           DiffusionConfig("low_confidence", gen_length=8, block_size=1, steps=8))
+    with pytest.raises(ConfigError, match="nothing to fill"):
+        eos.pin(0, 7)
+    eos.pin(1, 7)  # cell 0 is still to fill, so the model has work
+    assert [s.canvas[1] for s in _run(eos)] == [7] and eos.finish_reason == "eos"
+
+
+def test_interventions_round_trip_through_the_trace_file_and_old_traces_still_load():
+    from pathlib import Path
+
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=16))
+    dec.pin(5, 40)
+    _run(dec, 3)
+    dec.remask(int(np.flatnonzero((dec.canvas >= 0) & ~dec.pinned)[0]))
+    _run(dec)
+    tr = dec.trace()
+    text = tr.to_json()
+    back = Trace.from_json(text)
+    assert back.to_json() == text
+    for x, y in zip(back.steps, tr.steps):
+        assert np.array_equal(x.pinned, y.pinned) and np.array_equal(x.intervention, y.intervention)
+        assert x.pinned.dtype == bool and x.intervention.dtype == np.int8
+    doc = json.loads(text)
+    # only steps with something to say carry the fields
+    assert "pinned" in doc["steps"][0] and "intervention" in doc["steps"][0] and "intervention" not in doc["steps"][1]
+    # a step from before interventions: no fields, nothing pinned
+    untouched = json.loads(diffuse(lm, PROMPT, dec.config).to_json())["steps"]
+    before = [{k: v for k, v in s.items() if k not in ("pinned", "intervention")} for s in untouched]
+    old = Trace.from_json(json.dumps({**doc, "steps": before}))
+    assert not any(s.pinned.any() or s.intervention.any() for s in old.steps)
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "traces"
+    for path in shipped.glob("*.json"):
+        if path.name != "index.json":
+            loaded = Trace.from_json(path.read_text())
+            assert loaded.kind != "diffusion" or not any(s.pinned.any() for s in loaded.steps)
+    # malformed fields are refused with a message naming them
+    for change, message in (([2] * 16, "pinned holds a value outside 0-1"), ([1] * 3, "pinned has 3 entries"),
+                            ("yes", "pinned must be a list"), ([True] * 16, "pinned holds true/false")):
+        bad = copy.deepcopy(doc)
+        bad["steps"][1]["pinned"] = change
+        with pytest.raises(TraceError, match=message):
+            Trace.from_json(json.dumps(bad))
+    bad = copy.deepcopy(doc)
+    bad["steps"][1]["intervention"] = [7] * 16
+    with pytest.raises(TraceError, match="intervention holds a value outside 0-2"):
+        Trace.from_json(json.dumps(bad))
+    # a pin let go without a send-back breaks the record contract
+    bad = copy.deepcopy(doc)
+    bad["steps"][2]["pinned"] = [0] * 16
+    with pytest.raises(TraceError, match="a pin let go"):
+        Trace.from_json(json.dumps(bad))
+
+
+def test_invariants_catch_broken_pins():
+    lm = tiny_family_model("tiny")
+    dec = DiffusionDecoder(lm, PROMPT, DiffusionConfig("low_confidence", gen_length=16, block_size=8, steps=16))
+    dec.pin(5, 40)
+    steps = _run(dec)
+    check_invariants(dec.trace())
+
+    def broken(k, **change):
+        return Trace("d", {}, "t", None, PROMPT, [*steps[:k], replace(steps[k], **change), *steps[k + 1:]],
+                     finish_reason="length")
+
+    moved = steps[3].canvas.copy()
+    moved[5] = 41
+    with pytest.raises(AssertionError, match="pinned cell changed its token"):
+        check_invariants(broken(3, canvas=moved))
+    unpinned = steps[3].pinned.copy()
+    unpinned[5] = False
+    with pytest.raises(AssertionError, match="a pin let go"):
+        check_invariants(broken(3, pinned=unpinned))
+    extra = steps[3].pinned.copy()
+    extra[int(np.flatnonzero((steps[2].canvas >= 0) & ~steps[2].pinned)[0])] = True
+    with pytest.raises(AssertionError, match="nobody pinned it"):
+        check_invariants(broken(3, pinned=extra))
+    sent = steps[0].intervention.copy()
+    sent[9] = SENT_BACK_BY_USER
+    with pytest.raises(AssertionError, match="sent back a cell that was masked"):
+        check_invariants(broken(0, intervention=sent))

@@ -3,6 +3,7 @@ and refuses bad input with a clear message."""
 import json
 
 import gradio as gr
+import numpy as np
 import pytest
 from gradio_client import Client
 
@@ -26,7 +27,7 @@ def test_demo_has_the_lattice_endpoints():
     demo = build_demo(ModelStore(loader=lambda _: (_ for _ in ()).throw(AssertionError("no loading at build"))))
     names = {d["api_name"] for d in demo.config["dependencies"] if d.get("api_name")}
     assert {"lattice_run", "lattice_step", "lattice_pause", "lattice_reset", "lattice_cell", "lattice_export",
-            "lattice_compare", "export"} <= names
+            "lattice_compare", "lattice_pin", "lattice_remask", "export"} <= names
 
 
 def test_diffusion_run_step_scrub_and_cell(client, embedded):
@@ -255,3 +256,101 @@ def test_jacobi_metrics_carry_the_ar_baseline_and_speedup(client, embedded):
     speedup = summary["speedup_vs_ar"]
     assert speedup["matches_ar"] is True and speedup["ratio"] > 0 and speedup["ar_s"] > 0
     assert f"{speedup['ratio']:.2f}×" in metrics
+
+
+# --- interventions: pins and send-backs, through the API --------------------------------------------------------
+PIN_SETTINGS = {"gen_length": 16, "steps": 8, "block_size": 8}
+PIN_PROMPT = "How do I keep basil alive on a kitchen windowsill?"
+
+
+def _token_id(embedded, text):
+    ids = embedded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1
+    return ids[0]
+
+
+def _exported(c):
+    from specviz.trace import Trace
+
+    doc = json.loads(open(c.predict(api_name="/lattice_export")).read())
+    return doc, Trace.from_dict(doc)  # checked: the record contract holds with the interventions in it
+
+
+def test_a_pinned_token_stays_in_place(app_url, embedded):
+    """Pins set before Run are in place from step 0 to the end, in the final canvas and in the exported trace,
+    and a replay of that trace marks them."""
+    from gradio_client import handle_file
+
+    c = Client(app_url, verbose=False)
+    water, the = _token_id(embedded, " water"), _token_id(embedded, " the")
+    first = c.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=5, token=" water", api_name="/lattice_pin")
+    assert "Pinned ' water' at position 5 for a new run" in first[0] and "step 0" in first[0]
+    second = c.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=12, token=" the", api_name="/lattice_pin")
+    assert "Pins: 5 = ' water', 12 = ' the'" in second[0]
+    out = _run(c, PIN_PROMPT, **PIN_SETTINGS)
+    status, lattice, summary = out[0], out[3], out[-1]
+    assert "finished" in status and summary["summary"]["pinned"] == 2 and summary["summary"]["steps"] == 8
+    assert 'class="sv-pinned"' in lattice and "pinned by you" in lattice
+    doc, trace = _exported(c)
+    assert all(s.canvas[5] == water and s.canvas[12] == the and s.pinned[[5, 12]].all() for s in trace.steps)
+    assert trace.steps[0].intervention[[5, 12]].tolist() == [1, 1] and doc["steps"][0]["pinned"][5] == 1
+    assert summary["output_ids"][5] == water or trace.steps[-1].eos_at < 5  # the text stops at an EOS, if any
+    card = c.predict(f"{len(trace.steps) - 1}, 12", api_name="/lattice_cell")
+    assert "pinned by you: in place from step 0" in card
+    # the file replays with its marks; a replayed run cannot be changed
+    path = c.predict(api_name="/lattice_export")
+    replayed = c.predict(handle_file(path), api_name="/lattice_open_trace")
+    assert "Replaying" in replayed[0] and 'class="sv-pinned"' in replayed[3]
+    with pytest.raises(Exception, match="replayed from a trace: a recorded run cannot be changed"):
+        c.predict(position=3, api_name="/lattice_remask")
+
+
+def test_send_back_and_pin_mid_run(app_url, embedded):
+    """Between steps: a committed cell goes back to the mask and the schedule fills it again; a pin on a masked cell
+    holds from the next step to the end."""
+    c = Client(app_url, verbose=False)
+    _run(c, PIN_PROMPT, api="/lattice_step", **PIN_SETTINGS)
+    _run(c, PIN_PROMPT, api="/lattice_step", **PIN_SETTINGS)
+    _, trace = _exported(c)
+    last = trace.steps[-1]
+    committed = int(np.flatnonzero(last.canvas >= 0)[0])
+    masked = int(np.flatnonzero(last.canvas < 0)[-1])
+    out = c.predict(position=committed, api_name="/lattice_remask")
+    assert f"sent position {committed}" in out[0] and "fills it again from step 2" in out[0]
+    out = c.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=masked, token=" the", api_name="/lattice_pin")
+    assert f"pinned ' the' at position {masked}: it holds from step 2" in out[0] and "Step 1" in out[0]
+    with pytest.raises(Exception, match=f"cell {masked} is masked already|a committed cell"):
+        c.predict(position=int(np.flatnonzero(last.canvas < 0)[0]), api_name="/lattice_remask")
+    assert "Step 2" in _run(c, PIN_PROMPT, api="/lattice_step", **PIN_SETTINGS)[0]  # the same run carries on
+    final = _run(c, PIN_PROMPT, **PIN_SETTINGS)
+    assert "finished" in final[0] and final[-1]["summary"]["sent_back"] == 1
+    _, trace = _exported(c)
+    step2 = trace.steps[2]
+    assert step2.intervention[committed] == 2 and step2.intervention[masked] == 1
+    assert step2.canvas[committed] < 0 or step2.cell_state[committed] == 1  # masked, or refilled by this step
+    assert trace.steps[-1].canvas[committed] >= 0  # filled again by the end
+    the = _token_id(embedded, " the")
+    assert all(s.canvas[masked] == the and s.pinned[masked] for s in trace.steps[2:])
+    assert not any(s.pinned.any() for s in trace.steps[:2])
+
+
+def test_bad_interventions_are_refused_clearly(app_url):
+    fresh = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="nothing to send back yet: run or step first"):
+        fresh.predict(position=3, api_name="/lattice_remask")
+    for position, token, message in [(3, "hello world", "is 2 tokens"), (3, "", "type the token to pin"),
+                                     (99, " the", "position 99 is off the canvas"),
+                                     ("abc", " the", "position must be a whole number"),
+                                     (3, "water", "did you mean ' water'")]:
+        with pytest.raises(Exception, match=message):
+            fresh.predict(prompt=PIN_PROMPT, settings=PIN_SETTINGS, position=position, token=token,
+                          api_name="/lattice_pin")
+    with pytest.raises(Exception, match="pins need the diffusion method"):
+        fresh.predict(prompt=PIN_PROMPT, settings={"method": "jacobi"}, position=1, token=" the",
+                      api_name="/lattice_pin")
+    # the session was not harmed: a normal step, then a send-back of a masked cell is refused by name
+    assert "Step 0" in _run(fresh, PIN_PROMPT, api="/lattice_step", **PIN_SETTINGS)[0]
+    _, trace = _exported(fresh)
+    masked = int(np.flatnonzero(trace.steps[-1].canvas < 0)[0])
+    with pytest.raises(Exception, match=f"cell {masked} is masked already"):
+        fresh.predict(position=masked, api_name="/lattice_remask")

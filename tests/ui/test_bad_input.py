@@ -209,6 +209,38 @@ CASES += [
          why="before a run the card says what to do"),
 ]
 
+# interventions on the diffusion canvas: /lattice_pin (prompt, settings, position, token), /lattice_remask (position)
+PIN = ("Hi", L)
+CASES += [Case("/lattice_pin", (*PIN, bad, " the"), _words("position")) for bad in ("abc", None, [1], 2.5, True, "")]
+CASES += [Case("/lattice_remask", (bad,), _words("position")) for bad in ("abc", None, [1], 2.5, True, {"p": 1})]
+CASES += [
+    Case("/lattice_pin", (*PIN, 10**30, " the"), _words("off the canvas")),
+    Case("/lattice_pin", (*PIN, -1, " the"), _words("off the canvas")),
+    Case("/lattice_pin", (*PIN, NAN, " the"), _words("position"), via="http"),
+    Case("/lattice_pin", (*PIN, 1, "hello world"), _words("2 tokens")),
+    Case("/lattice_pin", (*PIN, 1, ""), _words("token to pin")),
+    Case("/lattice_pin", (*PIN, 1, None), _words("token to pin")),
+    Case("/lattice_pin", (*PIN, 1, 42), _words("token to pin")),
+    Case("/lattice_pin", (*PIN, 1, ["the"]), _words("token to pin")),
+    Case("/lattice_pin", (*PIN, 1, MB), _words("characters")),
+    Case("/lattice_pin", (*PIN, 1, CONTROL), _words("tokens")),
+    Case("/lattice_pin", (*PIN, 1, "\ud800"), _words("not valid text"), via="http"),
+    Case("/lattice_pin", ("", L, 1, " the"), _words("prompt")),
+    Case("/lattice_pin", ("Hi", "sps", 1, " the"), _words("settings")),
+    Case("/lattice_pin", ("Hi", {"method": "jacobi", "gen_length": 8}, 1, " the"), _words("diffusion method")),
+    Case("/lattice_pin", ("Hi", L), _words("position"), via="http"),
+    Case("/lattice_pin", (*PIN, 1, " the"), ("Pinned ' the' at position 1", "pinned ' the' at position 1"), ok=True,
+         why="a pin in the run"),
+    Case("/lattice_remask", (1,), ("sent position 1",), ok=True, why="the pinned cell goes back to the mask"),
+    Case("/lattice_remask", (99,), _words("off the canvas")),
+    Case("/lattice_remask", (-1,), _words("off the canvas")),
+    Case("/lattice_remask", (INF,), _words("position"), via="http"),
+    Case("/lattice_remask", (), _words("position"), via="http"),
+    Case("/lattice_remask", (3,), ("run or step first",), session="fresh"),
+    Case("/lattice_pin", (*PIN, 3, " the"), ("for a new run",), ok=True, session="fresh",
+         why="before a run a pin prepares one; Run starts it with the pin in place"),
+]
+
 # endpoints without inputs, before any run
 CASES += [
     Case("/export", (), ("run or step",), session="fresh"),

@@ -183,6 +183,43 @@ def test_diffusion_tab_runs_scrubs_and_inspects_a_cell(page):
     page.screenshot(path=str(out / "diffusion_after_run.png"), full_page=True)
 
 
+def test_diffusion_pin_and_send_back_in_a_real_browser(page):
+    """Pin a token before the run, step, click a committed cell and send it back: the lattice marks both."""
+    status = "document.querySelector('#sd-status').innerText"
+    page.get_by_role("tab", name="Diffusion").click()
+    page.wait_for_selector("#sd-pin", state="visible", timeout=30_000)
+    page.locator("#sd-prompt textarea").fill("How do I keep basil alive on a kitchen windowsill?")
+    page.locator("#sd-position input").fill("5")
+    page.locator("#sd-pin-token input, #sd-pin-token textarea").first.fill(" water")
+    page.locator("#sd-pin").click()
+    page.wait_for_function(f"{status}.includes(\"Pinned ' water' at position 5\")", timeout=120_000)
+    for k in (0, 1):
+        page.locator("#sd-step").click()
+        page.wait_for_function(f"{status}.includes('Step {k}')", timeout=120_000)
+    page.wait_for_selector("#sd-lattice .sv-pinned[data-step='1'][data-pos='5']", state="attached", timeout=30_000)
+    # a cell the model committed: its text span says so; a click on it in the lattice picks it
+    titles = page.locator("#sd-text .sv-tok[title*='committed at step']").evaluate_all(
+        "spans => spans.map(s => s.getAttribute('title'))")
+    cell = int(titles[0].split(" · ")[0].split()[1])
+    page.locator(f"#sd-lattice [data-step='1'] [data-pos='{cell}']").click()
+    page.wait_for_function(f"document.querySelector('#sd-position input').value === '{cell}'", timeout=15_000)
+    page.locator("#sd-remask").click()
+    page.wait_for_function(f"{status}.includes('sent position {cell} ')", timeout=60_000)
+    page.locator("#sd-step").click()
+    page.wait_for_function(f"{status}.includes('Step 2')", timeout=120_000)
+    page.wait_for_selector(f"#sd-lattice .sv-user-sent-back[data-step='2'][data-pos='{cell}']", state="attached",
+                           timeout=30_000)
+    legend = page.locator("#sd-lattice .sv-legend").inner_text()
+    assert "pinned by you" in legend and "sent back to the mask by you" in legend
+    page.locator("#sd-lattice [data-step='2'] [data-pos='5']").click()
+    page.wait_for_function("document.querySelector('#sd-cell-topk').innerText.includes('pinned by you')",
+                           timeout=15_000)
+    out = Path(os.environ.get("SPECVIZ_SCREENSHOTS", "out"))
+    out.mkdir(exist_ok=True)
+    page.locator("#sd-lattice").scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "diffusion_pin.png"), full_page=True)
+
+
 def test_diffusion_tab_fits_run_and_step_above_the_fold(page):
     """On a 1280 × 800 screen Run and Step are visible without scrolling, and the tab says its model is a toy."""
     page.set_viewport_size({"width": 1280, "height": 800})

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from specviz.trace import (
-    KEPT, MASKED, REMASKED, REVEALED, DiffusionStep, check_diffusion_invariants, summarize_diffusion,
+    KEPT, MASKED, PINNED_BY_USER, REMASKED, REVEALED, SENT_BACK_BY_USER, DiffusionStep, check_diffusion_invariants,
+    commit_steps, summarize_diffusion,
 )
 from specviz.viz import lattice
-from specviz.viz.palette import LATTICE_STATE_COLORS
+from specviz.viz.palette import LATTICE_STATE_COLORS, LATTICE_USER_COLOR
 
 NAN = float("nan")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -362,3 +363,71 @@ def test_diffusion_metrics_html(small):
     assert "<b>5</b>" in out  # forwards
     assert "generated tokens to the first EOS" in out and "reference (cpu)" in out and "stopped at length" in out
     assert math.isfinite(summary["cells_per_forward"]) and "<b>1.80</b>" in out  # 9 cells in 5 forwards
+
+
+def touched_trace():
+    """L = 8, one block: before step 0 the user pinned cell 5 (token 99); before step 1 sent cell 0 back to the mask,
+    which step 1 leaves masked and step 2 fills again."""
+    final = np.arange(10, 18, dtype=np.int64)
+    final[5] = 99
+    pinned = np.zeros(8, bool)
+    pinned[5] = True
+
+    def user(k, prev, reveal, acted, kind, **kw):
+        s = make_step(k, prev, final, reveal, **kw)
+        code = np.zeros(8, np.int8)
+        code[acted] = kind
+        return replace(s, pinned=pinned, intervention=code)
+
+    start = np.full(8, -1, dtype=np.int64)
+    start[5] = 99  # the canvas as the user left it before step 0
+    s0 = user(0, start, [0, 2], [5], PINNED_BY_USER, conf={0: 0.9, 2: 0.8})
+    after = s0.canvas.copy()
+    after[0] = -1
+    s1 = user(1, after, [1, 3], [0], SENT_BACK_BY_USER, conf={0: 0.3, 1: 0.8, 3: 0.7})
+    s2 = user(2, s1.canvas, [0, 4, 6, 7], [], 0)
+    return [s0, s1, s2]
+
+
+def test_the_lattice_marks_what_the_user_did():
+    steps = touched_trace()
+    check_diffusion_invariants(steps)
+    canvas, proposal = labels_for(steps)
+    markup = lattice.lattice_svg(steps, canvas, proposal)
+    svg = svg_of(markup)
+    marks = {(m.get("class"), int(m.get("data-step")), int(m.get("data-pos"))) for m in svg.iter()
+             if (m.get("class") or "").startswith(("sv-pinned", "sv-user"))}
+    # a flag on every row the pin holds cell 5, an outline where the pin and the send-back took effect
+    assert marks == {("sv-pinned", 0, 5), ("sv-pinned", 1, 5), ("sv-pinned", 2, 5), ("sv-user-pin", 0, 5),
+                     ("sv-user-sent-back", 1, 0)}
+    assert all(m.get("fill") == LATTICE_USER_COLOR or m.get("stroke") == LATTICE_USER_COLOR for m in svg.iter()
+               if (m.get("class") or "").startswith(("sv-pinned", "sv-user")))
+    assert "pinned by you" in markup and "sent back to the mask by you" in markup  # the legend
+    # the pinned cell is kept, and no model's confidence shades it
+    z, data = lattice.lattice_cells(steps, canvas, proposal)
+    assert int(z[0, 5]) == KEPT and z[0, 5] == z[2, 5] == pytest.approx(KEPT + 0.02)
+    assert "pinned by you (in place from step 0)" in data[0][5][8] and "pinned by you" in data[2][5][8]
+    assert data[1][0][2] == "masked" and "sent back to the mask by you" in data[1][0][8]
+    assert "sent back" not in data[2][0][8] and data[2][0][2] == "revealed-now"
+    # a run nobody touched draws none of it
+    plain = lattice.lattice_svg(small_trace(), *labels_for(small_trace()))
+    assert "sv-pinned" not in plain and "sv-user" not in plain and "by you" not in plain
+
+
+def test_the_cell_card_and_the_text_say_what_the_user_did():
+    steps = touched_trace()
+    assert lattice.user_note(steps, 2, 5) == "pinned by you: in place from step 0"
+    assert lattice.user_note(steps, 1, 0) == "sent back to the mask by you at step 1 (before its forward)"
+    assert lattice.user_note(steps, 2, 0).endswith("the model has filled it again since")
+    assert lattice.user_note(steps, 0, 0) == lattice.user_note(steps, 2, 3) == ""
+    card = lattice.cell_topk_html(steps[1], 0, [], note=lattice.user_note(steps, 1, 0))
+    assert "sv-user-note" in card and "sent back to the mask by you at step 1" in card
+    text = lattice.canvas_text_html(steps[2], commit_steps(steps, 2), labels_for(steps)[0][2])
+    pinned_span = next(span for span in text.split("<span")[1:] if "position 5" in span)
+    assert "pinned by you at step 0" in pinned_span and LATTICE_USER_COLOR in pinned_span
+    assert commit_steps(steps, 1)[[0, 5]].tolist() == [-1, 0] and commit_steps(steps)[0] == 2
+    summary = summarize_diffusion(steps)
+    assert summary["pinned"] == 1 and summary["sent_back"] == 1 and summary["cells_revealed"] == 8
+    metrics = lattice.diffusion_metrics_html(summary, "length", "reference (cpu)")
+    assert "your pins" in metrics and "sent back by you" in metrics
+    assert "your pins" not in lattice.diffusion_metrics_html(summarize_diffusion(small_trace()), "", "")

@@ -14,7 +14,7 @@ from specviz.viz.lattice import canvas_text_html, lattice_svg
 from specviz.viz.live import LatticeLiveView, SpecLiveView
 from specviz.viz.panels import generated_text_html
 
-from .test_lattice import SVG, cells_of, labels_for, small_trace, svg_of
+from .test_lattice import SVG, cells_of, labels_for, small_trace, svg_of, touched_trace
 from ..test_trace import synthetic_trace
 
 
@@ -181,6 +181,20 @@ def test_streamed_text_follows_every_step(lattice_run):
     for i, s in enumerate(small):
         v.add(s, c[i], p[i])
         assert v.live()["text"] == v.full(i)["text"] == canvas_text_html(s, commit_steps(small, i), c[i])
+
+
+def test_streamed_text_and_summary_follow_the_users_pins_and_send_backs():
+    steps = touched_trace()
+    canvas, proposal = labels_for(steps)
+    view = LatticeLiveView()
+    for i, s in enumerate(steps):
+        view.add(s, canvas[i], proposal[i])
+        assert view.live()["text"] == view.full(i)["text"] == canvas_text_html(s, commit_steps(steps, i), canvas[i])
+        assert view.summary() == summarize_diffusion(steps[: i + 1])
+    # step 1: cell 0 was sent back (masked), cell 5 still pinned
+    after_send_back = view.full(1)["text"]
+    assert after_send_back.split('class="sv-tok"')[1].count("masked") == 1 and "pinned by you" in after_send_back
+    assert "sv-pinned" in view.live()["lattice"] and "sv-user-sent-back" in view.full()["lattice"]
 
 
 def _rows(markup: str, lo: int = 0) -> dict:
