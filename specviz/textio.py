@@ -33,30 +33,6 @@ def encode_prompt(tokenizer, text: str, chat: bool = True) -> list:
     return [int(i) for i in ids]
 
 
-MAX_TOKEN_CHARS = 100
-
-
-def single_token(tokenizer, text: str) -> int:
-    """The id of the one token `text` is (as typed: a leading space is part of the token, so ' the' and 'the'
-    differ), or of `#<id>`. Anything that is not exactly one token gets a message saying what it is."""
-    if not isinstance(text, str) or not text:
-        raise ConfigError("type a token (or #id), or pick one of the candidates")
-    if len(text) > MAX_TOKEN_CHARS:
-        raise ConfigError(f"that is {len(text):,} characters; one token is a word or a piece of one")
-    vocab = len(tokenizer)
-    if text.startswith("#") and text[1:].isdigit():
-        token = int(text[1:])
-        if not 0 <= token < vocab:
-            raise ConfigError(f"token id {token} is outside the vocabulary of {vocab:,}")
-        return token
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        pieces = " | ".join(token_label(tokenizer, t) for t in ids[:8]) + (" | …" if len(ids) > 8 else "")
-        raise ConfigError(f"{text!r} is {len(ids)} tokens for this model ({pieces}), not one: type a single token, "
-                          "e.g. a common word with its leading space")
-    return int(ids[0])
-
-
 def check_prompt_fits(n_prompt: int, max_new_tokens: int, max_positions: int) -> None:
     if n_prompt + max_new_tokens > max_positions:
         raise ConfigError(
@@ -119,33 +95,37 @@ def token_label(tokenizer, token_id: int) -> str:
     return text
 
 
-MAX_PIN_CHARS = 100  # no single token is longer
+MAX_TOKEN_CHARS = 100  # no single token is longer
 
 
-def single_token(tokenizer, text, knows=lambda token_id: True) -> int:
-    """The id of `text` when it is exactly one token (no special tokens added), e.g. a token to pin on a diffusion
-    canvas; otherwise a ConfigError that says how many tokens it is. `knows(id)`: whether the model has that token
-    (a sub-vocabulary model does not have them all)."""
+def single_token(tokenizer, text, knows=lambda token_id: True, what: str = "the token") -> int:
+    """The id of `text` when it is exactly one token (no special tokens added; a leading space is part of the
+    token, so ' the' and 'the' differ), or of `#<id>`: a token to pin on a diffusion canvas, or to put in a draft.
+    Otherwise a ConfigError that says how many tokens it is. `knows(id)`: whether the model has that token (a
+    sub-vocabulary model does not have them all); `what` names the field in messages."""
     if not isinstance(text, str):
-        raise ConfigError(f"the token to pin is text, not {type(text).__name__}")
+        raise ConfigError(f"{what} is text, not {type(text).__name__}")
     if text == "":
-        raise ConfigError("type the token to pin (exactly one token, e.g. ' water': a leading space is part of a word "
-                          "inside a sentence)")
-    if len(text) > MAX_PIN_CHARS:
-        raise ConfigError(f"the token to pin is {len(text):,} characters: one token is far shorter")
+        raise ConfigError(f"type {what} (exactly one token, e.g. ' water': a leading space is part of a word inside a "
+                          "sentence), or #id")
+    if len(text) > MAX_TOKEN_CHARS:
+        raise ConfigError(f"{what} is {len(text):,} characters: one token is a word or a piece of one")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError("the token to pin contains characters that are not valid text (an unpaired surrogate)") \
-            from None
+        raise ConfigError(f"{what} contains characters that are not valid text (an unpaired surrogate)") from None
+    if text.startswith("#") and text[1:].isdigit():
+        token = int(text[1:])
+        if not 0 <= token < len(tokenizer) or not knows(token):
+            raise ConfigError(f"token id {token} is outside the model's vocabulary")
+        return token
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     # a word inside a sentence starts with a space: say so when the spaced form is the one token
     spaced = [] if text.startswith(" ") else tokenizer(" " + text, add_special_tokens=False)["input_ids"]
     hint = f"; did you mean {' ' + text!r}, with a leading space?" if len(spaced) == 1 and knows(spaced[0]) else ""
     if len(ids) != 1:
         pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids[:8]) + (" + …" if len(ids) > 8 else "")
-        raise ConfigError(f"{shown_text(text)} is {len(ids)} tokens ({pieces}), not one: a pin holds exactly one "
-                          f"token{hint}")
+        raise ConfigError(f"{shown_text(text)} is {len(ids)} tokens ({pieces}), not one{hint}")
     if not knows(int(ids[0])):
         raise ConfigError(f"{shown_text(text)} (token {ids[0]}) is not in the model's vocabulary{hint}")
     return int(ids[0])

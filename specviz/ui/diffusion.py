@@ -381,7 +381,7 @@ class DiffusionTab:
             if fresh:
                 session = spec.sharing.run_in_turn(key, "preparing a run to pin", lambda: spec.start(prompt, checked))
             decoder = self._intervenable(session, "pin")
-            token_id = single_token(session.extra["tokenizer"], token, session.run.can_pin)
+            token_id = single_token(session.extra["tokenizer"], token, session.run.can_pin, "the token to pin")
             with session.lock:
                 decoder.pin(pos, token_id)
         label = shown_text(self.spec.label(session, token_id))

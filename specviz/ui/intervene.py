@@ -173,7 +173,7 @@ class InterventionPanel:
             if kind == REPLACE:
                 typed = token.strip("\n") if isinstance(token, str) else ""
                 if typed:
-                    token_id = single_token(session.extra["tokenizer"], typed)
+                    token_id = single_token(session.extra["tokenizer"], typed, what="the token to put in")
                 elif candidate not in (None, ""):
                     token_id = whole_number("candidate", candidate)
                 else:

@@ -102,7 +102,7 @@ def test_bad_edits_get_a_message_and_the_run_carries_on(client):
         (("replace", k, 0, None, "#5"), "node 0 is the root"),
         (("replace", k, n, None, "#5"), f"no drafted node {n}"),
         (("replace", k, 1, None, " unbelievably"), "is 3 tokens"),
-        (("replace", k, 1, None, "#99999999"), "outside the vocabulary"),
+        (("replace", k, 1, None, "#99999999"), "outside the model.s vocabulary"),
         (("replace", k, 1, None, ""), "pick a candidate or type"),
         (("replace", k, 1, None, f"#{step['tree']['token_ids'][1]}"), "already drafted"),
         (("replace", 1.5, 1, None, "#5"), "whole number"),
