@@ -75,10 +75,12 @@ def branch_name(i: int, session: Session) -> str:
 
 
 def _edited(session: Session) -> tuple:
-    """(the step a branch's user edited, its Intervention)."""
-    for k, s in enumerate(session.decoder.records):
-        if s.intervention is not None:
-            return k, s.intervention
+    """(the step a branch's user edited, its Intervention): the latest edit in its records, since a branch of a
+    branch keeps the edits made before it."""
+    for k in range(session.n_steps - 1, -1, -1):
+        edit = session.decoder.records[k].intervention
+        if edit is not None:
+            return k, edit
     raise ValueError("not a branch")
 
 

@@ -229,3 +229,24 @@ def test_bad_edits_are_refused_with_a_message(tiny):
     ar.step()
     with pytest.raises(ConfigError, match="drafted nothing"):
         ar.fork(DraftEdit(0, 1, CUT), _fresh_drafter(tiny, "ar"))
+
+
+def test_a_branch_of_a_branch_keeps_both_edits_and_stays_greedy(tiny):
+    prompt = PROMPTS[0]
+    ref = greedy_reference(tiny, prompt, N_NEW).tolist()
+    knobs = {"exit_layer": 2}
+    original = _decoder(tiny, "static_tree", prompt, knobs=knobs)
+    for _ in range(3):
+        original.step()
+    first = original.fork(DraftEdit(1, 1, CUT), _fresh_drafter(tiny, "static_tree", knobs=knobs))
+    for _ in range(3):
+        first.step()
+    step = first.records[3]
+    second = first.fork(DraftEdit(3, 1, REPLACE, (int(step.tree.token_ids[1]) + 1) % VOCAB),
+                        _fresh_drafter(tiny, "static_tree", knobs=knobs))
+    for _ in second.steps():
+        pass
+    trace = second.trace()
+    check_invariants(trace, max_new_tokens=N_NEW)
+    assert trace.output_ids.tolist() == ref
+    assert [s.intervention.kind for s in trace.steps if s.intervention is not None] == [CUT, REPLACE]
