@@ -213,7 +213,7 @@ class InterventionPanel:
 
     # layout -------------------------------------------------------------------------------
     def build(self):
-        with gr.Accordion("Intervene: edit this step's draft, and the target verifies it again", open=False,
+        with gr.Accordion("Intervene: edit this step's draft, and the target verifies it again", open=True,
                           elem_id="sv-intervene-accordion"):
             where = gr.Markdown(PICK_FIRST, elem_id="sv-edit-where")
             with gr.Row():
