@@ -546,19 +546,14 @@ def test_invariants_catch_broken_pins():
         return Trace("d", {}, "t", None, PROMPT, [*steps[:k], replace(steps[k], **change), *steps[k + 1:]],
                      finish_reason="length")
 
-    moved = steps[3].canvas.copy()
-    moved[5] = 41
-    with pytest.raises(AssertionError, match="pinned cell changed its token"):
-        check_invariants(broken(3, canvas=moved))
-    unpinned = steps[3].pinned.copy()
-    unpinned[5] = False
-    with pytest.raises(AssertionError, match="a pin let go"):
-        check_invariants(broken(3, pinned=unpinned))
-    extra = steps[3].pinned.copy()
-    extra[int(np.flatnonzero((steps[2].canvas >= 0) & ~steps[2].pinned)[0])] = True
-    with pytest.raises(AssertionError, match="nobody pinned it"):
-        check_invariants(broken(3, pinned=extra))
-    sent = steps[0].intervention.copy()
-    sent[9] = SENT_BACK_BY_USER
-    with pytest.raises(AssertionError, match="sent back a cell that was masked"):
-        check_invariants(broken(0, intervention=sent))
+    held = int(np.flatnonzero((steps[2].canvas >= 0) & ~steps[2].pinned)[0])  # committed, and nobody pinned it
+    for k, name, cell, value, message in [
+        (3, "canvas", 5, 41, "pinned cell changed its token"),
+        (3, "pinned", 5, False, "a pin let go"),
+        (3, "pinned", held, True, "nobody pinned it"),
+        (0, "intervention", 9, SENT_BACK_BY_USER, "sent back a cell that was masked"),
+    ]:
+        changed = getattr(steps[k], name).copy()
+        changed[cell] = value
+        with pytest.raises(AssertionError, match=message):
+            check_invariants(broken(k, **{name: changed}))
