@@ -228,7 +228,7 @@ class ModelStore:
     """
 
     # how many of each kind stay loaded
-    CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2, "cost": 8}
+    CAPACITY = {"model": 3, "trained": 3, "hub_head": 4, "datastore": 4, "diffusion": 2, "cost": 8, "warm": 3}
 
     def __init__(self, capacity: int = 3, loader=load_model, trust_remote_code: bool | None = None,
                  remote_code_revisions: dict | None = None):
