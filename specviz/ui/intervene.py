@@ -19,6 +19,9 @@ from .controller import Session, request_key, user_errors
 from .inputs import recorded_index, whole_number
 
 EDITS = [("✎ Replace the drafted token", REPLACE), ("✂ Cut the node: force its rejection", CUT)]
+# branches one run may hold, the original included: each keeps its own decoder and KV cache in the session, so an
+# anonymous client editing in a loop must not grow a session's memory without bound
+MAX_BRANCHES = 8
 PICK_FIRST = ("Click a drafted node of the tree (not the root ● or the ★ bonus) to edit it here; the target then "
               "verifies that step again, in a branch of the run.")
 
@@ -160,9 +163,9 @@ class InterventionPanel:
             if session.run is None:
                 raise ConfigError("this run was opened from a trace file, so no model is loaded to verify an edit: "
                                   "press Run to run it live, then edit a step")
-            kind = dict((v, v) for _, v in EDITS).get(edit)
-            if kind is None:
-                raise ConfigError(f"edit must be one of {', '.join(v for _, v in EDITS)}, got {str(edit)[:40]!r}")
+            if len(session.extra.get("branches", ())) >= MAX_BRANCHES:
+                raise ConfigError(f"this run has {MAX_BRANCHES} branches already, the most one run keeps: press Run "
+                                  "on a new prompt or Reset to start over")
             k = recorded_index("step", step, session.n_steps)
             n_nodes = session.view.steps[k].tree.size
             node_i = whole_number("node", node)
@@ -172,7 +175,7 @@ class InterventionPanel:
                 raise ConfigError(f"step {k} has no drafted node {node_i}: pick one of 1..{n_nodes - 1} (node 0 is the "
                                   "root, text already committed)")
             token_id = -1
-            if kind == REPLACE:
+            if edit == REPLACE:
                 typed = token.strip("\n") if isinstance(token, str) else ""
                 if typed:
                     token_id = single_token(session.extra["tokenizer"], typed, what="the token to put in")
@@ -180,7 +183,7 @@ class InterventionPanel:
                     token_id = whole_number("candidate", candidate)
                 else:
                     raise ConfigError("pick a candidate or type the token to put in")
-            edit = DraftEdit(k, node_i, kind, token_id)
+            draft_edit = DraftEdit(k, node_i, edit, token_id)  # an unknown edit is refused here
             # the run on show stops at its current step: the branch takes the views over
             running = self.controller._running.get(key)
             for s in {id(x): x for x in (session, running) if x is not None}.values():
@@ -188,7 +191,7 @@ class InterventionPanel:
 
             def work():
                 with session.lock:
-                    decoder = session.decoder.fork(edit, session.run.drafter())
+                    decoder = session.decoder.fork(draft_edit, session.run.drafter())
                 decoder.step()  # the edited step, verified again
                 return decoder
 

@@ -116,6 +116,24 @@ def test_bad_edits_get_a_message_and_the_run_carries_on(client):
     assert "verified again" in client.predict("cut", k, 1, None, "", api_name="/intervene")[STATUS]
 
 
+def test_a_run_keeps_a_bounded_number_of_branches(client):
+    """Each branch holds a decoder and its KV cache in the session: a client editing in a loop hits a limit."""
+    from specviz.ui.intervene import MAX_BRANCHES
+
+    short = {**SETTINGS, "max_new_tokens": 12}
+    client.predict(prompt=PROMPT, settings=short, api_name="/run")
+    k = next(k for k, s in enumerate(_trace(client)["steps"]) if len(s["tree"]["token_ids"]) > 1)
+    for i in range(1, MAX_BRANCHES):
+        out = client.predict("cut", k, 1, None, "", api_name="/intervene")
+        assert out[BRANCH]["choices"][-1][0].startswith(f"branch {i}:")
+        client.predict("original", api_name="/branch")  # a cut branch's step k has nothing left to cut
+    with pytest.raises(Exception, match=f"{MAX_BRANCHES} branches already"):
+        client.predict("cut", k, 1, None, "", api_name="/intervene")
+    client.predict(api_name="/reset")
+    client.predict(prompt=PROMPT, settings=short, api_name="/run")  # a new run starts with no branches
+    assert "verified again" in client.predict("cut", k, 1, None, "", api_name="/intervene")[STATUS]
+
+
 def test_a_replayed_trace_cannot_be_edited(client):
     from specviz.ui.controller import EXAMPLE_TRACES, example_traces
 
